@@ -1,0 +1,34 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both install what they need.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+MODEL   ?= gpt2-tiny
+OUT     ?= artifacts/$(MODEL)
+# Parallel test workers are not used: CI has 2 cores and torch already uses both.
+
+.PHONY: demo test test-slow test-all install clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/zoo list
+	$(BIN)/zoo build $(MODEL) -o $(OUT)
+	$(BIN)/zoo run $(OUT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: install
+	$(BIN)/python -m pytest -q -m 'slow or not slow'
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

@@ -1,0 +1,254 @@
+"""The spec language: pydantic models for a transformer architecture.
+
+Everything is frozen and ``extra="forbid"``: an unknown key is an error, never
+ignored. Variants are tagged unions on ``kind`` (positional encodings), options
+that exclude each other are one ``Literal`` field. Cross-field rules live in
+``ModelSpec``'s validator and put the numbers in the message; derived values
+(head_dim, parameter count) are computed here, in one place.
+
+This module imports neither torch nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+Family = Literal["encoder-only", "decoder-only", "encoder-decoder"]
+Score = Literal["scaled-dot", "dot", "additive", "bilinear"]
+Activation = Literal["relu", "gelu", "gelu-tanh", "silu"]
+NormKind = Literal["layernorm", "rmsnorm"]
+Placement = Literal["pre", "post"]
+DType = Literal["float32", "float16", "bfloat16"]
+
+SCORES: tuple[str, ...] = Score.__args__  # type: ignore[attr-defined]
+FAMILIES: tuple[str, ...] = Family.__args__  # type: ignore[attr-defined]
+
+
+class FieldIssue(ValueError):
+    """A cross-field rule broken at ``path`` (field names from the spec root)."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# --------------------------------------------------------------------------- positional
+
+
+class Sinusoidal(_Strict):
+    """Fixed sin/cos absolute positions added to the token embeddings (Vaswani et al.)."""
+
+    kind: Literal["sinusoidal"] = "sinusoidal"
+
+
+class Learned(_Strict):
+    """A learned absolute position table of ``max_seq_len`` rows (GPT-2, BERT)."""
+
+    kind: Literal["learned"] = "learned"
+
+
+class Rope(_Strict):
+    """Rotary embeddings on queries and keys (RoFormer, Llama); ``fraction`` < 1 rotates
+    only the first ``fraction * head_dim`` dimensions of each head (GPT-NeoX style)."""
+
+    kind: Literal["rope"] = "rope"
+    theta: float = Field(10000.0, gt=0, description="base of the rotation frequencies")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated")
+
+
+class Alibi(_Strict):
+    """Linear distance penalties per head added to the scores (Press et al.)."""
+
+    kind: Literal["alibi"] = "alibi"
+
+
+class RelativeBias(_Strict):
+    """T5's learned bias per head over log-bucketed relative distances; bidirectional
+    in encoders, causal in decoders; computed by the first layer, shared by all."""
+
+    kind: Literal["relative-bias"] = "relative-bias"
+    buckets: PositiveInt = Field(32, ge=2, description="number of distance buckets")
+    max_distance: PositiveInt = Field(128, ge=2, description="distance beyond which buckets saturate")
+
+
+class NoPositional(_Strict):
+    """No positional information (a bag of tokens, or position from causality alone)."""
+
+    kind: Literal["none"] = "none"
+
+
+Positional = Annotated[
+    Union[Sinusoidal, Learned, Rope, Alibi, RelativeBias, NoPositional],
+    Field(discriminator="kind"),
+]
+POSITIONAL_KINDS: tuple[str, ...] = ("sinusoidal", "learned", "rope", "alibi", "relative-bias", "none")
+
+# --------------------------------------------------------------------------- blocks
+
+
+class Attention(_Strict):
+    heads: PositiveInt = Field(description="number of query heads")
+    kv_heads: Optional[PositiveInt] = Field(
+        None, description="key/value heads: = heads (MHA, the default), < heads (GQA), 1 (MQA)"
+    )
+    score: Score = Field(
+        "scaled-dot",
+        description="scaled-dot: qk/sqrt(d); dot: qk; additive: v.tanh(Wq q + Wk k); bilinear: q W k",
+    )
+    bias: bool = Field(True, description="bias on the q, k, v and output projections")
+    window: Optional[PositiveInt] = Field(
+        None, description="sliding window: a query sees at most this many keys around it (itself included)"
+    )
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads if self.kv_heads is not None else self.heads
+
+
+class FeedForward(_Strict):
+    hidden: PositiveInt = Field(description="inner width of the feed-forward block")
+    activation: Activation = "gelu"
+    gated: bool = Field(False, description="gated linear unit: act(x W1) * (x W3) -> SwiGLU / GeGLU")
+    bias: bool = True
+
+
+class Norm(_Strict):
+    kind: NormKind = "layernorm"
+    placement: Placement = "pre"
+    eps: float = Field(1e-5, gt=0, lt=1)
+    final: Optional[bool] = Field(
+        None, description="norm after the last layer; defaults to true for pre-norm, false for post-norm"
+    )
+
+    @property
+    def has_final(self) -> bool:
+        return self.final if self.final is not None else self.placement == "pre"
+
+
+class Stack(_Strict):
+    """A stack of identical layers (the encoder or the decoder)."""
+
+    layers: PositiveInt
+    attention: Attention
+    ffn: FeedForward
+    norm: Norm = Norm()
+
+
+class Embedding(_Strict):
+    tie_output: bool = Field(True, description="output projection shares the token embedding matrix")
+    scale_by_sqrt_d: bool = Field(False, description="multiply token embeddings by sqrt(d_model)")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class ModelSpec(_Strict):
+    """A whole transformer: the root of a spec file."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    family: Family
+    vocab_size: PositiveInt
+    max_seq_len: PositiveInt
+    d_model: PositiveInt
+    positional: Positional = Field(default_factory=Learned)
+    embedding: Embedding = Embedding()
+    encoder: Optional[Stack] = None
+    decoder: Optional[Stack] = None
+    dropout: float = Field(0.0, ge=0, lt=1)
+    dtype: DType = "float32"
+
+    @field_validator("positional", mode="before")
+    @classmethod
+    def _positional_shorthand(cls, value: Any) -> Any:
+        # `positional: rope` is short for `positional: {kind: rope}`
+        return {"kind": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "ModelSpec":
+        wanted = {
+            "encoder-only": ("encoder",),
+            "decoder-only": ("decoder",),
+            "encoder-decoder": ("encoder", "decoder"),
+        }[self.family]
+        for part in ("encoder", "decoder"):
+            present = getattr(self, part) is not None
+            if part in wanted and not present:
+                raise FieldIssue((part,), f"family {self.family} needs a '{part}' stack")
+            if part not in wanted and present:
+                raise FieldIssue((part,), f"family {self.family} has no '{part}' stack; remove it")
+        for part, stack in self.stacks():
+            att = stack.attention
+            where = (part, "attention")
+            if self.d_model % att.heads:
+                raise FieldIssue(
+                    where + ("heads",), f"heads={att.heads} does not divide d_model={self.d_model}"
+                )
+            if att.kv_heads is not None and att.heads % att.kv_heads:
+                raise FieldIssue(
+                    where + ("kv_heads",), f"kv_heads={att.kv_heads} does not divide heads={att.heads}"
+                )
+            head_dim = self.d_model // att.heads
+            if isinstance(self.positional, Rope):
+                rotary = self.rotary_dim(part)
+                if head_dim % 2:
+                    raise FieldIssue(
+                        where + ("heads",),
+                        f"RoPE needs an even head_dim, got head_dim={head_dim} (d_model={self.d_model} / heads={att.heads})",
+                    )
+                if rotary < 2:
+                    raise FieldIssue(
+                        ("positional", "fraction"),
+                        f"fraction={self.positional.fraction} of head_dim={head_dim} rotates no dimension pair",
+                    )
+        return self
+
+    # ---- derived values, computed in one place
+
+    def stacks(self) -> list[tuple[str, Stack]]:
+        return [(p, s) for p, s in (("encoder", self.encoder), ("decoder", self.decoder)) if s is not None]
+
+    def stack(self, part: str) -> Stack:
+        stack = getattr(self, part)
+        if stack is None:
+            raise KeyError(f"{self.name} has no {part}")
+        return stack
+
+    def head_dim(self, part: str) -> int:
+        return self.d_model // self.stack(part).attention.heads
+
+    def rotary_dim(self, part: str) -> int:
+        """Dimensions of each head that RoPE rotates (even, at most head_dim)."""
+        if not isinstance(self.positional, Rope):
+            return 0
+        rot = int(self.head_dim(part) * self.positional.fraction)
+        return rot - rot % 2
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.family == "decoder-only"
+
+    def parameter_count(self) -> int:
+        """Exact number of parameters of the compiled module (tied weights counted once)."""
+        from zoo.params import count_parameters
+
+        return count_parameters(self).total
+
+
+def schema() -> dict[str, Any]:
+    """JSON Schema of a spec file (for editors); ``extends`` is the loader's key."""
+    out = ModelSpec.model_json_schema()
+    out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    out["title"] = "Transformer Zoo model spec"
+    out["properties"]["extends"] = {
+        "type": ["string", "null"],
+        "description": "a catalog name or a path (relative to this file) whose spec this one overrides",
+    }
+    return out
