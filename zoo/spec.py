@@ -184,6 +184,20 @@ class ModelSpec(_Strict):
                 raise FieldIssue((part,), f"family {self.family} needs a '{part}' stack")
             if part not in wanted and present:
                 raise FieldIssue((part,), f"family {self.family} has no '{part}' stack; remove it")
+        pos = self.positional
+        if isinstance(pos, Sinusoidal) and self.d_model % 2:
+            raise FieldIssue(("d_model",), f"sinusoidal positions need an even d_model, got d_model={self.d_model}")
+        if isinstance(pos, RelativeBias):
+            if pos.buckets < 4:
+                raise FieldIssue(
+                    ("positional", "buckets"),
+                    f"buckets={pos.buckets} is too few: relative bias needs at least 4 (half per direction in encoders)",
+                )
+            if pos.max_distance <= pos.buckets // 2:
+                raise FieldIssue(
+                    ("positional", "max_distance"),
+                    f"max_distance={pos.max_distance} must exceed buckets/2={pos.buckets // 2} (the exact-distance buckets)",
+                )
         for part, stack in self.stacks():
             att = stack.attention
             where = (part, "attention")
