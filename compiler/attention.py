@@ -1,0 +1,159 @@
+"""Attention: score functions (one registry keyed by the spec's literal, one
+signature), the shared attend() step, and separate self- and cross-attention layers.
+
+Every score maps q (B, H, Tq, hd), k (B, H, Tk, hd) -> scores (B, H, Tq, Tk). The
+softmax runs in fp32 whatever the dtype; masked positions are set to the dtype's
+lowest finite value (never -inf), so a fully masked row (a padding query) gives a
+uniform row instead of NaN, in torch and in ONNX alike.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+Rotate = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ScaledDot(nn.Module):
+    """softmax(q k^T / sqrt(hd)) (Vaswani et al.)."""
+
+    def __init__(self, heads: int, head_dim: int):
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(head_dim)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (q @ k.transpose(-1, -2)) * self.scale  # (B, H, Tq, Tk)
+
+
+class Dot(nn.Module):
+    """q k^T, unscaled (Luong's dot; T5 folds the scale into its initialisation)."""
+
+    def __init__(self, heads: int, head_dim: int):
+        super().__init__()
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return q @ k.transpose(-1, -2)  # (B, H, Tq, Tk)
+
+
+class Additive(nn.Module):
+    """v_h . tanh(W_q,h q + W_k,h k) per head (Bahdanau et al.)."""
+
+    def __init__(self, heads: int, head_dim: int):
+        super().__init__()
+        self.w_q = nn.Parameter(torch.zeros(heads, head_dim, head_dim))
+        self.w_k = nn.Parameter(torch.zeros(heads, head_dim, head_dim))
+        self.v = nn.Parameter(torch.zeros(heads, head_dim))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        qa = q @ self.w_q  # (B, H, Tq, hd)
+        ka = k @ self.w_k  # (B, H, Tk, hd)
+        hidden = torch.tanh(qa[:, :, :, None, :] + ka[:, :, None, :, :])  # (B, H, Tq, Tk, hd)
+        return (hidden @ self.v[None, :, None, :, None]).squeeze(-1)  # (B, H, Tq, Tk)
+
+
+class Bilinear(nn.Module):
+    """q^T W_h k per head (Luong's general score)."""
+
+    def __init__(self, heads: int, head_dim: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(heads, head_dim, head_dim))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (q @ self.w) @ k.transpose(-1, -2)  # (B, H, Tq, Tk)
+
+
+SCORES: dict[str, type[nn.Module]] = {
+    "scaled-dot": ScaledDot,
+    "dot": Dot,
+    "additive": Additive,
+    "bilinear": Bilinear,
+}
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    score: nn.Module,
+    allowed: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    dropout: nn.Module,
+) -> torch.Tensor:
+    """q (B, H, Tq, hd), k/v (B, H, Tk, hd), allowed (B|1, 1, Tq, Tk) bool,
+    bias (B|1, H, Tq, Tk) or None -> (B, H, Tq, hd)."""
+    scores = score(q, k).float()
+    if bias is not None:
+        scores = scores + bias.float()
+    scores = torch.where(allowed, scores, torch.finfo(torch.float32).min)
+    probs = dropout(torch.softmax(scores, dim=-1).to(v.dtype))
+    return probs @ v
+
+
+class _Attention(nn.Module):
+    """Projections shared by self- and cross-attention; kv_heads < heads shares
+    each key/value head among heads // kv_heads query heads (GQA; 1 -> MQA)."""
+
+    def __init__(self, d_model: int, *, heads: int, kv_heads: int, bias: bool, score: nn.Module, dropout: float):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, d_model // heads
+        self.q = nn.Linear(d_model, heads * self.head_dim, bias=bias)
+        self.k = nn.Linear(d_model, kv_heads * self.head_dim, bias=bias)
+        self.v = nn.Linear(d_model, kv_heads * self.head_dim, bias=bias)
+        self.o = nn.Linear(heads * self.head_dim, d_model, bias=bias)
+        self.score = score
+        self.drop = nn.Dropout(dropout)
+
+    def split(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, heads, self.head_dim).transpose(1, 2)  # (B, heads, T, hd)
+
+    def expand_kv(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, KV, T, hd) -> (B, H, T, hd), each kv head repeated for its query heads."""
+        if self.kv_heads == self.heads:
+            return x
+        b, _, t, hd = x.shape
+        group = self.heads // self.kv_heads
+        x = x[:, :, None].expand(b, self.kv_heads, group, t, hd)  # (B, KV, G, T, hd)
+        return x.reshape(b, self.heads, t, hd)  # (B, H, T, hd)
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        b, _, t, _ = y.shape
+        return self.o(y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))  # (B, T, d)
+
+
+class SelfAttention(_Attention):
+    """x (B, T, d) attends to itself; positions enter through ``rotate`` (RoPE on
+    q and k) or ``bias`` (ALiBi, relative bias), masks through ``allowed``."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        allowed: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+        rotate: Optional[Rotate] = None,
+    ) -> torch.Tensor:
+        q = self.split(self.q(x), self.heads)  # (B, H, T, hd)
+        k = self.split(self.k(x), self.kv_heads)  # (B, KV, T, hd)
+        v = self.split(self.v(x), self.kv_heads)  # (B, KV, T, hd)
+        if rotate is not None:
+            q, k = rotate(q), rotate(k)
+        y = attend(
+            q, self.expand_kv(k), self.expand_kv(v), score=self.score, allowed=allowed, bias=bias, dropout=self.drop
+        )
+        return self.merge(y)
+
+
+class CrossAttention(_Attention):
+    """Decoder states x (B, Tq, d) attend to encoder states memory (B, Tk, d)."""
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, *, allowed: torch.Tensor) -> torch.Tensor:
+        q = self.split(self.q(x), self.heads)  # (B, H, Tq, hd)
+        k = self.expand_kv(self.split(self.k(memory), self.kv_heads))  # (B, H, Tk, hd)
+        v = self.expand_kv(self.split(self.v(memory), self.kv_heads))  # (B, H, Tk, hd)
+        return self.merge(attend(q, k, v, score=self.score, allowed=allowed, bias=None, dropout=self.drop))

@@ -1,0 +1,76 @@
+"""Transformer layers. Each takes its sub-modules already built (see builder.py)
+and never sees the spec. ``pre`` placement: x + f(norm(x)); ``post``: norm(x + f(x))."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from compiler.attention import CrossAttention, Rotate, SelfAttention
+
+
+class Residual(nn.Module):
+    """One residual sub-layer around ``fn`` with its norm, pre or post."""
+
+    def __init__(self, norm: nn.Module, *, pre: bool, dropout: float):
+        super().__init__()
+        self.norm, self.pre, self.drop = norm, pre, nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if self.pre:
+            return x + self.drop(fn(self.norm(x)))
+        return self.norm(x + self.drop(fn(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Bidirectional self-attention (padding mask only) and feed-forward."""
+
+    def __init__(self, *, self_attn: SelfAttention, ffn: nn.Module, norm_attn: Residual, norm_ffn: Residual):
+        super().__init__()
+        self.self_attn, self.ffn = self_attn, ffn
+        self.norm_attn, self.norm_ffn = norm_attn, norm_ffn
+
+    def forward(
+        self, x: torch.Tensor, *, allowed: torch.Tensor, bias: Optional[torch.Tensor], rotate: Optional[Rotate]
+    ) -> torch.Tensor:
+        x = self.norm_attn(x, lambda h: self.self_attn(h, allowed=allowed, bias=bias, rotate=rotate))
+        return self.norm_ffn(x, self.ffn)
+
+
+class DecoderLayer(EncoderLayer):
+    """Causal self-attention and feed-forward (decoder-only models). The causal
+    mask arrives in ``allowed``; the layer itself is the encoder layer's shape."""
+
+
+class CrossDecoderLayer(nn.Module):
+    """Causal self-attention, cross-attention over the encoder output, feed-forward."""
+
+    def __init__(
+        self,
+        *,
+        self_attn: SelfAttention,
+        cross_attn: CrossAttention,
+        ffn: nn.Module,
+        norm_attn: Residual,
+        norm_cross: Residual,
+        norm_ffn: Residual,
+    ):
+        super().__init__()
+        self.self_attn, self.cross_attn, self.ffn = self_attn, cross_attn, ffn
+        self.norm_attn, self.norm_cross, self.norm_ffn = norm_attn, norm_cross, norm_ffn
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        *,
+        allowed: torch.Tensor,
+        cross_allowed: torch.Tensor,
+        bias: Optional[torch.Tensor],
+        rotate: Optional[Rotate],
+    ) -> torch.Tensor:
+        x = self.norm_attn(x, lambda h: self.self_attn(h, allowed=allowed, bias=bias, rotate=rotate))
+        x = self.norm_cross(x, lambda h: self.cross_attn(h, memory, allowed=cross_allowed))
+        return self.norm_ffn(x, self.ffn)

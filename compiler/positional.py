@@ -1,0 +1,128 @@
+"""Positional encodings, one small class each.
+
+Three ways a position enters the model, and each scheme uses one:
+- absolute (``Sinusoidal``, ``Learned``): added to the token embeddings;
+- rotary (``Rotary``): rotates queries and keys inside self-attention;
+- score bias (``Alibi``, ``RelativeBias``): added to the attention scores.
+
+Positions are per sequence, counted over real tokens only (``positions_from_mask``),
+so left- and right-padded batches see the same positions for the same tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """attention mask (B, T) of 1/0 -> position of each token (B, T), 0 at padding."""
+    return (torch.cumsum(mask, dim=-1) - 1).clamp(min=0)
+
+
+class Sinusoidal(nn.Module):
+    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d))."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d/2,)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.float()[..., None] * self.inv_freq  # (B, T, d/2)
+        pe = torch.stack((angles.sin(), angles.cos()), dim=-1)  # (B, T, d/2, 2)
+        return pe.flatten(-2)  # (B, T, d) interleaved sin, cos
+
+
+class Learned(nn.Module):
+    """A learned table of ``max_seq_len`` absolute positions."""
+
+    def __init__(self, max_seq_len: int, d_model: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(max_seq_len, d_model))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(positions, self.weight)  # (B, T, d)
+
+
+class Rotary(nn.Module):
+    """RoPE on the first ``rotary_dim`` dimensions of each head, halves rotated
+    together (the GPT-NeoX / Llama layout: x * cos + rotate_half(x) * sin)."""
+
+    def __init__(self, rotary_dim: int, *, theta: float):
+        super().__init__()
+        self.rotary_dim = rotary_dim
+        inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (rot/2,)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B, T) -> cos, sin, each (B, 1, T, rotary_dim)."""
+        angles = positions.float()[..., None] * self.inv_freq  # (B, T, rot/2)
+        angles = torch.cat((angles, angles), dim=-1)[:, None]  # (B, 1, T, rot)
+        return angles.cos(), angles.sin()
+
+    def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x (B, H, T, hd) -> x with its first rotary_dim dims rotated."""
+        rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
+        half = self.rotary_dim // 2
+        rotated = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)  # rotate_half
+        out = rot.float() * cos + rotated.float() * sin
+        return torch.cat((out.to(x.dtype), rest), dim=-1)
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """Geometric slopes of ALiBi, with the paper's interleave for non-powers of two."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    closest = 2 ** math.floor(math.log2(heads))
+    slopes = power_of_two(closest)
+    if closest < heads:
+        slopes += power_of_two(2 * closest)[0::2][: heads - closest]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+class Alibi(nn.Module):
+    """bias[b, h, i, j] = -slope_h * |pos_i - pos_j| (no parameters)."""
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.register_buffer("slopes", alibi_slopes(heads)[:, None, None], persistent=False)  # (H, 1, 1)
+
+    def forward(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        distance = (q_pos[:, :, None] - k_pos[:, None, :]).abs().float()  # (B, Tq, Tk)
+        return -self.slopes * distance[:, None]  # (B, H, Tq, Tk)
+
+
+class RelativeBias(nn.Module):
+    """T5's bias: a learned scalar per head for each log-spaced bucket of key - query
+    distance; ``bidirectional`` (encoders) spends half the buckets on each direction."""
+
+    def __init__(self, heads: int, *, buckets: int, max_distance: int, bidirectional: bool):
+        super().__init__()
+        self.buckets, self.max_distance, self.bidirectional = buckets, max_distance, bidirectional
+        self.weight = nn.Parameter(torch.zeros(buckets, heads))
+
+    def bucket(self, relative: torch.Tensor) -> torch.Tensor:
+        """relative (key - query) distances -> bucket ids, same shape."""
+        buckets = self.buckets
+        out = torch.zeros_like(relative)
+        if self.bidirectional:
+            buckets //= 2
+            out = out + (relative > 0).long() * buckets
+            distance = relative.abs()
+        else:
+            distance = (-relative).clamp(min=0)
+        exact = buckets // 2
+        scaled = torch.log(distance.clamp(min=1).float() / exact) / math.log(self.max_distance / exact)
+        large = (exact + (scaled * (buckets - exact)).long()).clamp(max=buckets - 1)
+        return out + torch.where(distance < exact, distance, large)
+
+    def forward(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        relative = k_pos[:, None, :] - q_pos[:, :, None]  # (B, Tq, Tk)
+        bias = nn.functional.embedding(self.bucket(relative), self.weight)  # (B, Tq, Tk, H)
+        return bias.permute(0, 3, 1, 2)  # (B, H, Tq, Tk)
