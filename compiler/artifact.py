@@ -1,0 +1,198 @@
+"""Build an artifact folder: export, parity, spec.yaml, manifest.json; atomically.
+
+Everything is written into a hidden sibling folder ``.NAME.partial-PID``;
+manifest.json is written last, then the folder is renamed into place. A build
+that fails or is interrupted leaves no folder at the target path (an older
+artifact there stays until the new one replaces it), and its partial folder is
+removed, or swept by the next build if the process was killed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+import uuid
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+
+from compiler.builder import build
+from compiler.export import export_all
+from compiler.weights import load_weights, weights_digest
+from runtime.artifact import MANIFEST, load_artifact, sha256_file
+from runtime.compare import parity
+from zoo.contract import FORMAT_VERSION, OPSET, graphs_for
+from zoo.errors import ArtifactError, ParityError
+from zoo.params import count_parameters
+from zoo.spec import ModelSpec
+
+PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy", "pydantic", "transformer-zoo")
+
+
+def spec_hash(spec: ModelSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def spec_yaml(spec: ModelSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def default_folder(spec: ModelSpec, artifact_id: str, root: Path = Path("artifacts")) -> Path:
+    return root / f"{spec.name}-{artifact_id[:12]}"
+
+
+def _sweep_partials(parent: Path, name: str) -> None:
+    """Remove partial folders of earlier builds of ``name`` whose process is gone."""
+    for stale in parent.glob(f".{name}.partial-*"):
+        try:
+            pid = int(stale.name.rsplit("-", 2)[-2])
+            os.kill(pid, 0)
+            if pid != os.getpid():
+                continue  # a build still running
+        except (ValueError, ProcessLookupError, PermissionError, IndexError):
+            pass
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _check_target(target: Path) -> None:
+    if target.exists() and not target.is_dir():
+        raise ArtifactError(f"{target}: exists and is not a folder; refusing to replace it")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
+        raise ArtifactError(f"{target}: folder is not empty and holds no zoo artifact; refusing to overwrite it")
+
+
+def build_artifact(
+    spec: ModelSpec,
+    out: Optional[Path] = None,
+    *,
+    seed: int = 0,
+    weights: Optional[Path] = None,
+    force: bool = False,
+    check_parity: bool = True,
+    step: Optional[Callable] = None,
+) -> tuple[Path, dict, bool]:
+    """Build ``spec`` into ``out`` (default ``artifacts/NAME-ID``). Returns
+    (folder, manifest, built); ``built`` is False when an identical artifact was there.
+    ``step(label)`` is a context manager factory for progress (zoo.progress.step)."""
+    from contextlib import nullcontext
+
+    step = step or (lambda label: nullcontext())
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with step(f"building {spec.name} ({count_parameters(spec).total:,} parameters, seed {seed})"):
+        model = build(spec, seed=seed)
+        if weights is not None:
+            load_weights(model, weights)
+    times["build"] = time.perf_counter() - t0
+    s_hash, w_hash = spec_hash(spec), weights_digest(model)
+    artifact_id = hashlib.sha256(f"{s_hash}:{w_hash}:{FORMAT_VERSION}:{OPSET}".encode()).hexdigest()
+    target = Path(out) if out is not None else default_folder(spec, artifact_id)
+    _check_target(target)
+    if not force and (target / MANIFEST).is_file():
+        try:
+            existing = load_artifact(target, verify=True)
+            if existing.manifest.get("artifact_id") == artifact_id:
+                return target, existing.manifest, False
+        except ArtifactError:
+            pass  # damaged or older: rebuild it
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_partials(target.parent, target.name)
+    partial = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()
+    try:
+        t0 = time.perf_counter()
+        with step("exporting to ONNX (opset %d)" % OPSET):
+            graphs = export_all(model, spec, partial)
+        times["export"] = time.perf_counter() - t0
+        report = None
+        if check_parity:
+            t0 = time.perf_counter()
+            with step("checking parity: ONNX Runtime against torch"):
+                paths = {g.name: partial / g.file for g in graphs_for(spec.family)}
+                report = parity(model, spec, paths)
+            times["parity"] = time.perf_counter() - t0
+            if not report["passed"]:
+                raise ParityError(
+                    f"{spec.name}: ONNX Runtime differs from torch by max abs {report['max_abs']:.3g} "
+                    f"> tolerance {report['tolerance']['max_abs']:g} ({spec.dtype}); no artifact written"
+                )
+        (partial / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
+        manifest = _manifest(spec, model, partial, graphs, report, s_hash, w_hash, artifact_id, seed, times)
+        tmp = partial / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        os.replace(tmp, partial / MANIFEST)
+        _swap_into_place(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return target, manifest, True
+
+
+def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, artifact_id, seed, times) -> dict:
+    params = count_parameters(spec)
+    signatures = {}
+    for g in graphs_for(spec.family):
+        signatures[g.name] = {
+            **graphs[g.name],
+            "inputs": [_signature(t) for t in g.inputs],
+            "outputs": [_signature(t) for t in g.outputs],
+        }
+    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": spec.name,
+        "family": spec.family,
+        "description": spec.description,
+        "dtype": spec.dtype,
+        "artifact_id": artifact_id,
+        "spec_sha256": s_hash,
+        "weights_sha256": w_hash,
+        "seed": seed,
+        "parameters": {"total": params.total, "embeddings": params.embeddings, "per_layer": params.per_layer},
+        "opset": OPSET,
+        "exporter": "torch.onnx.export(dynamo=True)",
+        "packages": package_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "graphs": signatures,
+        "kv_cache": None,
+        "parity": report,
+        "build_seconds": {k: round(v, 3) for k, v in times.items()},
+        "files": files,
+    }
+
+
+def _signature(t) -> dict:
+    return t.as_dict()
+
+
+def _swap_into_place(partial: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+    try:
+        os.replace(partial, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

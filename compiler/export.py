@@ -1,0 +1,186 @@
+"""torch module -> ONNX graphs that follow zoo.contract, checked by onnx.checker.
+
+The exporter is torch.onnx's dynamo path at opset 23 with dynamic batch and
+sequence axes. After export, initialisers that are another initialiser transposed
+(a tied output projection folded by the exporter's optimiser) are replaced by a
+Transpose node, so tied weights are stored once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from compiler.builder import DTYPES
+from compiler.model import ZooModel, graph_modules
+from runtime.inputs import graph_inputs
+from zoo.contract import OPSET, GraphSpec, graphs_for
+from zoo.errors import ExportError
+from zoo.spec import ModelSpec
+
+PROTOBUF_LIMIT = 2_000_000_000  # bytes; bigger models keep their weights as external data
+EXTERNAL_DATA_SUFFIX = ".data"
+
+
+def _dims(spec: ModelSpec, graph: GraphSpec) -> dict[str, dict[int, torch.export.Dim]]:
+    dims = {
+        "batch": torch.export.Dim("batch", min=1, max=1 << 16),
+        "seq": torch.export.Dim("seq", min=1, max=spec.max_seq_len),
+        "src_seq": torch.export.Dim("src_seq", min=1, max=spec.max_seq_len),
+        "tgt_seq": torch.export.Dim("tgt_seq", min=1, max=spec.max_seq_len),
+    }
+    return {t.name: {i: dims[a] for i, a in enumerate(t.axes) if a in dims} for t in graph.inputs}
+
+
+def example_inputs(spec: ModelSpec, graph: GraphSpec) -> tuple[torch.Tensor, ...]:
+    """Inputs to trace with: sizes distinct from each other and > 1, so no axis is
+    specialised to a constant."""
+    seq = min(5, spec.max_seq_len)
+    src = min(7, spec.max_seq_len)
+    arrays = graph_inputs(spec.family, vocab=spec.vocab_size, d_model=spec.d_model, batch=3, seq=seq, src_seq=src)
+    dtype = DTYPES[spec.dtype]
+    out = []
+    for t in graph.inputs:
+        x = torch.from_numpy(arrays[graph.name][t.name])
+        out.append(x.to(dtype) if x.is_floating_point() else x)
+    return tuple(out)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.onnx prints progress and warnings of its own; the zoo shows its own progress."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._export", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def export_graph(module: torch.nn.Module, spec: ModelSpec, graph: GraphSpec) -> onnx.ModelProto:
+    """Export one graph and return its checked ModelProto."""
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.onnx.export(
+                module,
+                example_inputs(spec, graph),
+                None,
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=graph.input_names,
+                output_names=graph.output_names,
+                dynamic_shapes=_dims(spec, graph),
+                verbose=False,
+                optimize=True,
+            )
+        proto = program.model_proto
+    except Exception as e:  # the exporter raises many types; report one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{spec.name}: exporting graph '{graph.name}' failed: {type(e).__name__}: {first}") from e
+    got_in = [i.name for i in proto.graph.input]
+    got_out = [o.name for o in proto.graph.output]
+    if got_in != graph.input_names or got_out != graph.output_names:
+        raise ExportError(
+            f"{spec.name}: graph '{graph.name}' has inputs {got_in} and outputs {got_out}, "
+            f"the contract wants {graph.input_names} and {graph.output_names}"
+        )
+    dedupe_transposed_initializers(proto)
+    proto.producer_name = "transformer-zoo"
+    helper.set_model_props(proto, {"zoo.spec": spec.name, "zoo.graph": graph.name})
+    return proto
+
+
+def dedupe_transposed_initializers(proto: onnx.ModelProto, min_elements: int = 1024) -> int:
+    """Replace each 2-D initialiser that equals another one transposed by a
+    Transpose node; returns how many were replaced (tied embeddings -> 1)."""
+    graph = proto.graph
+    by_shape: dict[tuple[int, ...], list[onnx.TensorProto]] = {}
+    for init in graph.initializer:
+        if len(init.dims) == 2 and init.dims[0] * init.dims[1] >= min_elements:
+            by_shape.setdefault(tuple(init.dims), []).append(init)
+    replaced = []
+    cache: dict[str, np.ndarray] = {}
+
+    def array(t: onnx.TensorProto) -> np.ndarray:
+        if t.name not in cache:
+            cache[t.name] = numpy_helper.to_array(t)
+        return cache[t.name]
+
+    for shape, inits in by_shape.items():
+        if shape[0] == shape[1]:
+            continue
+        for t in inits:
+            for src in by_shape.get((shape[1], shape[0]), []):
+                if src.name in replaced or t.name in replaced or t.data_type != src.data_type:
+                    continue
+                if np.array_equal(array(t), array(src).T):
+                    replaced.append(t.name)
+                    graph.node.insert(0, helper.make_node("Transpose", [src.name], [t.name], perm=[1, 0], name=f"tied/{t.name}"))
+                    break
+    if replaced:
+        keep = [i for i in graph.initializer if i.name not in replaced]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return len(replaced)
+
+
+def weight_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the initialisers of a graph (its stored weights)."""
+    total = 0
+    for init in proto.graph.initializer:
+        n = 1
+        for d in init.dims:
+            n *= d
+        total += n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+    return total
+
+
+def save_graph(proto: onnx.ModelProto, path: Path) -> list[str]:
+    """Save (weights inside, or beside as external data past the protobuf limit),
+    then run onnx.checker's full check (with shape inference) on the saved file.
+    Returns the names of the files written."""
+    external = weight_bytes(proto) > PROTOBUF_LIMIT
+    files = [path.name]
+    if external:
+        data = path.name + EXTERNAL_DATA_SUFFIX
+        onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data, size_threshold=1024)
+        files.append(data)
+    else:
+        onnx.save_model(proto, path)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:
+        raise ExportError(f"{path.name}: onnx.checker rejects the exported graph: {str(e).splitlines()[0]}") from e
+    return files
+
+
+def export_all(model: ZooModel, spec: ModelSpec, folder: Path, on_graph=None) -> dict[str, dict]:
+    """Export every graph of the contract into ``folder``; returns per graph its
+    file(s), node count and weight bytes. ``on_graph(name)`` is called before each."""
+    modules = graph_modules(model)
+    info = {}
+    for graph in graphs_for(spec.family):
+        if on_graph:
+            on_graph(graph.name)
+        proto = export_graph(modules[graph.name], spec, graph)
+        files = save_graph(proto, folder / graph.file)
+        info[graph.name] = {
+            "files": files,
+            "nodes": len(proto.graph.node),
+            "weight_bytes": weight_bytes(proto),
+            "ops": sorted({n.op_type for n in proto.graph.node}),
+        }
+    return info
