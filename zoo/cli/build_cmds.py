@@ -1,0 +1,190 @@
+"""`zoo build` and `zoo run`: the commands that reach torch (build) or onnxruntime
+(run). Heavy modules are imported inside the command bodies."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from zoo.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build a spec into an ONNX artifact (export, parity check, manifest)",
+        description="Build SPEC (a catalog name or a YAML file) into an artifact folder: ONNX graph(s), "
+        "spec.yaml and manifest.json, checked against the torch module in ONNX Runtime.",
+    )
+    p.add_argument("spec", help="catalog name or path to a spec YAML file")
+    p.add_argument("-o", "--out", type=Path, help="artifact folder (default: artifacts/NAME-ID)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE", help="override a spec field, e.g. decoder.layers=2")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation (default 0)")
+    p.add_argument("--weights", type=Path, help="load weights from this safetensors file instead of initialising")
+    p.add_argument("--force", action="store_true", help="rebuild even if an identical artifact is already there")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
+    p.set_defaults(func=cmd_build)
+
+    r = sub.add_parser(
+        "run",
+        help="one forward pass of an artifact in ONNX Runtime",
+        description="Run one forward pass of ARTIFACT on given or random token ids; print shapes, timings and the top tokens.",
+    )
+    r.add_argument("artifact", type=Path, help="artifact folder (from zoo build)")
+    r.add_argument("--ids", action="append", metavar="1,2,3", help="token ids of one sequence (repeat for a batch); random if absent")
+    r.add_argument("--decoder-ids", action="append", metavar="0", help="encoder-decoder: decoder token ids per sequence (default: 0)")
+    r.add_argument("--batch", type=int, default=1, help="random input: batch size (default 1)")
+    r.add_argument("--seq", type=int, default=16, help="random input: sequence length (default 16)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    r.add_argument("--top", type=int, default=5, help="how many top tokens to show (default 5)")
+    r.add_argument("--repeat", type=int, default=10, help="timed repetitions after the first run (default 10)")
+    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="execution provider (default: CUDA if available)")
+    r.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
+    r.set_defaults(func=cmd_run)
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo.progress import step
+
+    spec = zoo.load(args.spec, args.overrides)
+    from compiler.artifact import build_artifact  # torch and onnx load here
+
+    folder, manifest, built = build_artifact(
+        spec, args.out, seed=args.seed, weights=args.weights, force=args.force, check_parity=not args.no_parity, step=step
+    )
+    if not built:
+        print(f"{folder}: up to date (artifact {manifest['artifact_id'][:12]}); --force rebuilds it")
+        return 0
+    print(f"artifact  {folder}")
+    print(f"model     {spec.name}  ({spec.family}, {manifest['parameters']['total']:,} parameters, {spec.dtype})")
+    for name, entry in manifest["files"].items():
+        print(f"  {name:<16} {_fmt_bytes(entry['bytes']):>10}  sha256 {entry['sha256'][:12]}")
+    report = manifest["parity"]
+    if report:
+        print(f"parity    ONNX Runtime ({report['provider']}) vs torch, tolerance max abs {report['tolerance']['max_abs']:g}")
+        print(f"  {'batch':>5} {'seq':>4}  {'output':<22} {'max abs':>10} {'max rel':>10} {'top-1':>7}")
+        for run in report["runs"]:
+            for out, e in run["outputs"].items():
+                top1 = f"{e['top1'] * 100:.1f}%" if "top1" in e else ""
+                print(f"  {run['batch']:>5} {run['seq']:>4}  {out:<22} {e['max_abs']:>10.2e} {e['max_rel']:>10.2e} {top1:>7}")
+        print(f"  {'passed' if report['passed'] else 'FAILED'}: max abs {report['max_abs']:.2e}")
+    secs = manifest["build_seconds"]
+    print("time      " + ", ".join(f"{k} {v:.1f}s" for k, v in secs.items()))
+    return 0
+
+
+def _parse_ids(texts: list[str], what: str) -> list[list[int]]:
+    rows = []
+    for text in texts:
+        try:
+            row = [int(tok) for tok in text.replace(" ", ",").split(",") if tok != ""]
+        except ValueError:
+            raise InputError(f"{what}: {text!r} is not a comma-separated list of integers") from None
+        if not row:
+            raise InputError(f"{what}: empty sequence")
+        rows.append(row)
+    return rows
+
+
+def _pad(rows: list[list[int]]):
+    """Right-pad rows to one length -> (ids, mask) int64 arrays."""
+    import numpy as np
+
+    width = max(len(r) for r in rows)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def _check_ids(ids, vocab: int, max_len: int, what: str) -> None:
+    if ids.shape[1] > max_len:
+        raise InputError(f"{what}: {ids.shape[1]} tokens exceed max_seq_len={max_len}")
+    bad = ids[(ids < 0) | (ids >= vocab)]
+    if bad.size:
+        raise InputError(f"{what}: token id {int(bad[0])} is outside the vocabulary [0, {vocab})")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from runtime.inputs import padded_mask
+    from runtime.session import Session
+
+    if args.batch < 1 or args.seq < 1 or args.repeat < 0 or args.top < 1:
+        raise InputError("--batch, --seq and --top must be at least 1, --repeat at least 0")
+    t0 = time.perf_counter()
+    session = Session(args.artifact, device=args.device, threads=args.threads or None)
+    load_s = time.perf_counter() - t0
+    spec = session.artifact.manifest
+    import yaml
+
+    resolved = yaml.safe_load((session.artifact.folder / "spec.yaml").read_text(encoding="utf-8"))
+    vocab, max_len, d_model = resolved["vocab_size"], resolved["max_seq_len"], resolved["d_model"]
+    rng = np.random.default_rng(args.seed)
+    if args.ids:
+        ids, mask = _pad(_parse_ids(args.ids, "--ids"))
+    else:
+        seq = min(args.seq, max_len)
+        ids = rng.integers(0, vocab, size=(args.batch, seq), dtype=np.int64)
+        mask = padded_mask(args.batch, seq, rng)
+    _check_ids(ids, vocab, max_len, "--ids")
+    if session.family == "encoder-decoder":
+        dec_rows = _parse_ids(args.decoder_ids, "--decoder-ids") if args.decoder_ids else [[0]] * len(ids)
+        if len(dec_rows) != len(ids):
+            raise InputError(f"--decoder-ids gives {len(dec_rows)} sequences, --ids gives {len(ids)}")
+        dec_ids, dec_mask = _pad(dec_rows)
+        _check_ids(dec_ids, vocab, max_len, "--decoder-ids")
+        inputs = {
+            "encoder": {"input_ids": ids, "attention_mask": mask},
+            "decoder": {
+                "decoder_input_ids": dec_ids,
+                "decoder_attention_mask": dec_mask,
+                "encoder_hidden_states": np.zeros((len(ids), ids.shape[1], d_model), np.float32),
+                "encoder_attention_mask": mask,
+            },
+        }
+        last_mask = dec_mask
+    else:
+        inputs = {"model": {"input_ids": ids, "attention_mask": mask}}
+        last_mask = mask
+    t0 = time.perf_counter()
+    outputs = session.forward(inputs)
+    first_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        session.forward(inputs)
+        times.append(time.perf_counter() - t0)
+    print(f"artifact  {session.artifact.folder}  ({spec['name']}, {spec['family']})")
+    print(f"provider  {session.provider}")
+    for graph in session.artifact.graphs:
+        feed = inputs[graph.name]
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
+        print(f"inputs    [{graph.name}] {shapes}")
+    print("outputs   " + ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in outputs.items()))
+    timing = f"timing    session load {load_s * 1e3:.1f} ms, first run {first_s * 1e3:.2f} ms"
+    if times:
+        timing += f", median of {len(times)} runs {float(np.median(times)) * 1e3:.2f} ms"
+    print(timing)
+    logits = outputs["logits"].astype(np.float64)
+    print(f"top {args.top} tokens at the last position of each sequence (probability):")
+    for row in range(logits.shape[0]):
+        last = int(np.nonzero(last_mask[row])[0][-1])
+        z = logits[row, last]
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        top = np.argsort(-p)[: args.top]
+        print(f"  [{row}] " + "  ".join(f"{int(t)} ({p[t]:.3f})" for t in top))
+    return 0
