@@ -62,13 +62,20 @@ def torch_outputs(model, family: str, inputs: dict[str, dict[str, np.ndarray]], 
     return {k: v.float().numpy() for k, v in outs.items()}
 
 
-def parity(model, spec, paths: dict[str, Path], *, device: str = "cpu", runs=PARITY_RUNS, seed: int = 0) -> dict:
+def parity(model, spec, paths: dict[str, Path], *, device: str = "auto", runs=PARITY_RUNS, seed: int = 0) -> dict:
     """Run the graphs at ``paths`` (graph name -> .onnx) in ONNX Runtime and the
     torch ``model`` on the same random padded inputs; return the parity report."""
     from compiler.builder import DTYPES
 
     providers = choose_providers(device)
-    sessions = {name: ort.InferenceSession(str(p), sess_options=session_options(), providers=providers) for name, p in paths.items()}
+    try:
+        sessions = {name: ort.InferenceSession(str(p), sess_options=session_options(), providers=providers) for name, p in paths.items()}
+    except Exception as e:  # onnxruntime raises its own types; NOT_IMPLEMENTED means a missing kernel
+        from zoo.errors import ExportError
+
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = " (bfloat16 needs a provider with bfloat16 kernels, such as CUDA; use float16 or float32 on CPU)" if spec.dtype == "bfloat16" else ""
+        raise ExportError(f"{spec.name}: ONNX Runtime ({providers[0]}) cannot run the {spec.dtype} graph: {detail}{hint}") from e
     family = spec.family
     float_np = np.float16 if spec.dtype == "float16" else np.float32
     tol = TOLERANCE[spec.dtype]

@@ -1,0 +1,46 @@
+"""Shared fixtures: small specs built in code, and a cache of built artifacts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("ZOO_QUIET", "1")
+
+FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
+
+
+def tiny_spec(family: str, *, score: str = "scaled-dot", positional: str = "learned", **stack_overrides):
+    """A 2-layer, d_model 32 spec of ``family`` with GQA (4 heads, 2 kv heads)."""
+    from zoo.spec import ModelSpec
+
+    stack = {
+        "layers": 2,
+        "attention": {"heads": 4, "kv_heads": 2, "score": score},
+        "ffn": {"hidden": 64, "activation": "gelu"},
+        **stack_overrides,
+    }
+    parts = {}
+    if family != "decoder-only":
+        parts["encoder"] = stack
+    if family != "encoder-only":
+        parts["decoder"] = stack
+    return ModelSpec(
+        name=f"tiny-{family}-{score}-{positional}",
+        family=family,
+        vocab_size=61,
+        max_seq_len=32,
+        d_model=32,
+        positional={"kind": positional},
+        **parts,
+    )
+
+
+@pytest.fixture
+def make_tiny():
+    return tiny_spec

@@ -1,0 +1,103 @@
+"""Every spec exports to ONNX and ONNX Runtime agrees with torch (parity at two
+batch sizes and sequence lengths, padding on both sides), fp32 max abs <= 1e-4."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+import zoo
+from compiler.artifact import build_artifact
+from tests.conftest import FAMILIES, tiny_spec
+from zoo.catalog import names
+from zoo.contract import TOLERANCE, graphs_for
+from zoo.spec import POSITIONAL_KINDS, SCORES
+
+FULL_SIZE = [n for n in names() if not n.endswith("-tiny")]
+TINY = [n for n in names() if n.endswith("-tiny")]
+
+
+def check_artifact(folder, manifest, spec):
+    assert manifest["parity"]["passed"], manifest["parity"]
+    assert manifest["parity"]["max_abs"] <= TOLERANCE[spec.dtype]
+    assert len(manifest["parity"]["runs"]) == 2
+    sizes = {(r["batch"], r["seq"]) for r in manifest["parity"]["runs"]}
+    assert len(sizes) == 2
+    for graph in graphs_for(spec.family):
+        proto = onnx.load(folder / graph.file)
+        onnx.checker.check_model(proto, full_check=True)
+        for tensor, want in zip(proto.graph.input, graph.inputs):
+            dims = [d.dim_param for d in tensor.type.tensor_type.shape.dim]
+            assert dims[0] == "batch" and dims[1] in ("seq", "src_seq", "tgt_seq"), (graph.name, tensor.name, dims)
+    assert set(manifest["files"]) == {g.file for g in graphs_for(spec.family)} | {"spec.yaml"}
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_catalog_spec_parity(name, tmp_path):
+    spec = zoo.load(name)
+    folder, manifest, built = build_artifact(spec, tmp_path / name)
+    assert built
+    check_artifact(folder, manifest, spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FULL_SIZE)
+def test_full_catalog_spec_parity(name, tmp_path):
+    spec = zoo.load(name)
+    folder, manifest, _ = build_artifact(spec, tmp_path / name)
+    check_artifact(folder, manifest, spec)
+    print(f"\n{name}: max abs {manifest['parity']['max_abs']:.2e}, build {manifest['build_seconds']}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("positional", POSITIONAL_KINDS)
+@pytest.mark.parametrize("score", SCORES)
+def test_score_positional_family_parity(family, positional, score, tmp_path):
+    spec = tiny_spec(family, score=score, positional=positional)
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a")
+    check_artifact(folder, manifest, spec)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"attention": {"heads": 4, "kv_heads": 1, "bias": False}},  # MQA without biases
+        {"attention": {"heads": 4, "window": 3}},  # sliding window
+        {"norm": {"kind": "rmsnorm", "placement": "post", "final": True}},
+        {"ffn": {"hidden": 48, "activation": "silu", "gated": True, "bias": False}},  # SwiGLU
+        {"ffn": {"hidden": 48, "activation": "gelu-tanh", "gated": True}},  # GeGLU
+        {"ffn": {"hidden": 48, "activation": "relu"}},
+    ],
+    ids=["mqa-nobias", "window", "rms-post", "swiglu", "geglu", "relu"],
+)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_block_variants_parity(family, variant, tmp_path):
+    spec = tiny_spec(family, positional="rope", **variant)
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a")
+    check_artifact(folder, manifest, spec)
+
+
+def test_untied_scaled_embeddings_parity(tmp_path):
+    spec = tiny_spec("decoder-only").model_copy(update={"embedding": zoo.spec.Embedding(tie_output=False, scale_by_sqrt_d=True)})
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a")
+    check_artifact(folder, manifest, spec)
+
+
+def test_manifest_records_what_the_design_promises(tmp_path):
+    spec = zoo.load("gpt2-tiny")
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a")
+    for key in ("format_version", "spec_sha256", "weights_sha256", "artifact_id", "opset", "exporter", "packages", "graphs", "parity", "files"):
+        assert key in manifest, key
+    assert manifest["opset"] == 23
+    assert {"torch", "onnx", "onnxruntime"} <= set(manifest["packages"])
+    graph = manifest["graphs"]["model"]
+    assert [i["name"] for i in graph["inputs"]] == ["input_ids", "attention_mask"]
+    assert graph["outputs"][0] == {"name": "logits", "dtype": "float", "shape": ["batch", "seq", "vocab"]}
+    assert manifest["parameters"]["total"] == spec.parameter_count()
+    # tied embeddings stored once: weight bytes within 5% of the parameter bytes
+    assert graph["weight_bytes"] <= 1.05 * 4 * spec.parameter_count()
+    resolved = (folder / "spec.yaml").read_text()
+    assert zoo.load(folder / "spec.yaml") == spec, resolved
+    assert json.loads((folder / "manifest.json").read_text()) == manifest
