@@ -14,13 +14,15 @@ class SpecError(ZooError):
     """A spec file (or an override) that cannot be loaded or validated.
 
     ``file``/``line``/``field`` locate the problem; ``str()`` is one line:
-    ``specs/x.yaml:12: decoder.attention.kv_head: unknown field; did you mean 'kv_heads'?``
+    ``specs/x.yaml:12: decoder.attention.kv_head: unknown field 'kv_head'; did you mean 'kv_heads'?``
+    ``others`` holds further errors found in the same spec (the CLI prints one per line).
     """
 
     exit_code = 2
 
     def __init__(self, message: str, file: str | None = None, line: int | None = None, field: str | None = None):
         self.message, self.file, self.line, self.field = message, file, line, field
+        self.others: list[SpecError] = []
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
