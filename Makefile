@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-MODEL   ?= gpt2-tiny
+MODEL   ?= gpt2-small
 OUT     ?= artifacts/$(MODEL)
 # Parallel test workers are not used: CI has 2 cores and torch already uses both.
 
