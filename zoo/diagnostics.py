@@ -218,7 +218,8 @@ def spec_errors(exc: ValidationError, lines: LineMap) -> list[SpecError]:
     out: list[SpecError] = []
     for err in exc.errors():
         path, message = describe(err)
-        file, line = lines.locate(path)
+        issue = (err.get("ctx") or {}).get("error")
+        file, line = lines.locate(getattr(issue, "where", path))
         field = ".".join(str(p) for p in path) or None
         out.append(SpecError(message, file, line, field))
     return out

@@ -135,7 +135,10 @@ def parse_override(text: str) -> tuple[dict, LineMap]:
         raise SpecError(f"bad field path {dotted.strip()!r}: expected names joined by dots, like decoder.layers", label)
     if keys[0] == "extends":
         raise SpecError("extends cannot be overridden; load the other spec instead", label, None, "extends")
-    value, value_lines = parse_text(raw, label, require_mapping=False)
+    try:
+        value, value_lines = parse_text(raw, label, require_mapping=False)
+    except SpecError as err:  # a line number inside a one-line value says nothing
+        raise SpecError(err.message, label, None, ".".join(keys)) from None
     entries = {keys: (label, None)}
     entries.update({keys + p: (label, None) for p in value_lines.entries})
     for key in reversed(keys):

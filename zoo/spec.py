@@ -27,12 +27,16 @@ FAMILIES: tuple[str, ...] = Family.__args__  # type: ignore[attr-defined]
 
 
 class FieldIssue(ValueError):
-    """A cross-field rule broken at ``path`` (field names from the spec root)."""
+    """A cross-field rule broken at ``path`` (field names from the spec root).
 
-    def __init__(self, path: tuple[str | int, ...], message: str):
+    ``where`` is the field whose line an error report points at, when that is not
+    ``path`` itself (a missing stack is reported at the ``family`` line)."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str, where: tuple[str | int, ...] | None = None):
         super().__init__(message)
         self.path = path
         self.message = message
+        self.where = where if where is not None else path
 
 
 class _Strict(BaseModel):
@@ -181,7 +185,7 @@ class ModelSpec(_Strict):
         for part in ("encoder", "decoder"):
             present = getattr(self, part) is not None
             if part in wanted and not present:
-                raise FieldIssue((part,), f"family {self.family} needs a '{part}' stack")
+                raise FieldIssue((part,), f"family {self.family} needs a '{part}' stack", where=("family",))
             if part not in wanted and present:
                 raise FieldIssue((part,), f"family {self.family} has no '{part}' stack; remove it")
         pos = self.positional
