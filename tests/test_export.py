@@ -72,7 +72,10 @@ def test_score_positional_family_parity(family, positional, score, tmp_path):
     ],
     ids=["mqa-nobias", "window", "rms-post", "swiglu", "geglu", "relu"],
 )
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "family",
+    [FAMILIES[0], *(pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES[1:])],  # the rest in make test-slow
+)
 def test_block_variants_parity(family, variant, tmp_path):
     spec = tiny_spec(family, positional="rope", **variant)
     folder, manifest, _ = build_artifact(spec, tmp_path / "a")
