@@ -186,5 +186,5 @@ def cmd_run(args: argparse.Namespace) -> int:
         p = np.exp(z - z.max())
         p /= p.sum()
         top = np.argsort(-p)[: args.top]
-        print(f"  [{row}] " + "  ".join(f"{int(t)} ({p[t]:.3f})" for t in top))
+        print(f"  [{row}] " + "  ".join(f"{int(t)} ({p[t]:.3g})" for t in top))
     return 0
