@@ -22,16 +22,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--version", action="version", version=f"zoo {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from zoo.cli import spec_cmds
+    from zoo.cli import build_cmds, spec_cmds  # neither imports torch or onnxruntime at import time
 
     spec_cmds.register(sub)
-    try:
-        from zoo.cli import build_cmds
-    except ImportError as err:  # written separately; the spec commands work without it
-        if err.name != "zoo.cli.build_cmds":
-            raise
-    else:
-        build_cmds.register(sub)
+    build_cmds.register(sub)
     return p
 
 
