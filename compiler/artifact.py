@@ -152,8 +152,8 @@ def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, a
     for g in graphs_for(spec.family):
         signatures[g.name] = {
             **graphs[g.name],
-            "inputs": [_signature(t) for t in g.inputs],
-            "outputs": [_signature(t) for t in g.outputs],
+            "inputs": [t.as_dict() for t in g.inputs],
+            "outputs": [t.as_dict() for t in g.outputs],
         }
     files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()}
     return {
@@ -177,10 +177,6 @@ def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, a
         "build_seconds": {k: round(v, 3) for k, v in times.items()},
         "files": files,
     }
-
-
-def _signature(t) -> dict:
-    return t.as_dict()
 
 
 def _swap_into_place(partial: Path, target: Path) -> None:

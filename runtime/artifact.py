@@ -43,6 +43,13 @@ class Artifact:
     def graphs(self) -> tuple[GraphSpec, ...]:
         return graphs_for(self.family)
 
+    @property
+    def spec(self) -> dict:
+        """The resolved spec (spec.yaml) as plain data: vocab_size, max_seq_len, ..."""
+        import yaml
+
+        return yaml.safe_load((self.folder / "spec.yaml").read_text(encoding="utf-8"))
+
     def path(self, graph: str) -> Path:
         return self.folder / self.manifest["graphs"][graph]["files"][0]
 

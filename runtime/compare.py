@@ -94,10 +94,7 @@ def parity(model, spec, paths: dict[str, Path], *, device: str = "auto", runs=PA
             names = graph.output_names
             got.update(zip(names, sessions[graph.name].run(names, feed)))
         mask = inputs["decoder"]["decoder_attention_mask"] if family == "encoder-decoder" else inputs["model"]["attention_mask"]
-        outputs = {}
-        for name, ref in expected.items():
-            out_mask = mask if name in ("logits", "last_hidden_state") else None
-            outputs[name] = output_errors(got[name], ref, out_mask if name == "logits" else None)
+        outputs = {name: output_errors(got[name], ref, mask if name == "logits" else None) for name, ref in expected.items()}
         report_runs.append({"batch": batch, "seq": seq, **({"src_seq": src} if family == "encoder-decoder" else {}), "outputs": outputs})
     max_abs = max(o["max_abs"] for r in report_runs for o in r["outputs"].values())
     max_rel = max(o["max_rel"] for r in report_runs for o in r["outputs"].values())

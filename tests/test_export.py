@@ -104,3 +104,26 @@ def test_manifest_records_what_the_design_promises(tmp_path):
     resolved = (folder / "spec.yaml").read_text()
     assert zoo.load(folder / "spec.yaml") == spec, resolved
     assert json.loads((folder / "manifest.json").read_text()) == manifest
+
+
+@pytest.mark.parametrize("family", ["decoder-only", "encoder-decoder"])
+def test_float16_parity(family, tmp_path):
+    spec = tiny_spec(family, positional="rope").model_copy(update={"dtype": "float16"})
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a")
+    check_artifact(folder, manifest, spec)
+    assert manifest["parity"]["tolerance"]["max_abs"] == TOLERANCE["float16"]
+    proto = onnx.load(folder / graphs_for(family)[-1].file)
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+
+
+def test_bfloat16_on_cpu_is_refused_with_the_reason(tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA provider runs bfloat16; this checks the CPU-only message")
+    from zoo.errors import ExportError
+
+    spec = tiny_spec("decoder-only").model_copy(update={"dtype": "bfloat16"})
+    with pytest.raises(ExportError, match="bfloat16 needs a provider with bfloat16 kernels"):
+        build_artifact(spec, tmp_path / "a")
+    assert list(tmp_path.iterdir()) == []

@@ -127,10 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     session = Session(args.artifact, device=args.device, threads=args.threads or None)
     load_s = time.perf_counter() - t0
-    spec = session.artifact.manifest
-    import yaml
-
-    resolved = yaml.safe_load((session.artifact.folder / "spec.yaml").read_text(encoding="utf-8"))
+    manifest, resolved = session.artifact.manifest, session.artifact.spec
     vocab, max_len, d_model = resolved["vocab_size"], resolved["max_seq_len"], resolved["d_model"]
     rng = np.random.default_rng(args.seed)
     if args.ids:
@@ -167,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         session.forward(inputs)
         times.append(time.perf_counter() - t0)
-    print(f"artifact  {session.artifact.folder}  ({spec['name']}, {spec['family']})")
+    print(f"artifact  {session.artifact.folder}  ({manifest['name']}, {manifest['family']})")
     print(f"provider  {session.provider}")
     for graph in session.artifact.graphs:
         feed = inputs[graph.name]
