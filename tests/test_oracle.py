@@ -63,23 +63,23 @@ def copy_norm(ours, theirs: nn.LayerNorm) -> None:
     ours.bias.copy_(theirs.bias)
 
 
+def copy_ffn(ours, theirs) -> None:
+    for proj, linear in ((ours.up, theirs.linear1), (ours.down, theirs.linear2)):
+        proj.weight.copy_(linear.weight)
+        proj.bias.copy_(linear.bias)
+
+
 @torch.no_grad()
 def copy_weights(model, ref: nn.Transformer) -> None:
     for mine, theirs in zip(model.encoder.layers, ref.encoder.layers):
         copy_attention(mine.self_attn, theirs.self_attn)
-        mine.ffn.up.weight.copy_(theirs.linear1.weight)
-        mine.ffn.up.bias.copy_(theirs.linear1.bias)
-        mine.ffn.down.weight.copy_(theirs.linear2.weight)
-        mine.ffn.down.bias.copy_(theirs.linear2.bias)
+        copy_ffn(mine.ffn, theirs)
         copy_norm(mine.norm_attn.norm, theirs.norm1)
         copy_norm(mine.norm_ffn.norm, theirs.norm2)
     for mine, theirs in zip(model.decoder.layers, ref.decoder.layers):
         copy_attention(mine.self_attn, theirs.self_attn)
         copy_attention(mine.cross_attn, theirs.multihead_attn)
-        mine.ffn.up.weight.copy_(theirs.linear1.weight)
-        mine.ffn.up.bias.copy_(theirs.linear1.bias)
-        mine.ffn.down.weight.copy_(theirs.linear2.weight)
-        mine.ffn.down.bias.copy_(theirs.linear2.bias)
+        copy_ffn(mine.ffn, theirs)
         copy_norm(mine.norm_attn.norm, theirs.norm1)
         copy_norm(mine.norm_cross.norm, theirs.norm2)
         copy_norm(mine.norm_ffn.norm, theirs.norm3)

@@ -45,24 +45,9 @@ def graphs_for(family: str) -> tuple[GraphSpec, ...]:
     """The graphs of an artifact of ``family`` (attention masks: 1 = token, 0 = padding)."""
     hidden = lambda name, seq: TensorSpec(name, "float", ("batch", seq, "d_model"))  # noqa: E731
     logits = lambda seq: TensorSpec("logits", "float", ("batch", seq, "vocab"))  # noqa: E731
-    if family == "decoder-only":
-        return (
-            GraphSpec(
-                "model",
-                "model.onnx",
-                (_ids("input_ids", "seq"), _ids("attention_mask", "seq")),
-                (logits("seq"),),
-            ),
-        )
-    if family == "encoder-only":
-        return (
-            GraphSpec(
-                "model",
-                "model.onnx",
-                (_ids("input_ids", "seq"), _ids("attention_mask", "seq")),
-                (hidden("last_hidden_state", "seq"), logits("seq")),
-            ),
-        )
+    if family in ("decoder-only", "encoder-only"):
+        outputs = (logits("seq"),) if family == "decoder-only" else (hidden("last_hidden_state", "seq"), logits("seq"))
+        return (GraphSpec("model", "model.onnx", (_ids("input_ids", "seq"), _ids("attention_mask", "seq")), outputs),)
     if family == "encoder-decoder":
         return (
             GraphSpec(
