@@ -148,13 +148,6 @@ def build_artifact(
 
 def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, artifact_id, seed, times) -> dict:
     params = count_parameters(spec)
-    signatures = {}
-    for g in graphs_for(spec.family):
-        signatures[g.name] = {
-            **graphs[g.name],
-            "inputs": [t.as_dict() for t in g.inputs],
-            "outputs": [t.as_dict() for t in g.outputs],
-        }
     files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()}
     return {
         "format_version": FORMAT_VERSION,
@@ -171,7 +164,7 @@ def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, a
         "exporter": "torch.onnx.export(dynamo=True)",
         "packages": package_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "graphs": signatures,
+        "graphs": graphs,
         "kv_cache": None,
         "parity": report,
         "build_seconds": {k: round(v, 3) for k, v in times.items()},

@@ -137,6 +137,17 @@ def dedupe_transposed_initializers(proto: onnx.ModelProto, min_elements: int = 1
     return len(replaced)
 
 
+def signature(values) -> list[dict]:
+    """ONNX graph inputs or outputs -> [{name, dtype, shape}], symbolic axes by name."""
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+        shape = [d.dim_param or d.dim_value for d in t.shape.dim]
+        out.append({"name": v.name, "dtype": dtype, "shape": shape})
+    return out
+
+
 def weight_bytes(proto: onnx.ModelProto) -> int:
     """Bytes of the initialisers of a graph (its stored weights)."""
     total = 0
@@ -179,6 +190,8 @@ def export_all(model: ZooModel, spec: ModelSpec, folder: Path, on_graph=None) ->
         files = save_graph(proto, folder / graph.file)
         info[graph.name] = {
             "files": files,
+            "inputs": signature(proto.graph.input),
+            "outputs": signature(proto.graph.output),
             "nodes": len(proto.graph.node),
             "weight_bytes": weight_bytes(proto),
             "ops": sorted({n.op_type for n in proto.graph.node}),

@@ -97,7 +97,8 @@ def test_manifest_records_what_the_design_promises(tmp_path):
     assert {"torch", "onnx", "onnxruntime"} <= set(manifest["packages"])
     graph = manifest["graphs"]["model"]
     assert [i["name"] for i in graph["inputs"]] == ["input_ids", "attention_mask"]
-    assert graph["outputs"][0] == {"name": "logits", "dtype": "float", "shape": ["batch", "seq", "vocab"]}
+    assert graph["inputs"][0] == {"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]}
+    assert graph["outputs"][0] == {"name": "logits", "dtype": "float32", "shape": ["batch", "seq", spec.vocab_size]}
     assert manifest["parameters"]["total"] == spec.parameter_count()
     # tied embeddings stored once: weight bytes within 5% of the parameter bytes
     assert graph["weight_bytes"] <= 1.05 * 4 * spec.parameter_count()

@@ -15,10 +15,7 @@ OPSET = 23
 class TensorSpec:
     name: str
     dtype: str  # "int64" or "float" (the spec's dtype)
-    axes: tuple[str, ...]  # symbolic names, or a number written as a string for fixed sizes
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.axes)}
+    axes: tuple[str, ...]  # batch/seq/src_seq/tgt_seq are dynamic; d_model and vocab are fixed by the spec
 
 
 @dataclass(frozen=True)
