@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     session = Session(args.artifact, device=args.device, threads=args.threads or None)
     load_s = time.perf_counter() - t0
     manifest, resolved = session.artifact.manifest, session.artifact.spec
-    vocab, max_len, d_model = resolved["vocab_size"], resolved["max_seq_len"], resolved["d_model"]
+    vocab, max_len = resolved["vocab_size"], resolved["max_seq_len"]
     rng = np.random.default_rng(args.seed)
     if args.ids:
         ids, mask = _pad(_parse_ids(args.ids, "--ids"))
@@ -148,7 +148,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             "decoder": {
                 "decoder_input_ids": dec_ids,
                 "decoder_attention_mask": dec_mask,
-                "encoder_hidden_states": np.zeros((len(ids), ids.shape[1], d_model), np.float32),
                 "encoder_attention_mask": mask,
             },
         }
