@@ -98,13 +98,15 @@ class _Attention(nn.Module):
     """Projections shared by self- and cross-attention; kv_heads < heads shares
     each key/value head among heads // kv_heads query heads (GQA; 1 -> MQA)."""
 
-    def __init__(self, d_model: int, *, heads: int, kv_heads: int, bias: bool, score: nn.Module, dropout: float):
+    def __init__(
+        self, d_model: int, *, heads: int, kv_heads: int, qkv_bias: bool, out_bias: bool, score: nn.Module, dropout: float
+    ):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, d_model // heads
-        self.q = nn.Linear(d_model, heads * self.head_dim, bias=bias)
-        self.k = nn.Linear(d_model, kv_heads * self.head_dim, bias=bias)
-        self.v = nn.Linear(d_model, kv_heads * self.head_dim, bias=bias)
-        self.o = nn.Linear(heads * self.head_dim, d_model, bias=bias)
+        self.q = nn.Linear(d_model, heads * self.head_dim, bias=qkv_bias)
+        self.k = nn.Linear(d_model, kv_heads * self.head_dim, bias=qkv_bias)
+        self.v = nn.Linear(d_model, kv_heads * self.head_dim, bias=qkv_bias)
+        self.o = nn.Linear(heads * self.head_dim, d_model, bias=out_bias)
         self.score = score
         self.drop = nn.Dropout(dropout)
 

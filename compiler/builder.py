@@ -35,6 +35,7 @@ def _build_model(spec: ModelSpec) -> ZooModel:
         d_model=spec.d_model,
         tie_output=spec.embedding.tie_output,
         embed_scale=math.sqrt(spec.d_model) if spec.embedding.scale_by_sqrt_d else 1.0,
+        output_scale=1.0 / math.sqrt(spec.d_model) if spec.embedding.scale_output_by_inv_sqrt_d else 1.0,
     )
     if spec.family == "decoder-only":
         return DecoderOnlyModel(decoder=build_stack(spec, "decoder"), **common)
@@ -82,7 +83,8 @@ def build_attention(spec: ModelSpec, stack: StackSpec, cls: type) -> nn.Module:
         spec.d_model,
         heads=att.heads,
         kv_heads=att.n_kv_heads,
-        bias=att.bias,
+        qkv_bias=att.qkv_bias,
+        out_bias=att.out_bias,
         score=SCORES[att.score](att.heads, head_dim),
         dropout=spec.dropout,
     )

@@ -88,17 +88,19 @@ class ZooModel(nn.Module):
 
     family: str = ""
 
-    def __init__(self, *, vocab_size: int, d_model: int, tie_output: bool, embed_scale: float):
+    def __init__(self, *, vocab_size: int, d_model: int, tie_output: bool, embed_scale: float, output_scale: float):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         self.lm_head = None if tie_output else nn.Linear(d_model, vocab_size, bias=False)
-        self.embed_scale = embed_scale
+        self.embed_scale, self.output_scale = embed_scale, output_scale
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids)  # (B, T, d)
         return x * self.embed_scale if self.embed_scale != 1.0 else x
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
+        if self.output_scale != 1.0:
+            h = h * self.output_scale
         if self.lm_head is None:
             return h @ self.embed.weight.t()  # (B, T, V)
         return self.lm_head(h)  # (B, T, V)

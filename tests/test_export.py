@@ -64,13 +64,14 @@ def test_score_positional_family_parity(family, positional, score, tmp_path):
     "variant",
     [
         {"attention": {"heads": 4, "kv_heads": 1, "bias": False}},  # MQA without biases
+        {"attention": {"heads": 4, "kv_heads": 2, "bias": "qkv"}},  # biases on q, k, v only (Qwen2)
         {"attention": {"heads": 4, "window": 3}},  # sliding window
         {"norm": {"kind": "rmsnorm", "placement": "post", "final": True}},
         {"ffn": {"hidden": 48, "activation": "silu", "gated": True, "bias": False}},  # SwiGLU
         {"ffn": {"hidden": 48, "activation": "gelu-tanh", "gated": True}},  # GeGLU
         {"ffn": {"hidden": 48, "activation": "relu"}},
     ],
-    ids=["mqa-nobias", "window", "rms-post", "swiglu", "geglu", "relu"],
+    ids=["mqa-nobias", "qkv-bias", "window", "rms-post", "swiglu", "geglu", "relu"],
 )
 @pytest.mark.parametrize(
     "family",
@@ -82,8 +83,13 @@ def test_block_variants_parity(family, variant, tmp_path):
     check_artifact(folder, manifest, spec)
 
 
-def test_untied_scaled_embeddings_parity(tmp_path):
-    spec = tiny_spec("decoder-only").model_copy(update={"embedding": zoo.spec.Embedding(tie_output=False, scale_by_sqrt_d=True)})
+@pytest.mark.parametrize(
+    "embedding",
+    [{"tie_output": False, "scale_by_sqrt_d": True}, {"tie_output": True, "scale_output_by_inv_sqrt_d": True}],
+    ids=["untied-scaled-input", "tied-scaled-output"],
+)
+def test_embedding_options_parity(embedding, tmp_path):
+    spec = tiny_spec("decoder-only").model_copy(update={"embedding": zoo.spec.Embedding(**embedding)})
     folder, manifest, _ = build_artifact(spec, tmp_path / "a")
     check_artifact(folder, manifest, spec)
 

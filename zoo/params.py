@@ -31,8 +31,10 @@ def attention_parameters(att: "Attention", d_model: int) -> int:
     head_dim = d_model // att.heads
     q_out, kv_out = att.heads * head_dim, att.n_kv_heads * head_dim
     n = d_model * q_out + 2 * d_model * kv_out + q_out * d_model
-    if att.bias:
-        n += q_out + 2 * kv_out + d_model
+    if att.qkv_bias:
+        n += q_out + 2 * kv_out
+    if att.out_bias:
+        n += d_model
     if att.score == "additive":  # per head: W_q, W_k (head_dim x head_dim) and v (head_dim)
         n += att.heads * (2 * head_dim * head_dim + head_dim)
     elif att.score == "bilinear":  # per head: W (head_dim x head_dim)

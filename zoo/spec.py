@@ -106,10 +106,20 @@ class Attention(_Strict):
         "scaled-dot",
         description="scaled-dot: qk/sqrt(d); dot: qk; additive: v.tanh(Wq q + Wk k); bilinear: q W k",
     )
-    bias: bool = Field(True, description="bias on the q, k, v and output projections")
+    bias: Union[bool, Literal["qkv"]] = Field(
+        True, description="bias on the q, k, v and output projections; 'qkv': on q, k and v only (Qwen2)"
+    )
     window: Optional[PositiveInt] = Field(
         None, description="sliding window: a query sees at most this many keys around it (itself included)"
     )
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.bias is not False
+
+    @property
+    def out_bias(self) -> bool:
+        return self.bias is True
 
     @property
     def n_kv_heads(self) -> int:
@@ -148,6 +158,9 @@ class Stack(_Strict):
 class Embedding(_Strict):
     tie_output: bool = Field(True, description="output projection shares the token embedding matrix")
     scale_by_sqrt_d: bool = Field(False, description="multiply token embeddings by sqrt(d_model)")
+    scale_output_by_inv_sqrt_d: bool = Field(
+        False, description="multiply the last hidden states by 1/sqrt(d_model) before the output projection (T5)"
+    )
 
 
 # --------------------------------------------------------------------------- the model
