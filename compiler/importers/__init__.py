@@ -1,0 +1,97 @@
+"""Import a Hugging Face model folder (config.json + weights) as a zoo spec and a
+zoo state dict. One module per family, each with its mapping tables:
+
+| model_type | module |
+| --- | --- |
+| gpt2 | gpt2.py |
+| llama, mistral, qwen2 | llama.py |
+| t5 | t5.py |
+
+What a family cannot reproduce is refused before any weight is read, every
+unsupported field listed in one message (exit code 2).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from pydantic import ValidationError
+
+from compiler.importers import gpt2, llama, t5
+from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_weights, refuse, unsupported
+from zoo.spec import ModelSpec
+
+FAMILIES = {mt: module for module in (gpt2, llama, t5) for mt in module.MODEL_TYPES}
+
+
+@dataclass
+class Imported:
+    spec: ModelSpec
+    state: dict[str, torch.Tensor]  # zoo parameter names
+    model_type: str
+    folder: Path
+
+
+def is_checkpoint_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def _name(folder: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-._") or "imported"
+    return name if name[0].isalnum() else "m" + name
+
+
+def map_config(folder: Path, config: dict, *, name: Optional[str] = None, dtype: str = "float32") -> tuple[dict, object]:
+    """HF config -> spec data (not yet validated) and the family module; refuses
+    what cannot be reproduced."""
+    model_type = config.get("model_type")
+    if model_type not in FAMILIES:
+        raise CheckpointError(f"{folder}: model_type={model_type!r} is not supported (supported: {', '.join(sorted(FAMILIES))})")
+    family = FAMILIES[model_type]
+    refuse(folder, model_type, unsupported(config, family.SUPPORTED, model_type) + family.unsupported_extra(config))
+    data = build_spec_dict(config, family.CONFIG)
+    data.update(name=name or _name(folder), description=f"imported from {folder.resolve().name} ({model_type})", dtype=dtype)
+    return data, family
+
+
+def import_folder(folder: str | Path, *, name: Optional[str] = None, dtype: str = "float32") -> Imported:
+    from compiler.builder import DTYPES, build
+
+    folder = Path(folder)
+    config = read_config(folder)
+    data, family = map_config(folder, config, name=name, dtype=dtype)
+    state = read_weights(folder)
+    prefix = family.BASE_PREFIX
+    if prefix and not any(k.startswith(prefix) for k in state):
+        state = {(k if k == "lm_head.weight" else prefix + k): v for k, v in state.items()}
+    table = family.weights(config)
+    embed_src = next(row.hf for row in table if row.zoo == "embed.weight")
+    head = state.get("lm_head.weight")
+    if head is not None and embed_src in state:
+        # the tensors decide tying: an lm_head equal to the embedding is the tied copy
+        data.setdefault("embedding", {})["tie_output"] = bool(torch.equal(head, state[embed_src]))
+    try:
+        spec = ModelSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise CheckpointError(f"{folder}: the mapped spec is invalid at {where or 'the top'}: {err['msg']}") from None
+    model = build(spec)
+    own = model.state_dict()
+    layers = {part: stack.layers for part, stack in spec.stacks()}
+    mapped = apply_table(folder, state, table, layers, set(own), family.DERIVED)
+    lacking = sorted(set(own) - set(mapped))
+    if lacking:
+        raise CheckpointError(f"{folder}: no checkpoint tensor maps to {', '.join(lacking[:4])}")
+    wrong = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in mapped.items() if v.shape != own[k].shape]
+    if wrong:
+        raise CheckpointError(f"{folder}: tensor shapes disagree with the config: {'; '.join(wrong[:3])}")
+    mapped = {k: v.to(DTYPES[spec.dtype]) for k, v in mapped.items()}
+    return Imported(spec, mapped, config["model_type"], folder)
+
+
+__all__ = ["CheckpointError", "Imported", "import_folder", "is_checkpoint_folder", "FAMILIES"]

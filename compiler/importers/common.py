@@ -1,0 +1,186 @@
+"""What every checkpoint importer shares: reading a Hugging Face model folder
+(config.json; safetensors, sharded or not; pytorch_model.bin through
+``torch.load(weights_only=True)``), refusing what cannot be mapped, and applying a
+family's weight table.
+
+A family module declares three tables (see gpt2.py for the shape):
+- ``CONFIG``: spec path <- function of the HF config (one row per spec field);
+- ``SUPPORTED``: HF config field -> the values the zoo reproduces; any other value
+  is refused before any work, all refusals listed in one message;
+- ``WEIGHTS``: zoo parameter name <- HF tensor name(s) and a transform.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+
+from zoo.errors import ZooError
+
+
+class CheckpointError(ZooError):
+    """A model folder that cannot be read or mapped onto a zoo spec (exit code 2)."""
+
+    exit_code = 2
+
+
+# ---------------------------------------------------------------- reading the folder
+
+
+def read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: no config.json; not a Hugging Face model folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return config
+
+
+def _read_one(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from compiler.weights import WeightsError, load_tensors
+
+        try:
+            return load_tensors(path)[0]
+        except WeightsError as e:
+            raise CheckpointError(str(e)) from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    except Exception as e:  # torch raises several types for bad or unsafe files
+        raise CheckpointError(f"{path}: cannot read with torch.load(weights_only=True): {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, model.safetensors.index.json (shards), pytorch_model.bin or
+    pytorch_model.bin.index.json, in that order of preference."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (folder / single).is_file():
+            return _read_one(folder / single)
+        if (folder / index).is_file():
+            try:
+                weight_map = json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"]
+            except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
+                raise CheckpointError(f"{folder / index}: no readable weight_map") from None
+            state: dict[str, torch.Tensor] = {}
+            for shard in sorted(set(weight_map.values())):
+                if "/" in shard or "\\" in shard or not (folder / shard).is_file():
+                    raise CheckpointError(f"{folder / index}: shard {shard!r} is missing")
+                state.update(_read_one(folder / shard))
+            return state
+    raise CheckpointError(f"{folder}: no weights (model.safetensors, pytorch_model.bin or a sharded index)")
+
+
+# ---------------------------------------------------------------- config mapping
+
+
+def unsupported(config: dict, supported: dict[str, tuple], model_type: str) -> list[str]:
+    """Every field whose value the zoo does not reproduce, as 'field=value (supported: ...)'."""
+    problems = []
+    for field, allowed in supported.items():
+        value = config.get(field, allowed[0])
+        if value not in allowed:
+            shown = ", ".join(json.dumps(a) for a in allowed)
+            problems.append(f"{field}={json.dumps(value)} (supported: {shown})")
+    return problems
+
+
+def refuse(folder: Path, model_type: str, problems: list[str]) -> None:
+    if problems:
+        raise CheckpointError(f"{folder}: {model_type} checkpoint uses what the zoo cannot reproduce: " + "; ".join(problems))
+
+
+def set_path(data: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    data[keys[-1]] = value
+
+
+def build_spec_dict(config: dict, table: Iterable[tuple[str, Callable[[dict], Any]]]) -> dict:
+    spec: dict = {}
+    for path, get in table:
+        value = get(config)
+        if value is not None:
+            set_path(spec, path, value)
+    return spec
+
+
+ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu-tanh", "gelu_pytorch_tanh": "gelu-tanh", "silu": "silu", "swish": "silu"}
+
+
+def rope_theta(config: dict) -> float:
+    params = config.get("rope_parameters") or {}
+    return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+
+
+def rope_type(config: dict) -> Optional[str]:
+    """None for plain RoPE; the scaling type otherwise (refused)."""
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    kind = params.get("rope_type", params.get("type", "default"))
+    return None if kind in ("default", None) else kind
+
+
+# ---------------------------------------------------------------- weight mapping
+
+
+@dataclass(frozen=True)
+class W:
+    """One row of a weight table: zoo name <- HF name, through ``transform``.
+    ``{i}`` in both names runs over the layers of ``stack``."""
+
+    zoo: str
+    hf: str
+    transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    stack: Optional[str] = None  # "encoder" / "decoder": which layer count {i} runs over
+
+
+def apply_table(
+    folder: Path,
+    state: dict[str, torch.Tensor],
+    table: list[W],
+    layers: dict[str, int],
+    wanted: set[str],
+    derived: tuple[str, ...] = (),
+) -> dict[str, torch.Tensor]:
+    """HF state dict -> zoo state dict by ``table``; only rows whose zoo name the
+    model has (``wanted``) are used. Missing tensors are errors, and so are unused
+    ones unless they match a ``derived`` pattern (buffers the zoo recomputes, or
+    copies of a tied matrix): nothing is silently dropped."""
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    missing = []
+    for row in table:
+        for i in range(layers.get(row.stack, 1)) if row.stack else [None]:
+            zoo_name = row.zoo.format(i=i)
+            if zoo_name not in wanted:
+                continue
+            hf_name = row.hf.format(i=i)
+            if hf_name not in state:
+                missing.append(hf_name)
+                continue
+            t = state[hf_name]
+            out[zoo_name] = row.transform(t) if row.transform else t
+            used.add(hf_name)
+    unused = sorted(n for n in set(state) - used if not any(re.fullmatch(p, n) for p in derived))
+    if missing:
+        raise CheckpointError(f"{folder}: checkpoint lacks {len(missing)} tensors the model needs ({', '.join(missing[:4])})")
+    if unused:
+        raise CheckpointError(f"{folder}: checkpoint has {len(unused)} tensors the zoo does not map ({', '.join(unused[:4])}); refusing to drop them")
+    return out
+
+
+def split(parts: int, index: int, dim: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Take part ``index`` of ``parts`` equal chunks along ``dim``."""
+    return lambda t: t.chunk(parts, dim=dim)[index].contiguous()

@@ -1,0 +1,94 @@
+"""Llama and the decoders that share its layout (``llama``, ``mistral``, ``qwen2``):
+RoPE (GPT-NeoX halves layout), RMSNorm, SwiGLU, GQA; Qwen2 has biases on q, k, v;
+Mistral may use a sliding window."""
+
+from __future__ import annotations
+
+from compiler.importers.common import ACTIVATIONS, W, rope_theta
+
+MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def _bias(c: dict) -> object:
+    if c["model_type"] == "qwen2":
+        return "qkv"
+    return bool(c.get("attention_bias", False))
+
+
+def _window(c: dict):
+    if c["model_type"] == "qwen2":
+        return c.get("sliding_window") if c.get("use_sliding_window") else None
+    if c["model_type"] == "mistral":
+        return c.get("sliding_window")
+    return None
+
+
+CONFIG = [  # zoo spec path <- HF config
+    ("family", lambda c: "decoder-only"),
+    ("vocab_size", lambda c: c["vocab_size"]),
+    ("max_seq_len", lambda c: c.get("max_position_embeddings", 2048)),
+    ("d_model", lambda c: c["hidden_size"]),
+    ("positional", lambda c: {"kind": "rope", "theta": rope_theta(c), "fraction": 1.0}),
+    ("embedding.tie_output", lambda c: c.get("tie_word_embeddings", False)),
+    ("decoder.layers", lambda c: c["num_hidden_layers"]),
+    ("decoder.attention.heads", lambda c: c["num_attention_heads"]),
+    ("decoder.attention.kv_heads", lambda c: c.get("num_key_value_heads") or c["num_attention_heads"]),
+    ("decoder.attention.score", lambda c: "scaled-dot"),
+    ("decoder.attention.bias", _bias),
+    ("decoder.attention.window", _window),
+    ("decoder.ffn.hidden", lambda c: c["intermediate_size"]),
+    ("decoder.ffn.activation", lambda c: ACTIVATIONS.get(c.get("hidden_act", "silu"))),
+    ("decoder.ffn.gated", lambda c: True),
+    ("decoder.ffn.bias", lambda c: bool(c.get("mlp_bias", False))),
+    ("decoder.norm.kind", lambda c: "rmsnorm"),
+    ("decoder.norm.placement", lambda c: "pre"),
+    ("decoder.norm.eps", lambda c: c.get("rms_norm_eps", 1e-6)),
+    ("dropout", lambda c: c.get("attention_dropout", 0.0)),
+]
+
+SUPPORTED = {  # HF field -> values the zoo reproduces
+    "hidden_act": ("silu", "gelu", "gelu_pytorch_tanh", "relu"),
+    "pretraining_tp": (1,),
+    "rope_scaling": (None,),
+}
+
+
+def unsupported_extra(c: dict) -> list[str]:
+    """Rules that need more than one field."""
+    problems = []
+    params = c.get("rope_parameters") or {}
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind not in ("default", None):
+        problems.append(f"rope_parameters.rope_type={kind!r} (supported: 'default')")
+    partial = params.get("partial_rotary_factor", c.get("partial_rotary_factor", 1.0))
+    if partial != 1.0:
+        problems.append(f"partial_rotary_factor={partial} (supported: 1.0)")
+    head_dim = c.get("head_dim")
+    if head_dim is not None and head_dim * c["num_attention_heads"] != c["hidden_size"]:
+        problems.append(f"head_dim={head_dim} with hidden_size={c['hidden_size']} / heads={c['num_attention_heads']} (supported: head_dim = hidden_size / heads)")
+    if c["model_type"] == "qwen2" and c.get("use_sliding_window") and c.get("max_window_layers", 0) < c["num_hidden_layers"]:
+        problems.append(f"max_window_layers={c.get('max_window_layers')} (supported: a sliding window in every layer or none)")
+    layer_types = c.get("layer_types")
+    if layer_types and len(set(layer_types)) > 1:
+        problems.append(f"layer_types={sorted(set(layer_types))} (supported: one attention type in every layer)")
+    return problems
+
+
+L = "model.layers.{i}."
+WEIGHTS = [
+    W("embed.weight", "model.embed_tokens.weight"),
+    W("lm_head.weight", "lm_head.weight"),
+    W("decoder.layers.{i}.norm_attn.norm.weight", L + "input_layernorm.weight", stack="decoder"),
+    *(W(f"decoder.layers.{{i}}.self_attn.{p}.{k}", L + f"self_attn.{p}_proj.{k}", stack="decoder") for p in "qkvo" for k in ("weight", "bias")),
+    W("decoder.layers.{i}.norm_ffn.norm.weight", L + "post_attention_layernorm.weight", stack="decoder"),
+    *(W(f"decoder.layers.{{i}}.ffn.{z}.{k}", L + f"mlp.{h}_proj.{k}", stack="decoder") for z, h in (("gate", "gate"), ("up", "up"), ("down", "down")) for k in ("weight", "bias")),
+    W("decoder.final_norm.weight", "model.norm.weight"),
+]
+
+# rotary frequency buffers of older checkpoints, and the tied output copy
+DERIVED = (r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", r"lm_head\.weight")
+BASE_PREFIX = "model."
+
+
+def weights(config: dict) -> list[W]:
+    return WEIGHTS
