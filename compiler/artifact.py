@@ -84,13 +84,14 @@ def build_artifact(
     out: Optional[Path] = None,
     *,
     seed: int = 0,
-    weights: Optional[Path] = None,
+    weights: Optional[Path | dict] = None,
     force: bool = False,
     check_parity: bool = True,
     step: Optional[Callable] = None,
 ) -> tuple[Path, dict, bool]:
     """Build ``spec`` into ``out`` (default ``artifacts/NAME-ID``). Returns
     (folder, manifest, built); ``built`` is False when an identical artifact was there.
+    ``weights``: a safetensors file or a state dict in zoo names; default: seeded init.
     ``step(label)`` is a context manager factory for progress (zoo.progress.step)."""
     from contextlib import nullcontext
 
@@ -99,7 +100,9 @@ def build_artifact(
     t0 = time.perf_counter()
     with step(f"building {spec.name} ({count_parameters(spec).total:,} parameters, seed {seed})"):
         model = build(spec, seed=seed)
-        if weights is not None:
+        if isinstance(weights, dict):  # a state dict in zoo names (an imported checkpoint)
+            model.load_state_dict(weights, strict=True)
+        elif weights is not None:
             load_weights(model, weights)
     times["build"] = time.perf_counter() - t0
     s_hash, w_hash = spec_hash(spec), weights_digest(model)

@@ -179,3 +179,12 @@ def validate(data: dict, lines: LineMap) -> ModelSpec:
 def load_spec(source: str | os.PathLike, overrides: Iterable[str] = ()) -> ModelSpec:
     """Load and validate a spec: a catalog name or a YAML path, with ``PATH=VALUE`` overrides."""
     return validate(*load_raw(source, overrides))
+
+
+def override(spec: ModelSpec, overrides: Iterable[str], source: str) -> ModelSpec:
+    """``spec`` with ``--set`` overrides applied and validated again (for specs that
+    come from elsewhere than a YAML file, such as an imported checkpoint)."""
+    if not overrides:
+        return spec
+    data, lines = apply_overrides(spec.model_dump(mode="json"), LineMap({}, source), overrides)
+    return validate(data, lines)

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build SPEC (a catalog name or a YAML file) into an artifact folder: ONNX graph(s), "
         "spec.yaml and manifest.json, checked against the torch module in ONNX Runtime.",
     )
-    p.add_argument("spec", help="catalog name or path to a spec YAML file")
+    p.add_argument("spec", help="catalog name, path to a spec YAML file, or a Hugging Face model folder (config.json + weights)")
     p.add_argument("-o", "--out", type=Path, help="artifact folder (default: artifacts/NAME-ID)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE", help="override a spec field, e.g. decoder.layers=2")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation (default 0)")
@@ -55,11 +55,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     import zoo
     from zoo.progress import step
 
-    spec = zoo.load(args.spec, args.overrides)
+    weights = args.weights
+    if Path(args.spec).is_dir():  # a checkpoint folder: import it in memory, then build
+        from compiler.importers import import_folder
+        from zoo.loader import override
+
+        if args.weights:
+            raise InputError("--weights: a model folder brings its own weights")
+        with step(f"importing {args.spec}"):
+            imported = import_folder(args.spec)
+        spec, weights = override(imported.spec, args.overrides, f"--set on {args.spec}"), imported.state
+    else:
+        spec = zoo.load(args.spec, args.overrides)
     from compiler.artifact import build_artifact  # torch and onnx load here
 
     folder, manifest, built = build_artifact(
-        spec, args.out, seed=args.seed, weights=args.weights, force=args.force, check_parity=not args.no_parity, step=step
+        spec, args.out, seed=args.seed, weights=weights, force=args.force, check_parity=not args.no_parity, step=step
     )
     if not built:
         print(f"{folder}: up to date (artifact {manifest['artifact_id'][:12]}); --force rebuilds it")
