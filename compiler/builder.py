@@ -11,7 +11,7 @@ from compiler import positional as pos
 from compiler.attention import SCORES, Additive, Bilinear, CrossAttention, SelfAttention
 from compiler.ffn import FeedForward
 from compiler.layers import CrossDecoderLayer, DecoderLayer, EncoderLayer, Residual
-from compiler.model import DecoderOnlyModel, EncoderDecoderModel, EncoderOnlyModel, Stack, ZooModel
+from compiler.model import DecoderOnlyModel, EncoderDecoderModel, EncoderOnlyModel, OutputTransform, Stack, ZooModel
 from compiler.norms import NORMS, RMSNorm
 from zoo.spec import ModelSpec, Stack as StackSpec
 
@@ -30,17 +30,28 @@ def build(spec: ModelSpec, *, seed: int = 0) -> ZooModel:
 
 
 def _build_model(spec: ModelSpec) -> ZooModel:
+    emb, d = spec.embedding, spec.d_model
+    last = spec.stacks()[-1][1]  # the stack whose output is projected
+    head_transform = None
+    if emb.output_transform:
+        head_transform = OutputTransform(
+            nn.Linear(d, d), activation=last.ffn.activation, norm=NORMS[last.norm.kind](d, eps=last.norm.eps)
+        )
     common = dict(
         vocab_size=spec.vocab_size,
         d_model=spec.d_model,
         tie_output=spec.embedding.tie_output,
         embed_scale=math.sqrt(spec.d_model) if spec.embedding.scale_by_sqrt_d else 1.0,
         output_scale=1.0 / math.sqrt(spec.d_model) if spec.embedding.scale_output_by_inv_sqrt_d else 1.0,
+        token_types=emb.token_types,
+        head_transform=head_transform,
+        output_bias=emb.output_bias,
     )
     if spec.family == "decoder-only":
         return DecoderOnlyModel(decoder=build_stack(spec, "decoder"), **common)
     if spec.family == "encoder-only":
-        return EncoderOnlyModel(encoder=build_stack(spec, "encoder"), **common)
+        pooler = nn.Linear(d, d) if emb.pooler else None
+        return EncoderOnlyModel(encoder=build_stack(spec, "encoder"), pooler=pooler, **common)
     return EncoderDecoderModel(encoder=build_stack(spec, "encoder"), decoder=build_stack(spec, "decoder"), **common)
 
 
@@ -52,9 +63,9 @@ def build_stack(spec: ModelSpec, part: str) -> Stack:
     absolute = rotary = score_bias = None
     p = spec.positional
     if p.kind == "sinusoidal":
-        absolute = pos.Sinusoidal(spec.d_model)
+        absolute = pos.Sinusoidal(spec.d_model, halves=p.layout == "halves")
     elif p.kind == "learned":
-        absolute = pos.Learned(spec.max_seq_len, spec.d_model)
+        absolute = pos.Learned(spec.max_seq_len, spec.d_model, offset=p.offset)
     elif p.kind == "rope":
         rotary = pos.Rotary(spec.rotary_dim(part), theta=p.theta)
     elif p.kind == "alibi":
@@ -69,6 +80,7 @@ def build_stack(spec: ModelSpec, part: str) -> Stack:
         causal=causal,
         window=stack.attention.window,
         absolute=absolute,
+        embed_norm=NORMS[norm.kind](spec.d_model, eps=norm.eps) if spec.embedding.norm else None,
         rotary=rotary,
         score_bias=score_bias,
         final_norm=NORMS[norm.kind](spec.d_model, eps=norm.eps) if norm.has_final else None,

@@ -183,7 +183,7 @@ def export_all(model: ZooModel, spec: ModelSpec, folder: Path, on_graph=None) ->
     file(s), node count and weight bytes. ``on_graph(name)`` is called before each."""
     modules = graph_modules(model)
     info = {}
-    for graph in graphs_for(spec.family):
+    for graph in graphs_for(spec):
         if on_graph:
             on_graph(graph.name)
         proto = export_graph(modules[graph.name], spec, graph)

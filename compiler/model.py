@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from compiler.ffn import ACTIVATIONS
 from compiler.positional import Rotary, positions_from_mask
 
 
@@ -43,6 +44,7 @@ class Stack(nn.Module):
         causal: bool,
         window: Optional[int],
         absolute: Optional[nn.Module],
+        embed_norm: Optional[nn.Module],
         rotary: Optional[Rotary],
         score_bias: Optional[nn.Module],
         final_norm: Optional[nn.Module],
@@ -52,6 +54,7 @@ class Stack(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.causal, self.window = causal, window
         self.absolute, self.rotary, self.score_bias = absolute, rotary, score_bias
+        self.embed_norm = embed_norm
         self.final_norm = final_norm
         self.drop = nn.Dropout(dropout)
 
@@ -65,6 +68,8 @@ class Stack(nn.Module):
         positions = positions_from_mask(mask)  # (B, T)
         if self.absolute is not None:
             x = x + self.absolute(positions).to(x.dtype)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         x = self.drop(x)
         allowed = self_attention_mask(mask, positions, causal=self.causal, window=self.window)
         bias = self.score_bias(positions, positions) if self.score_bias is not None else None  # (B, H, T, T)
@@ -82,28 +87,59 @@ class Stack(nn.Module):
         return self.final_norm(x) if self.final_norm is not None else x
 
 
+class OutputTransform(nn.Module):
+    """h (B, T, d) -> norm(act(dense(h))): BERT's MLM head before the projection."""
+
+    def __init__(self, dense: nn.Linear, *, activation: str, norm: nn.Module):
+        super().__init__()
+        self.dense, self.act, self.norm = dense, ACTIVATIONS[activation], norm
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(h)))
+
+
 class ZooModel(nn.Module):
-    """Token embedding (shared by both stacks of an encoder-decoder) and the output
-    projection, tied to the embedding or its own ``lm_head``."""
+    """Token embedding (shared by both stacks of an encoder-decoder), with row 0 of
+    an optional token-type table added, and the output projection, tied to the
+    embedding or its own ``lm_head``, with an optional transform before and bias after."""
 
     family: str = ""
 
-    def __init__(self, *, vocab_size: int, d_model: int, tie_output: bool, embed_scale: float, output_scale: float):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        d_model: int,
+        tie_output: bool,
+        embed_scale: float,
+        output_scale: float,
+        token_types: int = 0,
+        head_transform: Optional[nn.Module] = None,
+        output_bias: bool = False,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
+        self.token_type = nn.Embedding(token_types, d_model) if token_types else None
+        self.head_transform = head_transform
         self.lm_head = None if tie_output else nn.Linear(d_model, vocab_size, bias=False)
+        self.output_bias = nn.Parameter(torch.zeros(vocab_size)) if output_bias else None
         self.embed_scale, self.output_scale = embed_scale, output_scale
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids)  # (B, T, d)
-        return x * self.embed_scale if self.embed_scale != 1.0 else x
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        if self.token_type is not None:
+            x = x + self.token_type.weight[0]  # no token_type_ids input: every token is type 0
+        return x
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         if self.output_scale != 1.0:
             h = h * self.output_scale
-        if self.lm_head is None:
-            return h @ self.embed.weight.t()  # (B, T, V)
-        return self.lm_head(h)  # (B, T, V)
+        if self.head_transform is not None:
+            h = self.head_transform(h)
+        logits = h @ self.embed.weight.t() if self.lm_head is None else self.lm_head(h)  # (B, T, V)
+        return logits + self.output_bias if self.output_bias is not None else logits
 
 
 class DecoderOnlyModel(ZooModel):
@@ -121,14 +157,17 @@ class DecoderOnlyModel(ZooModel):
 class EncoderOnlyModel(ZooModel):
     family = "encoder-only"
 
-    def __init__(self, *, encoder: Stack, **kw):
+    def __init__(self, *, encoder: Stack, pooler: Optional[nn.Linear] = None, **kw):
         super().__init__(**kw)
         self.encoder = encoder
+        self.pooler = pooler
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> last_hidden_state (B, T, d), logits (B, T, V)."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """-> last_hidden_state (B, T, d), logits (B, T, V)[, pooler_output (B, d) with a pooler]."""
         hidden = self.encoder(self.embed_tokens(input_ids), attention_mask)
-        return hidden, self.project(hidden)
+        if self.pooler is None:
+            return hidden, self.project(hidden)
+        return hidden, self.project(hidden), torch.tanh(self.pooler(hidden[:, 0]))  # (B, d) first token
 
 
 class EncoderDecoderModel(ZooModel):

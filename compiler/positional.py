@@ -23,28 +23,33 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 class Sinusoidal(nn.Module):
-    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d))."""
+    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d)) (interleaved);
+    ``halves``: PE[p, i] = sin(...), PE[p, d/2 + i] = cos(...) (Marian)."""
 
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, *, halves: bool = False):
         super().__init__()
+        self.halves = halves
         inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d/2,)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         angles = positions.float()[..., None] * self.inv_freq  # (B, T, d/2)
+        if self.halves:
+            return torch.cat((angles.sin(), angles.cos()), dim=-1)  # (B, T, d) sin half, cos half
         pe = torch.stack((angles.sin(), angles.cos()), dim=-1)  # (B, T, d/2, 2)
         return pe.flatten(-2)  # (B, T, d) interleaved sin, cos
 
 
 class Learned(nn.Module):
-    """A learned table of ``max_seq_len`` absolute positions."""
+    """A learned table of ``max_seq_len + offset`` rows; position p reads row p + offset."""
 
-    def __init__(self, max_seq_len: int, d_model: int):
+    def __init__(self, max_seq_len: int, d_model: int, *, offset: int = 0):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(max_seq_len, d_model))
+        self.offset = offset
+        self.weight = nn.Parameter(torch.zeros(max_seq_len + offset, d_model))
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return nn.functional.embedding(positions, self.weight)  # (B, T, d)
+        return nn.functional.embedding(positions + self.offset if self.offset else positions, self.weight)  # (B, T, d)
 
 
 class Rotary(nn.Module):

@@ -41,7 +41,8 @@ class Artifact:
 
     @property
     def graphs(self) -> tuple[GraphSpec, ...]:
-        return graphs_for(self.family)
+        pooler = self.family == "encoder-only" and bool((self.spec.get("embedding") or {}).get("pooler"))
+        return graphs_for(self.family, pooler=pooler)
 
     @property
     def spec(self) -> dict:

@@ -55,8 +55,8 @@ def torch_outputs(model, family: str, inputs: dict[str, dict[str, np.ndarray]], 
             )
             outs = {"encoder_hidden_states": memory, "logits": logits}
         elif family == "encoder-only":
-            hidden, logits = model(**{k: t(v) for k, v in inputs["model"].items()})
-            outs = {"last_hidden_state": hidden, "logits": logits}
+            names = ("last_hidden_state", "logits", "pooler_output")
+            outs = dict(zip(names, model(**{k: t(v) for k, v in inputs["model"].items()})))
         else:
             outs = {"logits": model(**{k: t(v) for k, v in inputs["model"].items()})}
     return {k: v.float().numpy() for k, v in outs.items()}
@@ -87,7 +87,7 @@ def parity(model, spec, paths: dict[str, Path], *, device: str = "auto", runs=PA
         )
         expected = torch_outputs(model, family, inputs, DTYPES[spec.dtype])
         got: dict[str, np.ndarray] = {}
-        for graph in graphs_for(family):
+        for graph in graphs_for(spec):
             feed = dict(inputs[graph.name])
             if graph.name == "decoder":
                 feed["encoder_hidden_states"] = got["encoder_hidden_states"]

@@ -197,7 +197,7 @@ def test_override_errors_name_the_override():
 def test_unknown_field_for_a_positional_kind():
     err = error_of("gpt2-tiny", ["positional.theta=3"])
     assert err.field == "positional.theta"
-    assert err.message == "unknown field 'theta' for kind 'learned'; allowed: kind"
+    assert err.message == "unknown field 'theta' for kind 'learned'; allowed: kind, offset"
 
 
 # --------------------------------------------------------------------------- validation errors, located
@@ -218,7 +218,7 @@ def test_unknown_key_without_close_match_lists_allowed(tmp_path):
     spec_file(tmp_path, "embedding: {zzz: 1}\n")
     err = error_of("bad.yaml")
     assert (err.line, err.field) == (3, "embedding.zzz")
-    assert err.message == "unknown field 'zzz'; allowed: tie_output, scale_by_sqrt_d, scale_output_by_inv_sqrt_d"
+    assert err.message == "unknown field 'zzz'; allowed: tie_output, scale_by_sqrt_d, scale_output_by_inv_sqrt_d, token_types, norm, output_transform, output_bias, pooler"
 
 
 def test_heads_must_divide_d_model(tmp_path):

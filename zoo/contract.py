@@ -6,6 +6,7 @@ that follow it and the runtime feeds them by it. No torch, no onnxruntime.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 FORMAT_VERSION = 1  # of the artifact folder and its manifest.json
 OPSET = 23
@@ -38,12 +39,19 @@ def _ids(name: str, seq: str) -> TensorSpec:
     return TensorSpec(name, "int64", ("batch", seq))
 
 
-def graphs_for(family: str) -> tuple[GraphSpec, ...]:
-    """The graphs of an artifact of ``family`` (attention masks: 1 = token, 0 = padding)."""
+def graphs_for(family: Any, *, pooler: bool = False) -> tuple[GraphSpec, ...]:
+    """The graphs of an artifact of ``family`` (attention masks: 1 = token, 0 = padding).
+    ``family`` may be a ModelSpec, whose family and ``embedding.pooler`` then decide;
+    ``pooler`` adds the encoder-only output pooler_output (batch, d_model)."""
+    if not isinstance(family, str):
+        spec = family
+        family, pooler = spec.family, bool(spec.embedding.pooler)
     hidden = lambda name, seq: TensorSpec(name, "float", ("batch", seq, "d_model"))  # noqa: E731
     logits = lambda seq: TensorSpec("logits", "float", ("batch", seq, "vocab"))  # noqa: E731
     if family in ("decoder-only", "encoder-only"):
         outputs = (logits("seq"),) if family == "decoder-only" else (hidden("last_hidden_state", "seq"), logits("seq"))
+        if pooler and family == "encoder-only":
+            outputs += (TensorSpec("pooler_output", "float", ("batch", "d_model")),)
         return (GraphSpec("model", "model.onnx", (_ids("input_ids", "seq"), _ids("attention_mask", "seq")), outputs),)
     if family == "encoder-decoder":
         return (

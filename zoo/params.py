@@ -19,7 +19,7 @@ class ParameterCount:
     per_layer: dict[str, int] = field(default_factory=dict)  # stack -> parameters of one layer
     layers: dict[str, int] = field(default_factory=dict)  # stack -> number of layers
     final_norms: int = 0
-    output: int = 0  # untied output projection
+    output: int = 0  # untied output projection, output transform and bias, pooler
 
     @property
     def total(self) -> int:
@@ -63,7 +63,7 @@ def count_parameters(spec: "ModelSpec") -> ParameterCount:
     kind = spec.positional.kind
     for part, stack in spec.stacks():
         if kind == "learned":
-            embeddings += spec.max_seq_len * d
+            embeddings += (spec.max_seq_len + spec.positional.offset) * d  # type: ignore[union-attr]
         elif kind == "relative-bias":
             embeddings += spec.positional.buckets * stack.attention.heads  # type: ignore[union-attr]
         crossed = part == "decoder" and spec.family == "encoder-decoder"
@@ -74,7 +74,18 @@ def count_parameters(spec: "ModelSpec") -> ParameterCount:
         layers[part] = stack.layers
         if stack.norm.has_final:
             final_norms += norm_parameters(stack.norm, d)
-    output = 0 if spec.embedding.tie_output else d * spec.vocab_size
+        if spec.embedding.norm:
+            embeddings += norm_parameters(stack.norm, d)
+    emb = spec.embedding
+    embeddings += emb.token_types * d
+    output = 0 if emb.tie_output else d * spec.vocab_size
+    last = spec.stacks()[-1][1]
+    if emb.output_transform:
+        output += d * d + d + norm_parameters(last.norm, d)
+    if emb.output_bias:
+        output += spec.vocab_size
+    if emb.pooler:
+        output += d * d + d
     return ParameterCount(embeddings, per_layer, layers, final_norms, output)
 
 

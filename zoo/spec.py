@@ -50,12 +50,18 @@ class Sinusoidal(_Strict):
     """Fixed sin/cos absolute positions added to the token embeddings (Vaswani et al.)."""
 
     kind: Literal["sinusoidal"] = "sinusoidal"
+    layout: Literal["interleaved", "halves"] = Field(
+        "interleaved",
+        description="interleaved: sin, cos alternate over the dimensions (Vaswani); halves: sin on the first half, cos on the second (Marian)",
+    )
 
 
 class Learned(_Strict):
-    """A learned absolute position table of ``max_seq_len`` rows (GPT-2, BERT)."""
+    """A learned absolute position table of ``max_seq_len + offset`` rows (GPT-2, BERT);
+    position p reads row p + offset (BART keeps 2 unused rows: offset 2)."""
 
     kind: Literal["learned"] = "learned"
+    offset: int = Field(0, ge=0, description="rows before position 0 in the table (2 for BART)")
 
 
 class Rope(_Strict):
@@ -161,6 +167,27 @@ class Embedding(_Strict):
     scale_output_by_inv_sqrt_d: bool = Field(
         False, description="multiply the last hidden states by 1/sqrt(d_model) before the output projection (T5)"
     )
+    token_types: int = Field(
+        0,
+        ge=0,
+        description="rows of a token-type table (BERT's segments; 0 = none). The graphs take no token-type "
+        "input, so row 0 is added to every token (what BERT does without token_type_ids)",
+    )
+    norm: bool = Field(
+        False,
+        description="a norm after token and absolute position embeddings, one per stack, of the stack's norm kind and eps "
+        "(BERT, BART's layernorm_embedding)",
+    )
+    output_transform: bool = Field(
+        False,
+        description="dense d_model -> d_model, the last stack's ffn activation and a norm before the output projection "
+        "(BERT's MLM head transform)",
+    )
+    output_bias: bool = Field(False, description="a vocab-sized bias added to the logits (BERT's MLM bias, BART's final_logits_bias)")
+    pooler: bool = Field(
+        False,
+        description="encoder-only: an extra output pooler_output (batch, d_model) = tanh(dense(first token's hidden state)) (BERT)",
+    )
 
 
 # --------------------------------------------------------------------------- the model
@@ -202,6 +229,8 @@ class ModelSpec(_Strict):
             if part not in wanted and present:
                 raise FieldIssue((part,), f"family {self.family} has no '{part}' stack; remove it")
         pos = self.positional
+        if self.embedding.pooler and self.family != "encoder-only":
+            raise FieldIssue(("embedding", "pooler"), f"a pooler output exists for encoder-only models only, not {self.family}")
         if isinstance(pos, Sinusoidal) and self.d_model % 2:
             raise FieldIssue(("d_model",), f"sinusoidal positions need an even d_model, got d_model={self.d_model}")
         if isinstance(pos, RelativeBias):
