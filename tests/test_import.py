@@ -1,0 +1,188 @@
+"""Hugging Face checkpoints imported into the zoo, verified against transformers:
+a small random model is saved with save_pretrained, imported, and its outputs
+compared with transformers for the zoo's torch module and its ONNX artifact, on a
+batch padded on the right (and on the left for decoders, positions from the mask)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from compiler import build  # noqa: E402
+from compiler.artifact import build_artifact  # noqa: E402
+from compiler.importers import CheckpointError, import_folder  # noqa: E402
+from runtime import load  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+
+TOL = 1e-4
+V = 100
+SMALL = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+CAUSAL = {
+    "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=V, n_positions=64)),
+    "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=500.0, **SMALL)),
+    "llama-tied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=1, tie_word_embeddings=True, **SMALL)),
+    "mistral-window": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(num_key_value_heads=2, sliding_window=4, **SMALL)),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(num_key_value_heads=2, **SMALL)),
+}
+T5 = {
+    "t5": dict(feed_forward_proj="relu"),
+    "t5-v1.1": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+}
+
+
+def save(model, folder, **kw):
+    torch.manual_seed(0)
+    model.eval()
+    model.save_pretrained(folder, **kw)
+    return model
+
+
+def batch(seq=9):
+    """ids (3, seq); mask: row 0 full, row 1 right-padded, row 2 left-padded."""
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, V, (3, seq), generator=gen)
+    mask = torch.ones(3, seq, dtype=torch.long)
+    mask[1, seq - 3 :] = 0
+    mask[2, :2] = 0
+    return ids, mask
+
+
+def zoo_module(imported):
+    model = build(imported.spec)
+    model.load_state_dict(imported.state, strict=True)
+    return model
+
+
+def max_err(a, b, mask) -> float:
+    real = mask.bool().numpy()
+    return float(np.abs(np.asarray(a)[real] - np.asarray(b)[real]).max())
+
+
+def onnx_artifact(imported, tmp_path):
+    folder, manifest, _ = build_artifact(imported.spec, tmp_path / "artifact", weights=imported.state)
+    assert manifest["parity"]["passed"]
+    return load(folder)
+
+
+@pytest.mark.parametrize("kind", sorted(CAUSAL))
+def test_decoder_checkpoint_matches_transformers(kind, tmp_path):
+    torch.manual_seed(0)
+    hf = save(CAUSAL[kind](), tmp_path / "hf")
+    imported = import_folder(tmp_path / "hf")
+    ids, mask = batch()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        expected = hf(input_ids=ids, attention_mask=mask, position_ids=positions).logits.numpy()
+        ours = zoo_module(imported)(ids, mask).numpy()
+    got = onnx_artifact(imported, tmp_path).forward({"model": {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}})["logits"]
+    print(f"\n{kind}: max abs vs transformers: torch {max_err(ours, expected, mask):.2e}, onnx {max_err(got, expected, mask):.2e}")
+    assert max_err(ours, expected, mask) <= TOL
+    assert max_err(got, expected, mask) <= TOL
+    assert np.abs(expected).max() > 1e-2
+
+
+@pytest.mark.parametrize("kind", sorted(T5))
+def test_t5_checkpoint_matches_transformers(kind, tmp_path):
+    torch.manual_seed(0)
+    config = transformers.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3, num_heads=4, vocab_size=V, **T5[kind])
+    hf = save(transformers.T5ForConditionalGeneration(config), tmp_path / "hf")
+    imported = import_folder(tmp_path / "hf")
+    assert imported.spec.embedding.scale_output_by_inv_sqrt_d == (kind == "t5")  # v1.1 does not rescale
+    src, src_mask = batch(9)
+    src_mask[2] = 1  # encoder: right padding only, the transformers convention
+    tgt, tgt_mask = batch(6)
+    tgt_mask[2] = 1
+    with torch.no_grad():
+        expected = hf(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask).logits.numpy()
+        ours = zoo_module(imported)(src, src_mask, tgt, tgt_mask).numpy()
+    assert max_err(ours, expected, tgt_mask) <= TOL
+    session = onnx_artifact(imported, tmp_path)
+    got = session.forward(
+        {
+            "encoder": {"input_ids": src.numpy(), "attention_mask": src_mask.numpy()},
+            "decoder": {"decoder_input_ids": tgt.numpy(), "decoder_attention_mask": tgt_mask.numpy(), "encoder_attention_mask": src_mask.numpy()},
+        }
+    )["logits"]
+    print(f"\n{kind}: max abs vs transformers: torch {max_err(ours, expected, tgt_mask):.2e}, onnx {max_err(got, expected, tgt_mask):.2e}")
+    assert max_err(got, expected, tgt_mask) <= TOL
+
+
+def test_pytorch_bin_and_sharded_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    hf = save(CAUSAL["llama"](), tmp_path / "safe")
+    reference = import_folder(tmp_path / "safe").state
+    # pytorch_model.bin, read with torch.load(weights_only=True)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_text((tmp_path / "safe" / "config.json").read_text())
+    torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    from_bin = import_folder(tmp_path / "bin").state
+    # sharded safetensors with an index
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    from_shards = import_folder(tmp_path / "sharded").state
+    for state in (from_bin, from_shards):
+        assert state.keys() == reference.keys()
+        assert all(torch.equal(state[k], reference[k]) for k in reference)
+
+
+def test_unsupported_fields_are_all_refused_at_once(tmp_path):
+    save(CAUSAL["llama"](), tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["rope_parameters"] = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    config["pretraining_tp"] = 2
+    config["head_dim"] = 16
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        import_folder(tmp_path / "hf")
+    message = str(err.value)
+    for field in ("pretraining_tp=2", "rope_type='linear'", "head_dim=16"):
+        assert field in message, message
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo", "import", str(tmp_path / "hf"), "-o", str(tmp_path / "out")],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert proc.returncode == 2 and "pretraining_tp=2" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model_type_and_unmapped_tensors_are_refused(tmp_path):
+    save(CAUSAL["gpt2"](), tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(dict(config, model_type="mamba")))
+    with pytest.raises(CheckpointError, match="model_type='mamba' is not supported"):
+        import_folder(tmp_path / "hf")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    from compiler.weights import load_tensors, save_tensors
+
+    state, _ = load_tensors(tmp_path / "hf" / "model.safetensors")
+    state["transformer.extra_adapter.weight"] = torch.zeros(2, 2)
+    save_tensors(state, tmp_path / "hf" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="does not map.*extra_adapter"):
+        import_folder(tmp_path / "hf")
+
+
+def test_zoo_import_then_build_cli(tmp_path):
+    save(CAUSAL["qwen2"](), tmp_path / "hf")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "zoo", *map(str, a)], capture_output=True, text=True, env=env)  # noqa: E731
+    proc = run("import", tmp_path / "hf", "-o", tmp_path / "imp")
+    assert proc.returncode == 0, proc.stderr
+    assert "bias: qkv" in (tmp_path / "imp" / "spec.yaml").read_text()
+    proc = run("build", tmp_path / "imp" / "spec.yaml", "--weights", tmp_path / "imp" / "weights.safetensors", "-o", tmp_path / "art")
+    assert proc.returncode == 0 and "passed" in proc.stdout, proc.stderr
+    direct = run("build", tmp_path / "hf", "-o", tmp_path / "art2")
+    assert direct.returncode == 0, direct.stderr
+    a = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    b = json.loads((tmp_path / "art2" / "manifest.json").read_text())
+    assert a["weights_sha256"] == b["weights_sha256"]
+    again = run("import", tmp_path / "hf", "-o", tmp_path / "imp")
+    assert again.returncode == 2 and "--force" in again.stderr
