@@ -6,6 +6,8 @@ zoo state dict. One module per family, each with its mapping tables:
 | gpt2 | gpt2.py |
 | llama, mistral, qwen2 | llama.py |
 | t5 | t5.py |
+| bert | bert.py |
+| bart, marian | bart.py |
 
 What a family cannot reproduce is refused before any weight is read, every
 unsupported field listed in one message (exit code 2).
@@ -21,11 +23,11 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import gpt2, llama, t5
+from compiler.importers import bart, bert, gpt2, llama, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_weights, refuse, unsupported
 from zoo.spec import ModelSpec
 
-FAMILIES = {mt: module for module in (gpt2, llama, t5) for mt in module.MODEL_TYPES}
+FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, bart) for mt in module.MODEL_TYPES}
 
 
 @dataclass
@@ -34,6 +36,12 @@ class Imported:
     state: dict[str, torch.Tensor]  # zoo parameter names
     model_type: str
     folder: Path
+
+    @property
+    def tokenizer(self) -> Optional[Path]:
+        """The folder's tokenizer.json (Hugging Face tokenizers format), if it has one."""
+        path = self.folder / "tokenizer.json"
+        return path if path.is_file() else None
 
 
 def is_checkpoint_folder(path: Path) -> bool:
@@ -68,6 +76,8 @@ def import_folder(folder: str | Path, *, name: Optional[str] = None, dtype: str 
     prefix = family.BASE_PREFIX
     if prefix and not any(k.startswith(prefix) for k in state):
         state = {(k if k == "lm_head.weight" else prefix + k): v for k, v in state.items()}
+    if hasattr(family, "from_tensors"):  # optional heads (pooler, MLM head, logits bias) the tensors decide
+        family.from_tensors(data, state)
     table = family.weights(config)
     embed_src = next(row.hf for row in table if row.zoo == "embed.weight")
     head = state.get("lm_head.weight")
