@@ -33,6 +33,7 @@ from zoo.errors import ArtifactError, ParityError
 from zoo.params import count_parameters
 from zoo.spec import ModelSpec
 
+TOKENIZER = "tokenizer.json"
 PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy", "pydantic", "transformer-zoo")
 
 
@@ -87,11 +88,13 @@ def build_artifact(
     weights: Optional[Path | dict] = None,
     force: bool = False,
     check_parity: bool = True,
+    tokenizer: Optional[Path] = None,
     step: Optional[Callable] = None,
 ) -> tuple[Path, dict, bool]:
     """Build ``spec`` into ``out`` (default ``artifacts/NAME-ID``). Returns
     (folder, manifest, built); ``built`` is False when an identical artifact was there.
     ``weights``: a safetensors file or a state dict in zoo names; default: seeded init.
+    ``tokenizer``: a tokenizer.json (Hugging Face tokenizers format) the artifact carries.
     ``step(label)`` is a context manager factory for progress (zoo.progress.step)."""
     from contextlib import nullcontext
 
@@ -106,7 +109,13 @@ def build_artifact(
             load_weights(model, weights)
     times["build"] = time.perf_counter() - t0
     s_hash, w_hash = spec_hash(spec), weights_digest(model)
-    artifact_id = hashlib.sha256(f"{s_hash}:{w_hash}:{FORMAT_VERSION}:{OPSET}".encode()).hexdigest()
+    identity = f"{s_hash}:{w_hash}:{FORMAT_VERSION}:{OPSET}"
+    if tokenizer is not None:
+        tokenizer = Path(tokenizer)
+        if not tokenizer.is_file():
+            raise ArtifactError(f"{tokenizer}: no such tokenizer file")
+        identity += ":" + sha256_file(tokenizer)
+    artifact_id = hashlib.sha256(identity.encode()).hexdigest()
     target = Path(out) if out is not None else default_folder(spec, artifact_id)
     _check_target(target)
     if not force and (target / MANIFEST).is_file():
@@ -138,6 +147,8 @@ def build_artifact(
                     f"> tolerance {report['tolerance']['max_abs']:g} ({spec.dtype}); no artifact written"
                 )
         (partial / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
+        if tokenizer is not None:
+            shutil.copyfile(tokenizer, partial / TOKENIZER)
         manifest = _manifest(spec, model, partial, graphs, report, s_hash, w_hash, artifact_id, seed, times)
         tmp = partial / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -169,6 +180,7 @@ def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, a
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "graphs": graphs,
         "kv_cache": None,
+        "tokenizer": TOKENIZER if (folder / TOKENIZER).is_file() else None,
         "parity": report,
         "build_seconds": {k: round(v, 3) for k, v in times.items()},
         "files": files,

@@ -186,3 +186,44 @@ def test_zoo_import_then_build_cli(tmp_path):
     assert a["weights_sha256"] == b["weights_sha256"]
     again = run("import", tmp_path / "hf", "-o", tmp_path / "imp")
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+BLOCK_TOKENIZERS = """
+import builtins, sys
+real = builtins.__import__
+def guarded(name, *a, **k):
+    if name == "tokenizers" or name.startswith("tokenizers."):
+        raise ImportError("no tokenizers here")
+    return real(name, *a, **k)
+builtins.__import__ = guarded
+from zoo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_tokenizer_travels_with_the_artifact(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    save(CAUSAL["gpt2"](), tmp_path / "hf")
+    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, V)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "hf" / "tokenizer.json"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "zoo", *map(str, a)], capture_output=True, text=True, env=env)  # noqa: E731
+    proc = run("build", tmp_path / "hf", "-o", tmp_path / "art")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["tokenizer"] == "tokenizer.json" and "tokenizer.json" in manifest["files"]
+    text = run("run", tmp_path / "art", "--text", "w1 w2 w3", "--text", "w7", "--repeat", "0")
+    assert text.returncode == 0, text.stderr
+    assert "input_ids (2, 3)" in text.stdout and "'w" in text.stdout
+    ids = run("run", tmp_path / "art", "--ids", "1,2,3", "--repeat", "0")
+    assert ids.returncode == 0, ids.stderr
+    without = subprocess.run(
+        [sys.executable, "-c", BLOCK_TOKENIZERS, "run", str(tmp_path / "art"), "--text", "w1"], capture_output=True, text=True, env=env
+    )
+    assert without.returncode == 2 and "needs the 'tokenizers' package" in without.stderr
+    still = subprocess.run(
+        [sys.executable, "-c", BLOCK_TOKENIZERS, "run", str(tmp_path / "art"), "--ids", "1,2"], capture_output=True, text=True, env=env
+    )
+    assert still.returncode == 0, still.stderr

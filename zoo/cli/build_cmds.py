@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE", help="override a spec field, e.g. decoder.layers=2")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation (default 0)")
     p.add_argument("--weights", type=Path, help="load weights from this safetensors file instead of initialising")
+    p.add_argument("--tokenizer", type=Path, help="a tokenizer.json for the artifact to carry (a model folder's own is carried by itself)")
     p.add_argument("--force", action="store_true", help="rebuild even if an identical artifact is already there")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.set_defaults(func=cmd_build)
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("artifact", type=Path, help="artifact folder (from zoo build)")
     r.add_argument("--ids", action="append", metavar="1,2,3", help="token ids of one sequence (repeat for a batch); random if absent")
+    r.add_argument("--text", action="append", help="text of one sequence (repeat for a batch), for artifacts that carry a tokenizer")
     r.add_argument("--decoder-ids", action="append", metavar="0", help="encoder-decoder: decoder token ids per sequence (default: 0)")
     r.add_argument("--batch", type=int, default=1, help="random input: batch size (default 1)")
     r.add_argument("--seq", type=int, default=16, help="random input: sequence length (default 16)")
@@ -55,7 +57,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     import zoo
     from zoo.progress import step
 
-    weights = args.weights
+    weights, tokenizer = args.weights, args.tokenizer
     if Path(args.spec).is_dir():  # a checkpoint folder: import it in memory, then build
         from compiler.importers import import_folder
         from zoo.loader import override
@@ -65,12 +67,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         with step(f"importing {args.spec}"):
             imported = import_folder(args.spec)
         spec, weights = override(imported.spec, args.overrides, f"--set on {args.spec}"), imported.state
+        tokenizer = tokenizer or imported.tokenizer
     else:
         spec = zoo.load(args.spec, args.overrides)
     from compiler.artifact import build_artifact  # torch and onnx load here
 
     folder, manifest, built = build_artifact(
-        spec, args.out, seed=args.seed, weights=weights, force=args.force, check_parity=not args.no_parity, step=step
+        spec,
+        args.out,
+        seed=args.seed,
+        weights=weights,
+        force=args.force,
+        check_parity=not args.no_parity,
+        tokenizer=tokenizer,
+        step=step,
     )
     if not built:
         print(f"{folder}: up to date (artifact {manifest['artifact_id'][:12]}); --force rebuilds it")
@@ -141,7 +151,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     manifest, resolved = session.artifact.manifest, session.artifact.spec
     vocab, max_len = resolved["vocab_size"], resolved["max_seq_len"]
     rng = np.random.default_rng(args.seed)
-    if args.ids:
+    tokenizer = None
+    if args.text:
+        from runtime.tokenizer import Tokenizer
+
+        if args.ids:
+            raise InputError("give --text or --ids, not both")
+        tokenizer = Tokenizer(session.artifact)
+        ids, mask = _pad([tokenizer.encode(t) for t in args.text])
+    elif args.ids:
         ids, mask = _pad(_parse_ids(args.ids, "--ids"))
     else:
         seq = min(args.seq, max_len)
@@ -193,5 +211,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         p = np.exp(z - z.max())
         p /= p.sum()
         top = np.argsort(-p)[: args.top]
-        print(f"  [{row}] " + "  ".join(f"{int(t)} ({p[t]:.3g})" for t in top))
+        shown = (lambda t: f"{int(t)} {tokenizer.token(int(t))!r}") if tokenizer else (lambda t: str(int(t)))
+        print(f"  [{row}] " + "  ".join(f"{shown(t)} ({p[t]:.3g})" for t in top))
     return 0

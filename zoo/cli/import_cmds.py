@@ -32,7 +32,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        earlier = out.is_dir() and {p.name for p in out.iterdir()} <= {"spec.yaml", "weights.safetensors"}
+        earlier = out.is_dir() and {p.name for p in out.iterdir()} <= {"spec.yaml", "weights.safetensors", "tokenizer.json"}
         if not (earlier and args.force):
             why = "holds an earlier import; --force replaces it" if earlier else "exists and is not an empty folder; refusing to overwrite it"
             raise ArtifactError(f"{out}: {why}")
@@ -51,6 +51,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         (partial / "spec.yaml").write_text(header + spec_yaml(spec), encoding="utf-8")
         with step(f"writing {len(imported.state)} tensors"):
             save_tensors(imported.state, partial / "weights.safetensors", {"source": str(args.folder.resolve()), "model_type": imported.model_type})
+        if imported.tokenizer:
+            shutil.copyfile(imported.tokenizer, partial / "tokenizer.json")
         if out.exists():
             shutil.rmtree(out)
         os.replace(partial, out)
@@ -60,5 +62,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(f"imported  {args.folder}  ({imported.model_type} -> {spec.family}, {spec.parameter_count():,} parameters)")
     print(f"wrote     {out / 'spec.yaml'}")
     print(f"          {out / 'weights.safetensors'}")
-    print(f"next      zoo build {out / 'spec.yaml'} --weights {out / 'weights.safetensors'}")
+    carry = f" --tokenizer {out / 'tokenizer.json'}" if imported.tokenizer else ""
+    if imported.tokenizer:
+        print(f"          {out / 'tokenizer.json'}")
+    print(f"next      zoo build {out / 'spec.yaml'} --weights {out / 'weights.safetensors'}{carry}")
     return 0
