@@ -131,3 +131,64 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 4)
     with pytest.raises(WeightsError, match="not a safetensors file"):
         load_weights(build(zoo.load("gpt2-tiny")), tmp_path / "junk.safetensors")
+
+
+def with_options(family: str, embedding: dict, positional: dict | None = None, norm: str = "layernorm"):
+    """tiny_spec of ``family`` with embedding options (and a positional variant), validated."""
+    from zoo.spec import ModelSpec
+
+    data = tiny_spec(family, norm={"kind": norm, "placement": "post"}).model_dump()
+    data["embedding"] = embedding
+    if positional is not None:
+        data["positional"] = positional
+    return ModelSpec.model_validate(data)
+
+
+EMBEDDING_OPTIONS = {
+    "token-types": {"token_types": 3},
+    "embed-norm": {"norm": True},
+    "output-transform-untied": {"output_transform": True, "tie_output": False},
+    "output-bias": {"output_bias": True},
+    "bert-like": {"token_types": 2, "norm": True, "output_transform": True, "output_bias": True},
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("option", list(EMBEDDING_OPTIONS))
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_parameter_count_embedding_options(family, option, norm):
+    spec = with_options(family, EMBEDDING_OPTIONS[option], norm=norm)
+    assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("positional", [{"kind": "learned", "offset": 2}, {"kind": "sinusoidal", "layout": "halves"}])
+def test_parameter_count_positional_options(family, positional):
+    spec = with_options(family, {"norm": True}, positional)
+    assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
+
+
+def test_pooler_is_an_encoder_only_output():
+    from zoo.contract import graphs_for
+    from zoo.spec import FieldIssue
+
+    spec = with_options("encoder-only", {"pooler": True})
+    assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
+    hidden, logits, pooled = build(spec)(torch.randint(0, 61, (2, 5)), torch.ones(2, 5, dtype=torch.long))
+    assert pooled.shape == (2, 32) and graphs_for(spec)[0].output_names == ["last_hidden_state", "logits", "pooler_output"]
+    assert graphs_for("encoder-only")[0].output_names == ["last_hidden_state", "logits"]
+    with pytest.raises((FieldIssue, ValueError), match="pooler"):
+        with_options("decoder-only", {"pooler": True})
+
+
+def test_positional_options_change_the_encoding():
+    from compiler.positional import Learned, Sinusoidal
+
+    positions = torch.arange(6)[None]
+    inter, halves = Sinusoidal(8)(positions), Sinusoidal(8, halves=True)(positions)
+    assert torch.equal(inter[..., 0::2], halves[..., :4]) and torch.equal(inter[..., 1::2], halves[..., 4:])
+    table = Learned(6, 4, offset=2)
+    assert table.weight.shape == (8, 4)
+    with torch.no_grad():
+        table.weight.copy_(torch.arange(8.0)[:, None].expand(8, 4))
+    assert table(positions)[0, :, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]

@@ -134,3 +134,26 @@ def test_bfloat16_on_cpu_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ExportError, match="bfloat16 needs a provider with bfloat16 kernels"):
         build_artifact(spec, tmp_path / "a")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "family, embedding, positional",
+    [
+        ("encoder-only", {"token_types": 2, "norm": True, "output_transform": True, "output_bias": True, "pooler": True}, None),
+        ("encoder-decoder", {"norm": True, "output_bias": True, "scale_by_sqrt_d": True}, {"kind": "learned", "offset": 2}),
+        ("decoder-only", {"output_transform": True, "tie_output": False}, {"kind": "sinusoidal", "layout": "halves"}),
+    ],
+    ids=["bert-like-pooler", "bart-like", "sinusoidal-halves"],
+)
+def test_imported_family_options_parity(family, embedding, positional, tmp_path):
+    """The spec options the BERT / BART / Marian importers use, built and checked at parity."""
+    data = tiny_spec(family, norm={"placement": "post"}).model_dump()
+    data["embedding"] = embedding
+    if positional is not None:
+        data["positional"] = positional
+    spec = zoo.spec.ModelSpec.model_validate(data)
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a")
+    check_artifact(folder, manifest, spec)
+    outputs = [o["name"] for o in manifest["graphs"][graphs_for(spec)[-1].name]["outputs"]]
+    assert outputs == graphs_for(spec)[-1].output_names
+    assert set(manifest["parity"]["runs"][0]["outputs"]) >= set(graphs_for(spec)[-1].output_names) - {"encoder_hidden_states"}
