@@ -30,6 +30,8 @@ SEQ2SEQ = dict(
 MODELS = {
     "bert": lambda: transformers.BertModel(transformers.BertConfig(**BERT)),
     "bert-mlm": lambda: transformers.BertForMaskedLM(transformers.BertConfig(**BERT)),
+    "roberta": lambda: transformers.RobertaModel(transformers.RobertaConfig(**{**BERT, "max_position_embeddings": 66})),
+    "roberta-mlm": lambda: transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{**BERT, "max_position_embeddings": 66})),
     "bart": lambda: transformers.BartForConditionalGeneration(transformers.BartConfig(scale_embedding=True, **SEQ2SEQ)),
     "marian": lambda: transformers.MarianMTModel(
         transformers.MarianConfig(activation_function="swish", scale_embedding=True, **SEQ2SEQ)
@@ -80,19 +82,21 @@ def zoo_module(imported):
     return model.eval()
 
 
-@pytest.mark.parametrize("kind", ["bert", "bert-mlm"])
+@pytest.mark.parametrize("kind", ["bert", "bert-mlm", "roberta", "roberta-mlm"])
 def test_bert_matches_transformers(kind, tmp_path):
     hf = make(kind, tmp_path / "hf")
     imported = import_folder(tmp_path / "hf")
-    emb = imported.spec.embedding
+    emb, mlm = imported.spec.embedding, kind.endswith("-mlm")
     assert (emb.token_types, emb.norm, emb.pooler, emb.output_transform, emb.output_bias) == (
-        2, True, kind == "bert", kind == "bert-mlm", kind == "bert-mlm"
+        hf.config.type_vocab_size, True, not mlm, mlm, mlm
     )
+    if kind.startswith("roberta"):
+        assert imported.spec.positional.offset == 2 and imported.spec.max_seq_len == 64
     ids, mask = right_padded(11, seed=5)
     with torch.no_grad():
         out = hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         ref = {"last_hidden_state": out.hidden_states[-1]}
-        if kind == "bert":
+        if not mlm:
             ref["pooler_output"] = out.pooler_output
         else:
             ref["logits"] = out.logits
@@ -140,6 +144,7 @@ def _edit_config(folder, **changes):
     [
         ("bert", {"position_embedding_type": "relative_key"}, "position_embedding_type"),
         ("bert", {"is_decoder": True}, "is_decoder"),
+        ("roberta", {"hidden_act": "relu"}, "hidden_act"),
         ("bart", {"normalize_before": True}, "normalize_before"),
         ("bart", {"add_bias_logits": True}, "add_bias_logits"),
         ("marian", {"share_encoder_decoder_embeddings": False}, "share_encoder_decoder_embeddings"),

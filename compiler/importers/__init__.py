@@ -7,6 +7,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | llama, mistral, qwen2 | llama.py |
 | t5 | t5.py |
 | bert | bert.py |
+| roberta | roberta.py |
 | bart, marian | bart.py |
 
 What a family cannot reproduce is refused before any weight is read, every
@@ -23,11 +24,11 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, gpt2, llama, t5
+from compiler.importers import bart, bert, gpt2, llama, roberta, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_weights, refuse, unsupported
 from zoo.spec import ModelSpec
 
-FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, bart) for mt in module.MODEL_TYPES}
+FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
 
 
 @dataclass

@@ -53,25 +53,39 @@ def from_tensors(data: dict, state: dict) -> None:
     emb["pooler"] = "bert.pooler.dense.weight" in state
 
 
-E, L = "bert.embeddings.", "bert.encoder.layer.{i}."
-WEIGHTS = [
-    W("embed.weight", E + "word_embeddings.weight"),
-    W("token_type.weight", E + "token_type_embeddings.weight"),
-    W("encoder.absolute.weight", E + "position_embeddings.weight"),
-    W("encoder.embed_norm.weight", E + "LayerNorm.weight"),
-    W("encoder.embed_norm.bias", E + "LayerNorm.bias"),
-    *(W(f"encoder.layers.{{i}}.self_attn.{z}.{k}", L + f"attention.self.{h}.{k}", stack="encoder") for z, h in (("q", "query"), ("k", "key"), ("v", "value")) for k in ("weight", "bias")),
-    *(W(f"encoder.layers.{{i}}.self_attn.o.{k}", L + f"attention.output.dense.{k}", stack="encoder") for k in ("weight", "bias")),
-    *(W(f"encoder.layers.{{i}}.norm_attn.norm.{k}", L + f"attention.output.LayerNorm.{k}", stack="encoder") for k in ("weight", "bias")),
-    *(W(f"encoder.layers.{{i}}.ffn.up.{k}", L + f"intermediate.dense.{k}", stack="encoder") for k in ("weight", "bias")),
-    *(W(f"encoder.layers.{{i}}.ffn.down.{k}", L + f"output.dense.{k}", stack="encoder") for k in ("weight", "bias")),
-    *(W(f"encoder.layers.{{i}}.norm_ffn.norm.{k}", L + f"output.LayerNorm.{k}", stack="encoder") for k in ("weight", "bias")),
-    *(W(f"pooler.{k}", f"bert.pooler.dense.{k}") for k in ("weight", "bias")),
-    *(W(f"head_transform.dense.{k}", f"cls.predictions.transform.dense.{k}") for k in ("weight", "bias")),
-    *(W(f"head_transform.norm.{k}", f"cls.predictions.transform.LayerNorm.{k}") for k in ("weight", "bias")),
-    W("output_bias", "cls.predictions.bias"),
-    W("lm_head.weight", "cls.predictions.decoder.weight"),
-]
+def weight_table(base: str, head: dict[str, str]) -> list[W]:
+    """The rows of a BERT-layout encoder under ``base`` ("bert", "roberta"); ``head``:
+    zoo name of an MLM-head part -> its HF name."""
+    E, L = f"{base}.embeddings.", f"{base}.encoder.layer.{{i}}."
+    return [
+        W("embed.weight", E + "word_embeddings.weight"),
+        W("token_type.weight", E + "token_type_embeddings.weight"),
+        W("encoder.absolute.weight", E + "position_embeddings.weight"),
+        W("encoder.embed_norm.weight", E + "LayerNorm.weight"),
+        W("encoder.embed_norm.bias", E + "LayerNorm.bias"),
+        *(W(f"encoder.layers.{{i}}.self_attn.{z}.{k}", L + f"attention.self.{h}.{k}", stack="encoder") for z, h in (("q", "query"), ("k", "key"), ("v", "value")) for k in ("weight", "bias")),
+        *(W(f"encoder.layers.{{i}}.self_attn.o.{k}", L + f"attention.output.dense.{k}", stack="encoder") for k in ("weight", "bias")),
+        *(W(f"encoder.layers.{{i}}.norm_attn.norm.{k}", L + f"attention.output.LayerNorm.{k}", stack="encoder") for k in ("weight", "bias")),
+        *(W(f"encoder.layers.{{i}}.ffn.up.{k}", L + f"intermediate.dense.{k}", stack="encoder") for k in ("weight", "bias")),
+        *(W(f"encoder.layers.{{i}}.ffn.down.{k}", L + f"output.dense.{k}", stack="encoder") for k in ("weight", "bias")),
+        *(W(f"encoder.layers.{{i}}.norm_ffn.norm.{k}", L + f"output.LayerNorm.{k}", stack="encoder") for k in ("weight", "bias")),
+        *(W(f"pooler.{k}", f"{base}.pooler.dense.{k}") for k in ("weight", "bias")),
+        *(W(zoo, hf) for zoo, hf in head.items()),
+    ]
+
+
+P = "cls.predictions."
+WEIGHTS = weight_table(
+    "bert",
+    {
+        "head_transform.dense.weight": P + "transform.dense.weight",
+        "head_transform.dense.bias": P + "transform.dense.bias",
+        "head_transform.norm.weight": P + "transform.LayerNorm.weight",
+        "head_transform.norm.bias": P + "transform.LayerNorm.bias",
+        "output_bias": P + "bias",
+        "lm_head.weight": P + "decoder.weight",
+    },
+)
 
 # the position-id buffer of older checkpoints, the decoder's copy of the bias, the tied output copy
 DERIVED = (r"bert\.embeddings\.position_ids", r"cls\.predictions\.decoder\.bias", r"cls\.predictions\.decoder\.weight")
