@@ -44,3 +44,17 @@ def tiny_spec(family: str, *, score: str = "scaled-dot", positional: str = "lear
 @pytest.fixture
 def make_tiny():
     return tiny_spec
+
+
+def without_module(module: str) -> str:
+    """Python source that makes ``import MODULE`` fail, to prepend to a subprocess's
+    script: proves a code path does not need that module."""
+    return f"""
+import builtins
+_real_import = builtins.__import__
+def _guarded(name, *a, **k):
+    if name == {module!r} or name.startswith({module + '.'!r}):
+        raise ImportError("{module} is not available here")
+    return _real_import(name, *a, **k)
+builtins.__import__ = _guarded
+"""

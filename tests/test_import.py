@@ -20,7 +20,7 @@ from compiler import build  # noqa: E402
 from compiler.artifact import build_artifact  # noqa: E402
 from compiler.importers import CheckpointError, import_folder  # noqa: E402
 from runtime import load  # noqa: E402
-from tests.conftest import ROOT  # noqa: E402
+from tests.conftest import ROOT, without_module  # noqa: E402
 
 TOL = 1e-4
 V = 100
@@ -188,14 +188,8 @@ def test_zoo_import_then_build_cli(tmp_path):
     assert again.returncode == 2 and "--force" in again.stderr
 
 
-BLOCK_TOKENIZERS = """
-import builtins, sys
-real = builtins.__import__
-def guarded(name, *a, **k):
-    if name == "tokenizers" or name.startswith("tokenizers."):
-        raise ImportError("no tokenizers here")
-    return real(name, *a, **k)
-builtins.__import__ = guarded
+BLOCK_TOKENIZERS = without_module("tokenizers") + """
+import sys
 from zoo.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -12,7 +12,7 @@ import pytest
 
 import zoo
 from compiler.artifact import build_artifact
-from tests.conftest import ROOT
+from tests.conftest import ROOT, without_module
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +29,8 @@ def zoo_cli(*args, env_extra=None):
     return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
 
 
-NO_TORCH = """
-import sys, builtins
-real_import = builtins.__import__
-def guarded(name, *a, **k):
-    if name == "torch" or name.startswith("torch."):
-        raise ImportError("torch is not allowed in the runtime")
-    return real_import(name, *a, **k)
-builtins.__import__ = guarded
+NO_TORCH = without_module("torch") + """
+import sys
 import numpy as np
 import runtime
 s = runtime.load(sys.argv[1])
