@@ -29,6 +29,13 @@ def build(spec: ModelSpec, *, seed: int = 0) -> ZooModel:
     return model.to(DTYPES[spec.dtype]).eval()
 
 
+def skeleton(spec: ModelSpec) -> ZooModel:
+    """The module structure on the meta device: parameter names and shapes without
+    memory or initialisation (for mapping checkpoints onto it)."""
+    with torch.device("meta"):
+        return _build_model(spec)
+
+
 def _build_model(spec: ModelSpec) -> ZooModel:
     emb, d = spec.embedding, spec.d_model
     last = spec.stacks()[-1][1]  # the stack whose output is projected

@@ -68,7 +68,7 @@ def map_config(folder: Path, config: dict, *, name: Optional[str] = None, dtype:
 
 
 def import_folder(folder: str | Path, *, name: Optional[str] = None, dtype: str = "float32") -> Imported:
-    from compiler.builder import DTYPES, build
+    from compiler.builder import DTYPES, skeleton
 
     folder = Path(folder)
     config = read_config(folder)
@@ -91,7 +91,7 @@ def import_folder(folder: str | Path, *, name: Optional[str] = None, dtype: str 
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise CheckpointError(f"{folder}: the mapped spec is invalid at {where or 'the top'}: {err['msg']}") from None
-    model = build(spec)
+    model = skeleton(spec)  # names and shapes only: no memory for a large checkpoint
     own = model.state_dict()
     layers = {part: stack.layers for part, stack in spec.stacks()}
     mapped = apply_table(folder, state, table, layers, set(own), family.DERIVED)
