@@ -60,16 +60,26 @@ def default_folder(spec: ModelSpec, artifact_id: str, root: Path = Path("artifac
     return root / f"{spec.name}-{artifact_id[:12]}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 def _sweep_partials(parent: Path, name: str) -> None:
-    """Remove partial folders of earlier builds of ``name`` whose process is gone."""
+    """Remove partial folders of earlier builds of ``name`` whose process is gone
+    (``.NAME.partial-PID-RANDOM``; this process has none in flight here)."""
     for stale in parent.glob(f".{name}.partial-*"):
         try:
             pid = int(stale.name.rsplit("-", 2)[-2])
-            os.kill(pid, 0)
-            if pid != os.getpid():
-                continue  # a build still running
-        except (ValueError, ProcessLookupError, PermissionError, IndexError):
-            pass
+        except (ValueError, IndexError):
+            pid = None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue  # another build still running
         shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -76,5 +76,5 @@ def graphs_for(family: Any, *, pooler: bool = False) -> tuple[GraphSpec, ...]:
     raise ValueError(f"unknown family {family!r}")
 
 
-# Tolerances of the parity check at build time, per dtype: (max abs, max rel) on every output.
+# Tolerances of the parity check at build time, per dtype: max abs error on every output.
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}
