@@ -28,7 +28,7 @@ from compiler.export import export_all
 from compiler.weights import load_weights, weights_digest
 from runtime.artifact import MANIFEST, load_artifact, sha256_file
 from runtime.compare import parity
-from zoo.contract import FORMAT_VERSION, OPSET, graphs_for
+from zoo.contract import FORMAT_VERSION, OPSET, cache_layout, graphs_for
 from zoo.errors import ArtifactError, ParityError
 from zoo.params import count_parameters
 from zoo.spec import ModelSpec
@@ -148,7 +148,7 @@ def build_artifact(
         if check_parity:
             t0 = time.perf_counter()
             with step("checking parity: ONNX Runtime against torch"):
-                paths = {g.name: partial / g.file for g in graphs_for(spec.family)}
+                paths = {g.name: partial / g.file for g in graphs_for(spec)}
                 report = parity(model, spec, paths)
             times["parity"] = time.perf_counter() - t0
             if not report["passed"]:
@@ -189,7 +189,13 @@ def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, a
         "packages": package_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "graphs": graphs,
-        "kv_cache": None,
+        "model": {
+            "vocab_size": spec.vocab_size,
+            "max_seq_len": spec.max_seq_len,
+            "d_model": spec.d_model,
+            "tokens": spec.tokens.model_dump(),
+        },
+        "kv_cache": cache.to_json() if (cache := cache_layout(spec)) is not None else None,
         "tokenizer": TOKENIZER if (folder / TOKENIZER).is_file() else None,
         "parity": report,
         "build_seconds": {k: round(v, 3) for k, v in times.items()},

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 Rotate = Callable[[torch.Tensor], torch.Tensor]
+KV = tuple[torch.Tensor, torch.Tensor]  # a layer's cached keys and values, each (B, kv_heads, T, hd)
 
 
 class ScaledDot(nn.Module):
@@ -129,8 +130,13 @@ class _Attention(nn.Module):
 
 
 class SelfAttention(_Attention):
-    """x (B, T, d) attends to itself; positions enter through ``rotate`` (RoPE on
-    q and k) or ``bias`` (ALiBi, relative bias), masks through ``allowed``."""
+    """x (B, T, d) attends to itself and to the cached keys/values of earlier
+    tokens; positions enter through ``rotate`` (RoPE on q and the new k) or ``bias``
+    (ALiBi, relative bias), masks through ``allowed`` (over past + new keys).
+
+    Returns the output and the present cache (k, v), each (B, kv_heads, P + T, hd):
+    keys are cached after rotation and before the GQA expansion, so a cache holds
+    kv_heads heads, not heads."""
 
     def forward(
         self,
@@ -139,23 +145,32 @@ class SelfAttention(_Attention):
         allowed: torch.Tensor,
         bias: Optional[torch.Tensor] = None,
         rotate: Optional[Rotate] = None,
-    ) -> torch.Tensor:
+        past: Optional[KV] = None,
+    ) -> tuple[torch.Tensor, KV]:
         q = self.split(self.q(x), self.heads)  # (B, H, T, hd)
         k = self.split(self.k(x), self.kv_heads)  # (B, KV, T, hd)
         v = self.split(self.v(x), self.kv_heads)  # (B, KV, T, hd)
         if rotate is not None:
             q, k = rotate(q), rotate(k)
+        if past is not None:
+            k = torch.cat((past[0], k), dim=2)  # (B, KV, P + T, hd)
+            v = torch.cat((past[1], v), dim=2)
         y = attend(
             q, self.expand_kv(k), self.expand_kv(v), score=self.score, allowed=allowed, bias=bias, dropout=self.drop
         )
-        return self.merge(y)
+        return self.merge(y), (k, v)
 
 
 class CrossAttention(_Attention):
-    """Decoder states x (B, Tq, d) attend to encoder states memory (B, Tk, d)."""
+    """Decoder states x (B, Tq, d) attend to encoder states. Their keys and values
+    (``project``) depend on the encoder output only, so generation computes them
+    once (in the encoder graph) and every decoder step reuses them."""
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, *, allowed: torch.Tensor) -> torch.Tensor:
+    def project(self, memory: torch.Tensor) -> KV:
+        """memory (B, S, d) -> k, v, each (B, kv_heads, S, hd)."""
+        return self.split(self.k(memory), self.kv_heads), self.split(self.v(memory), self.kv_heads)
+
+    def forward(self, x: torch.Tensor, memory_kv: KV, *, allowed: torch.Tensor) -> torch.Tensor:
         q = self.split(self.q(x), self.heads)  # (B, H, Tq, hd)
-        k = self.expand_kv(self.split(self.k(memory), self.kv_heads))  # (B, H, Tk, hd)
-        v = self.expand_kv(self.split(self.v(memory), self.kv_heads))  # (B, H, Tk, hd)
+        k, v = (self.expand_kv(t) for t in memory_kv)  # (B, H, Tk, hd)
         return self.merge(attend(q, k, v, score=self.score, allowed=allowed, bias=None, dropout=self.drop))

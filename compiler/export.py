@@ -21,8 +21,8 @@ from onnx import helper, numpy_helper
 
 from compiler.builder import DTYPES
 from compiler.model import ZooModel, graph_modules
-from runtime.inputs import graph_inputs
-from zoo.contract import OPSET, GraphSpec, graphs_for
+from runtime.inputs import padded_mask
+from zoo.contract import OPSET, GraphSpec, cache_layout, graphs_for
 from zoo.errors import ExportError
 from zoo.spec import ModelSpec
 
@@ -30,27 +30,48 @@ PROTOBUF_LIMIT = 2_000_000_000  # bytes; bigger models keep their weights as ext
 EXTERNAL_DATA_SUFFIX = ".data"
 
 
-def _dims(spec: ModelSpec, graph: GraphSpec) -> dict[str, dict[int, torch.export.Dim]]:
+def _dims(spec: ModelSpec, graph: GraphSpec) -> tuple[dict[int, object], ...]:
+    """Dynamic axes per input, positionally (cache tensors arrive as *args, one tuple). The
+    mask's total_seq is past_seq + seq; the exporter infers that relation (AUTO)."""
     dims = {
         "batch": torch.export.Dim("batch", min=1, max=1 << 16),
         "seq": torch.export.Dim("seq", min=1, max=spec.max_seq_len),
         "src_seq": torch.export.Dim("src_seq", min=1, max=spec.max_seq_len),
-        "tgt_seq": torch.export.Dim("tgt_seq", min=1, max=spec.max_seq_len),
+        "past_seq": torch.export.Dim("past_seq", min=0, max=spec.max_seq_len),
+        "total_seq": torch.export.Dim.AUTO,
     }
-    return {t.name: {i: dims[a] for i, a in enumerate(t.axes) if a in dims} for t in graph.inputs}
+    per_input = [{i: dims[a] for i, a in enumerate(t.axes) if a in dims} for t in graph.inputs]
+    n_fixed = sum(1 for t in graph.inputs if "." not in t.name)  # cache names are prefix.{i}.kind
+    if n_fixed == len(per_input):
+        return tuple(per_input)
+    return (*per_input[:n_fixed], tuple(per_input[n_fixed:]))  # the *args of the graph module
 
 
-def example_inputs(spec: ModelSpec, graph: GraphSpec) -> tuple[torch.Tensor, ...]:
-    """Inputs to trace with: sizes distinct from each other and > 1, so no axis is
-    specialised to a constant."""
-    seq = min(5, spec.max_seq_len)
-    src = min(7, spec.max_seq_len)
-    arrays = graph_inputs(spec.family, vocab=spec.vocab_size, d_model=spec.d_model, batch=3, seq=seq, src_seq=src)
+# Sizes to trace with: distinct from each other and > 1, so no axis is specialised.
+EXAMPLE_SIZES = {"batch": 3, "seq": 5, "past_seq": 4, "src_seq": 7}
+
+
+def example_inputs(spec: ModelSpec, graph: GraphSpec, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Inputs to trace with, following the contract: ids, masks with padding,
+    random cache tensors."""
+    rng = np.random.default_rng(seed)
+    cache = cache_layout(spec)
+    sizes = dict(EXAMPLE_SIZES, d_model=spec.d_model, vocab=spec.vocab_size)
+    if cache is not None:
+        sizes.update(kv_heads=cache.kv_heads, head_dim=cache.head_dim)
+    sizes = {k: min(v, spec.max_seq_len) if k.endswith("seq") else v for k, v in sizes.items()}
+    sizes["total_seq"] = sizes["past_seq"] + sizes["seq"]
     dtype = DTYPES[spec.dtype]
     out = []
     for t in graph.inputs:
-        x = torch.from_numpy(arrays[graph.name][t.name])
-        out.append(x.to(dtype) if x.is_floating_point() else x)
+        shape = [sizes[a] for a in t.axes]
+        if t.dtype == "int64" and t.name.endswith("attention_mask"):
+            x = torch.from_numpy(padded_mask(shape[0], shape[1], rng))
+        elif t.dtype == "int64":
+            x = torch.from_numpy(rng.integers(0, spec.vocab_size, size=shape, dtype=np.int64))
+        else:
+            x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32)).to(dtype)
+        out.append(x)
     return tuple(out)
 
 
@@ -97,10 +118,21 @@ def export_graph(module: torch.nn.Module, spec: ModelSpec, graph: GraphSpec) -> 
             f"{spec.name}: graph '{graph.name}' has inputs {got_in} and outputs {got_out}, "
             f"the contract wants {graph.input_names} and {graph.output_names}"
         )
+    _name_axes(proto, graph)
     dedupe_transposed_initializers(proto)
     proto.producer_name = "transformer-zoo"
     helper.set_model_props(proto, {"zoo.spec": spec.name, "zoo.graph": graph.name})
     return proto
+
+
+def _name_axes(proto: onnx.ModelProto, graph: GraphSpec) -> None:
+    """Give the graph's symbolic input/output axes the contract's names (the exporter
+    writes its own, such as 's53' or 'past_seq + seq')."""
+    for values, specs in ((proto.graph.input, graph.inputs), (proto.graph.output, graph.outputs)):
+        for value, tensor in zip(values, specs):
+            for dim, axis in zip(value.type.tensor_type.shape.dim, tensor.axes):
+                if dim.dim_param:
+                    dim.dim_param = axis
 
 
 def dedupe_transposed_initializers(proto: onnx.ModelProto, min_elements: int = 1024) -> int:

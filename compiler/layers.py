@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from compiler.attention import CrossAttention, Rotate, SelfAttention
+from compiler.attention import KV, CrossAttention, Rotate, SelfAttention
 
 
 class Residual(nn.Module):
@@ -24,8 +24,15 @@ class Residual(nn.Module):
         return self.norm(x + self.drop(fn(x)))
 
 
+def _keep(result: tuple[torch.Tensor, KV], into: list[KV]) -> torch.Tensor:
+    """Self-attention returns (output, cache); the residual wants the output alone."""
+    into.append(result[1])
+    return result[0]
+
+
 class EncoderLayer(nn.Module):
-    """Bidirectional self-attention (padding mask only) and feed-forward."""
+    """Bidirectional self-attention (padding mask only) and feed-forward.
+    Returns the output and the self-attention cache (used by decoders)."""
 
     def __init__(self, *, self_attn: SelfAttention, ffn: nn.Module, norm_attn: Residual, norm_ffn: Residual):
         super().__init__()
@@ -33,10 +40,17 @@ class EncoderLayer(nn.Module):
         self.norm_attn, self.norm_ffn = norm_attn, norm_ffn
 
     def forward(
-        self, x: torch.Tensor, *, allowed: torch.Tensor, bias: Optional[torch.Tensor], rotate: Optional[Rotate]
-    ) -> torch.Tensor:
-        x = self.norm_attn(x, lambda h: self.self_attn(h, allowed=allowed, bias=bias, rotate=rotate))
-        return self.norm_ffn(x, self.ffn)
+        self,
+        x: torch.Tensor,
+        *,
+        allowed: torch.Tensor,
+        bias: Optional[torch.Tensor],
+        rotate: Optional[Rotate],
+        past: Optional[KV] = None,
+    ) -> tuple[torch.Tensor, KV]:
+        present: list[KV] = []
+        x = self.norm_attn(x, lambda h: _keep(self.self_attn(h, allowed=allowed, bias=bias, rotate=rotate, past=past), present))
+        return self.norm_ffn(x, self.ffn), present[0]
 
 
 class DecoderLayer(EncoderLayer):
@@ -64,13 +78,15 @@ class CrossDecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        memory: torch.Tensor,
+        memory_kv: KV,
         *,
         allowed: torch.Tensor,
         cross_allowed: torch.Tensor,
         bias: Optional[torch.Tensor],
         rotate: Optional[Rotate],
-    ) -> torch.Tensor:
-        x = self.norm_attn(x, lambda h: self.self_attn(h, allowed=allowed, bias=bias, rotate=rotate))
-        x = self.norm_cross(x, lambda h: self.cross_attn(h, memory, allowed=cross_allowed))
-        return self.norm_ffn(x, self.ffn)
+        past: Optional[KV] = None,
+    ) -> tuple[torch.Tensor, KV]:
+        present: list[KV] = []
+        x = self.norm_attn(x, lambda h: _keep(self.self_attn(h, allowed=allowed, bias=bias, rotate=rotate, past=past), present))
+        x = self.norm_cross(x, lambda h: self.cross_attn(h, memory_kv, allowed=cross_allowed))
+        return self.norm_ffn(x, self.ffn), present[0]

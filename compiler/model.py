@@ -9,22 +9,28 @@ import torch
 from torch import nn
 
 from compiler.ffn import ACTIVATIONS
+from compiler.attention import KV
 from compiler.positional import Rotary, positions_from_mask
 
 
 def self_attention_mask(
-    mask: torch.Tensor, positions: torch.Tensor, *, causal: bool, window: Optional[int]
+    mask: torch.Tensor, positions: torch.Tensor, q_len: int, *, causal: bool, window: Optional[int]
 ) -> torch.Tensor:
-    """mask (B, T) of 1/0 -> allowed (B, 1, T|1, T) bool: key is a token, and
-    (causal) not in the future, and (window) within ``window`` positions."""
-    allowed = mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
+    """mask (B, K) of 1/0 over the cached and the new tokens (K = past + q_len),
+    positions (B, K) -> allowed (B, 1, q_len|1, K) bool: the key is a token, and
+    (causal) not after the query, and (window) within ``window`` positions of it.
+    The queries are the last ``q_len`` slots."""
+    total = mask.shape[1]
+    allowed = mask.bool()[:, None, None, :]  # (B, 1, 1, K)
     if causal:
-        idx = torch.arange(mask.shape[1], device=mask.device)
-        allowed = allowed & (idx[:, None] >= idx[None, :])  # (B, 1, Tq, Tk)
+        k_idx = torch.arange(total, device=mask.device)
+        q_idx = k_idx[total - q_len :]  # slots of the new tokens
+        allowed = allowed & (q_idx[:, None] >= k_idx[None, :])  # (B, 1, Tq, K)
     if window is not None:
-        distance = positions[:, :, None] - positions[:, None, :]  # (B, Tq, Tk), query - key
+        q_pos = positions[:, total - q_len :]
+        distance = q_pos[:, :, None] - positions[:, None, :]  # (B, Tq, K), query - key
         near = distance < window if causal else distance.abs() < window
-        allowed = allowed & near[:, None]  # (B, 1, Tq, Tk)
+        allowed = allowed & near[:, None]  # (B, 1, Tq, K)
     return allowed
 
 
@@ -35,7 +41,13 @@ def cross_attention_mask(memory_mask: torch.Tensor) -> torch.Tensor:
 
 class Stack(nn.Module):
     """Embedded tokens (B, T, d) through positional encoding, the layers and the
-    final norm. ``memory`` is given to the decoder stack of an encoder-decoder."""
+    final norm. ``memory_kv`` (each decoder layer's cross-attention keys/values) is
+    given to the decoder stack of an encoder-decoder.
+
+    With a cache, ``past`` holds each layer's keys/values of the P earlier tokens and
+    ``mask`` (B, P + T) covers them and the new ones; positions are counted over the
+    whole mask, so absolute tables, RoPE, ALiBi and relative bias see each new token
+    at its true place. Returns the output and each layer's present cache."""
 
     def __init__(
         self,
@@ -62,29 +74,34 @@ class Stack(nn.Module):
         self,
         x: torch.Tensor,
         mask: torch.Tensor,
-        memory: Optional[torch.Tensor] = None,
+        memory_kv: Optional[list[KV]] = None,
         memory_mask: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        positions = positions_from_mask(mask)  # (B, T)
+        past: Optional[list[KV]] = None,
+    ) -> tuple[torch.Tensor, list[KV]]:
+        q_len = x.shape[1]
+        positions = positions_from_mask(mask)  # (B, P + T)
+        q_pos = positions[:, positions.shape[1] - q_len :]  # (B, T)
         if self.absolute is not None:
-            x = x + self.absolute(positions).to(x.dtype)
+            x = x + self.absolute(q_pos).to(x.dtype)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.drop(x)
-        allowed = self_attention_mask(mask, positions, causal=self.causal, window=self.window)
-        bias = self.score_bias(positions, positions) if self.score_bias is not None else None  # (B, H, T, T)
+        allowed = self_attention_mask(mask, positions, q_len, causal=self.causal, window=self.window)
+        bias = self.score_bias(q_pos, positions) if self.score_bias is not None else None  # (B, H, T, P + T)
         rotate = None
         if self.rotary is not None:
-            cos, sin = self.rotary(positions)  # (B, 1, T, rot) each
+            cos, sin = self.rotary(q_pos)  # (B, 1, T, rot) each
             rotate = lambda t: self.rotary.apply(t, cos, sin)  # noqa: E731
-        if memory is None:
-            for layer in self.layers:
-                x = layer(x, allowed=allowed, bias=bias, rotate=rotate)
-        else:
-            cross_allowed = cross_attention_mask(memory_mask)
-            for layer in self.layers:
-                x = layer(x, memory, allowed=allowed, cross_allowed=cross_allowed, bias=bias, rotate=rotate)
-        return self.final_norm(x) if self.final_norm is not None else x
+        cross_allowed = cross_attention_mask(memory_mask) if memory_kv is not None else None
+        presents = []
+        for i, layer in enumerate(self.layers):
+            kw = dict(allowed=allowed, bias=bias, rotate=rotate, past=past[i] if past is not None else None)
+            if memory_kv is None:
+                x, kv = layer(x, **kw)
+            else:
+                x, kv = layer(x, memory_kv[i], cross_allowed=cross_allowed, **kw)
+            presents.append(kv)
+        return (self.final_norm(x) if self.final_norm is not None else x), presents
 
 
 class OutputTransform(nn.Module):
@@ -142,6 +159,15 @@ class ZooModel(nn.Module):
         return logits + self.output_bias if self.output_bias is not None else logits
 
 
+def _pairs(flat) -> list[KV]:
+    """[k0, v0, k1, v1, ...] -> [(k0, v0), (k1, v1), ...]."""
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def _flat(pairs: list[KV]) -> tuple[torch.Tensor, ...]:
+    return tuple(t for kv in pairs for t in kv)
+
+
 class DecoderOnlyModel(ZooModel):
     family = "decoder-only"
 
@@ -151,7 +177,15 @@ class DecoderOnlyModel(ZooModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """-> logits (B, T, V)."""
-        return self.project(self.decoder(self.embed_tokens(input_ids), attention_mask))
+        return self.step(input_ids, attention_mask)[0]
+
+    def step(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, past: Optional[list[KV]] = None
+    ) -> tuple[torch.Tensor, list[KV]]:
+        """input_ids (B, T), attention_mask (B, P + T), past: per layer (k, v) of
+        (B, kv_heads, P, hd) -> logits (B, T, V), per layer present (B, kv_heads, P + T, hd)."""
+        h, presents = self.decoder(self.embed_tokens(input_ids), attention_mask, past=past)
+        return self.project(h), presents
 
 
 class EncoderOnlyModel(ZooModel):
@@ -164,7 +198,7 @@ class EncoderOnlyModel(ZooModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """-> last_hidden_state (B, T, d), logits (B, T, V)[, pooler_output (B, d) with a pooler]."""
-        hidden = self.encoder(self.embed_tokens(input_ids), attention_mask)
+        hidden = self.encoder(self.embed_tokens(input_ids), attention_mask)[0]
         if self.pooler is None:
             return hidden, self.project(hidden)
         return hidden, self.project(hidden), torch.tanh(self.pooler(hidden[:, 0]))  # (B, d) first token
@@ -179,7 +213,11 @@ class EncoderDecoderModel(ZooModel):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """-> encoder_hidden_states (B, S, d)."""
-        return self.encoder(self.embed_tokens(input_ids), attention_mask)
+        return self.encoder(self.embed_tokens(input_ids), attention_mask)[0]
+
+    def cross_kv(self, encoder_hidden_states: torch.Tensor) -> list[KV]:
+        """Each decoder layer's cross-attention keys/values, (B, kv_heads, S, hd) each."""
+        return [layer.cross_attn.project(encoder_hidden_states) for layer in self.decoder.layers]
 
     def decode(
         self,
@@ -188,44 +226,83 @@ class EncoderDecoderModel(ZooModel):
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """-> logits (B, T, V)."""
-        h = self.decoder(
+        """-> logits (B, T, V), without a cache."""
+        memory_kv = self.cross_kv(encoder_hidden_states)
+        return self.decode_step(decoder_input_ids, decoder_attention_mask, memory_kv, encoder_attention_mask)[0]
+
+    def decode_step(
+        self,
+        decoder_input_ids: torch.Tensor,
+        decoder_attention_mask: torch.Tensor,
+        memory_kv: list[KV],
+        encoder_attention_mask: torch.Tensor,
+        past: Optional[list[KV]] = None,
+    ) -> tuple[torch.Tensor, list[KV]]:
+        """decoder_attention_mask (B, P + T) -> logits (B, T, V), per layer present self-attention cache."""
+        h, presents = self.decoder(
             self.embed_tokens(decoder_input_ids),
             decoder_attention_mask,
-            memory=encoder_hidden_states,
+            memory_kv=memory_kv,
             memory_mask=encoder_attention_mask,
+            past=past,
         )
-        return self.project(h)
+        return self.project(h), presents
 
     def forward(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask) -> torch.Tensor:
         memory = self.encode(input_ids, attention_mask)
         return self.decode(decoder_input_ids, decoder_attention_mask, memory, attention_mask)
 
 
+# The exported graphs. Each takes and returns flat tensors in zoo.contract's order;
+# cache tensors travel as *args ([k0, v0, k1, v1, ...]).
+
+
+class CachedDecoderGraph(nn.Module):
+    """Decoder-only graph: (input_ids, attention_mask, past...) -> (logits, present...).
+    One graph serves prefill (past of length 0) and decode (see zoo.contract)."""
+
+    def __init__(self, model: DecoderOnlyModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, *past):
+        logits, presents = self.model.step(input_ids, attention_mask, _pairs(past))
+        return (logits, *_flat(presents))
+
+
 class EncoderGraph(nn.Module):
-    """The encoder half of an encoder-decoder, as its own exportable graph."""
+    """Encoder half of an encoder-decoder: (input_ids, attention_mask) ->
+    (encoder_hidden_states, cross...): the decoder's cross-attention keys/values are
+    computed here, once per input, rather than at every decoder step."""
 
     def __init__(self, model: EncoderDecoderModel):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids, attention_mask):
-        return self.model.encode(input_ids, attention_mask)
+        memory = self.model.encode(input_ids, attention_mask)
+        return (memory, *_flat(self.model.cross_kv(memory)))
 
 
 class DecoderGraph(nn.Module):
-    """The decoder half of an encoder-decoder, as its own exportable graph."""
+    """Decoder half: (decoder_input_ids, decoder_attention_mask, encoder_attention_mask,
+    cross..., past...) -> (logits, present...)."""
 
     def __init__(self, model: EncoderDecoderModel):
         super().__init__()
         self.model = model
 
-    def forward(self, decoder_input_ids, decoder_attention_mask, encoder_hidden_states, encoder_attention_mask):
-        return self.model.decode(decoder_input_ids, decoder_attention_mask, encoder_hidden_states, encoder_attention_mask)
+    def forward(self, decoder_input_ids, decoder_attention_mask, encoder_attention_mask, *caches):
+        n = 2 * len(self.model.decoder.layers)
+        cross, past = _pairs(caches[:n]), _pairs(caches[n:])
+        logits, presents = self.model.decode_step(decoder_input_ids, decoder_attention_mask, cross, encoder_attention_mask, past)
+        return (logits, *_flat(presents))
 
 
 def graph_modules(model: ZooModel) -> dict[str, nn.Module]:
     """Graph name (zoo.contract) -> the module whose forward that graph is."""
     if isinstance(model, EncoderDecoderModel):
         return {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model)}
+    if isinstance(model, DecoderOnlyModel):
+        return {"model": CachedDecoderGraph(model)}
     return {"model": model}

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.contract import FORMAT_VERSION, GraphSpec, graphs_for
+from zoo.contract import FORMAT_VERSION, CacheLayout, GraphSpec, TensorSpec
 from zoo.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -41,8 +41,28 @@ class Artifact:
 
     @property
     def graphs(self) -> tuple[GraphSpec, ...]:
-        pooler = self.family == "encoder-only" and bool((self.spec.get("embedding") or {}).get("pooler"))
-        return graphs_for(self.family, pooler=pooler)
+        """The graphs as the manifest records them (names, dtypes, axes)."""
+
+        def tensors(values: list[dict]) -> tuple[TensorSpec, ...]:
+            return tuple(TensorSpec(v["name"], v["dtype"], tuple(v["shape"])) for v in values)
+
+        return tuple(
+            GraphSpec(name, g["files"][0], tensors(g["inputs"]), tensors(g["outputs"]))
+            for name, g in self.manifest["graphs"].items()
+        )
+
+    @property
+    def model(self) -> dict:
+        """vocab_size, max_seq_len, d_model and the special token ids."""
+        return self.manifest["model"]
+
+    @property
+    def cache(self) -> CacheLayout | None:
+        """The decoder graph's KV cache (None for encoder-only)."""
+        kv = self.manifest.get("kv_cache")
+        if not kv:
+            return None
+        return CacheLayout(layers=kv["layers"], kv_heads=kv["kv_heads"], head_dim=kv["head_dim"], cross=bool(kv["cross"]))
 
     @property
     def spec(self) -> dict:
@@ -76,7 +96,7 @@ def load_artifact(folder: str | Path, *, verify: bool = True) -> Artifact:
         raise ArtifactError(
             f"{path}: artifact format version {version!r}, this runtime reads version {FORMAT_VERSION}; rebuild it with this zoo"
         )
-    for key in ("name", "family", "graphs", "files"):
+    for key in ("name", "family", "graphs", "files", "model"):
         if key not in manifest:
             raise ArtifactError(f"{path}: manifest lacks '{key}'")
     if verify:

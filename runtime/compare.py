@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from runtime.inputs import graph_inputs
 from runtime.session import choose_providers, session_options
-from zoo.contract import TOLERANCE, graphs_for
+from zoo.contract import TOLERANCE, cache_layout, graphs_for
 
 # (batch, target/sequence length, source length) of the parity runs: two sizes,
 # both with padding on the right (row 1) and the left (row 2, 3-row batch).
@@ -77,27 +77,35 @@ def parity(model, spec, paths: dict[str, Path], *, device: str = "auto", runs=PA
         hint = " (bfloat16 needs a provider with bfloat16 kernels, such as CUDA; use float16 or float32 on CPU)" if spec.dtype == "bfloat16" else ""
         raise ExportError(f"{spec.name}: ONNX Runtime ({providers[0]}) cannot run the {spec.dtype} graph: {detail}{hint}") from e
     family = spec.family
+    cache = cache_layout(spec)
     float_np = np.float16 if spec.dtype == "float16" else np.float32
     tol = TOLERANCE[spec.dtype]
     report_runs = []
     for i, (batch, seq, src) in enumerate(runs):
         seq, src = min(seq, spec.max_seq_len), min(src, spec.max_seq_len)
         inputs = graph_inputs(
-            family, vocab=spec.vocab_size, d_model=spec.d_model, batch=batch, seq=seq, src_seq=src, seed=seed + i, float_dtype=float_np
+            family, vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=src, seed=seed + i
         )
         expected = torch_outputs(model, family, inputs, DTYPES[spec.dtype])
         got: dict[str, np.ndarray] = {}
         for graph in graphs_for(spec):
             feed = dict(inputs[graph.name])
-            if graph.name == "decoder":
-                feed["encoder_hidden_states"] = got["encoder_hidden_states"]
+            for t in graph.inputs:  # the decoder's cross.* from the encoder; an empty past
+                if t.name in got:
+                    feed[t.name] = got[t.name]
+                elif t.name.startswith("past."):
+                    feed[t.name] = np.zeros((batch, cache.kv_heads, 0, cache.head_dim), dtype=float_np)
             names = graph.output_names
             got.update(zip(names, sessions[graph.name].run(names, feed)))
         mask = inputs["decoder"]["decoder_attention_mask"] if family == "encoder-decoder" else inputs["model"]["attention_mask"]
         outputs = {name: output_errors(got[name], ref, mask if name == "logits" else None) for name, ref in expected.items()}
         report_runs.append({"batch": batch, "seq": seq, **({"src_seq": src} if family == "encoder-decoder" else {}), "outputs": outputs})
+    cached = None
+    if cache is not None:
+        cached = cache_parity(model, spec, sessions, seed=seed)
     max_abs = max(o["max_abs"] for r in report_runs for o in r["outputs"].values())
     max_rel = max(o["max_rel"] for r in report_runs for o in r["outputs"].values())
+    passed = max_abs <= tol and (cached is None or cached["max_abs"] <= tol)
     return {
         "provider": sessions[next(iter(sessions))].get_providers()[0],
         "dtype": spec.dtype,
@@ -106,5 +114,60 @@ def parity(model, spec, paths: dict[str, Path], *, device: str = "auto", runs=PA
         "runs": report_runs,
         "max_abs": max_abs,
         "max_rel": max_rel,
-        "passed": bool(max_abs <= tol),
+        "cache": cached,
+        "passed": bool(passed),
     }
+
+
+# The cache check: a prompt of CACHE_PROMPT tokens, then CACHE_STEPS tokens one at a
+# time through the cache, against one full torch forward over all the tokens.
+CACHE_BATCH, CACHE_PROMPT, CACHE_STEPS = 3, 5, 6
+
+
+def cache_parity(model, spec, sessions: dict, *, seed: int = 0) -> dict:
+    """Logits of cached step-by-step decoding in ONNX Runtime against the torch
+    module's logits from one full forward over the same tokens (rows 1 and 2 padded
+    on the left, as the generation loop pads). Figures over real positions only."""
+    from compiler.builder import DTYPES
+
+    cache = cache_layout(spec)
+    rng = np.random.default_rng(seed + 100)
+    total = min(CACHE_PROMPT + CACHE_STEPS, spec.max_seq_len)
+    prompt = min(CACHE_PROMPT, total - 1)
+    ids = rng.integers(0, spec.vocab_size, size=(CACHE_BATCH, total), dtype=np.int64)
+    mask = np.ones_like(ids)
+    for row in range(1, CACHE_BATCH):
+        mask[row, : min(row * 2, prompt - 1)] = 0  # left padding inside the prompt
+    float_np = np.float16 if spec.dtype == "float16" else np.float32
+    fixed: dict[str, np.ndarray] = {}
+    if spec.family == "encoder-decoder":
+        src = min(7, spec.max_seq_len)
+        src_ids = rng.integers(0, spec.vocab_size, size=(CACHE_BATCH, src), dtype=np.int64)
+        src_mask = np.ones_like(src_ids)
+        src_mask[1, -2:] = 0
+        enc_names = [o.name for o in sessions["encoder"].get_outputs()]
+        enc = dict(zip(enc_names, sessions["encoder"].run(enc_names, {"input_ids": src_ids, "attention_mask": src_mask})))
+        fixed = {k: v for k, v in enc.items() if k.startswith("cross.")}
+        fixed["encoder_attention_mask"] = src_mask
+        sess, id_name, mask_name = sessions["decoder"], "decoder_input_ids", "decoder_attention_mask"
+        reference = torch_outputs(
+            model,
+            spec.family,
+            {"encoder": {"input_ids": src_ids, "attention_mask": src_mask}, "decoder": {"decoder_input_ids": ids, "decoder_attention_mask": mask}},
+            DTYPES[spec.dtype],
+        )["logits"]
+    else:
+        sess, id_name, mask_name = sessions["model"], "input_ids", "attention_mask"
+        reference = torch_outputs(model, spec.family, {"model": {"input_ids": ids, "attention_mask": mask}}, DTYPES[spec.dtype])["logits"]
+    names = [o.name for o in sess.get_outputs()]
+    past = {n: np.zeros((CACHE_BATCH, cache.kv_heads, 0, cache.head_dim), dtype=float_np) for n in cache.names("past")}
+    pieces, start = [], 0
+    for end in [prompt] + list(range(prompt + 1, total + 1)):
+        out = sess.run(names, {id_name: ids[:, start:end], mask_name: mask[:, :end], **fixed, **past})
+        pieces.append(out[0])
+        past = {n.replace("present.", "past.", 1): v for n, v in zip(names[1:], out[1:])}
+        start = end
+    real = mask.astype(bool)  # padding positions hold no token: their logits mean nothing
+    stepped = np.concatenate(pieces, axis=1)[real][None]  # (1, real positions, V)
+    errors = output_errors(stepped, reference[real][None], np.ones(stepped.shape[:2], dtype=np.int64))
+    return {"batch": CACHE_BATCH, "prompt": prompt, "steps": total - prompt, "padding": "rows 1, 2 left", **errors}

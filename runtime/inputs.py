@@ -31,16 +31,13 @@ def graph_inputs(
     family: str,
     *,
     vocab: int,
-    d_model: int,
     batch: int,
     seq: int,
     src_seq: int | None = None,
     seed: int = 0,
-    float_dtype=np.float32,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Inputs of every graph of ``family``, by graph name then input name. For an
-    encoder-decoder the decoder's encoder_hidden_states are random; parity replaces
-    them with the encoder's real output."""
+    """Token inputs of every graph of ``family``, by graph name then input name (ids
+    and masks; cache tensors come from runtime.session / the encoder's outputs)."""
     rng = np.random.default_rng(seed)
     if family in ("decoder-only", "encoder-only"):
         return {"model": {"input_ids": random_ids(batch, seq, vocab, rng), "attention_mask": padded_mask(batch, seq, rng)}}
@@ -51,7 +48,6 @@ def graph_inputs(
         "decoder": {
             "decoder_input_ids": random_ids(batch, seq, vocab, rng),
             "decoder_attention_mask": padded_mask(batch, seq, rng),
-            "encoder_hidden_states": rng.standard_normal((batch, src, d_model)).astype(float_dtype),
             "encoder_attention_mask": src_mask,
         },
     }

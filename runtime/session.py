@@ -61,10 +61,24 @@ class Session:
         return dict(zip(names, sess.run(names, inputs)))
 
     def forward(self, inputs: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Inputs by graph name (runtime.inputs.graph_inputs's layout) -> every output
-        by name. For an encoder-decoder the decoder gets the encoder's output."""
-        if self.family != "encoder-decoder":
+        """One pass without a cache. Inputs by graph name (runtime.inputs.graph_inputs's
+        layout: ids and masks) -> every output by name. The decoder gets an empty past
+        and, in an encoder-decoder, the encoder's cross-attention keys/values."""
+        if self.family == "encoder-only":
             return self.run("model", **inputs["model"])
+        if self.family == "decoder-only":
+            feed = inputs["model"]
+            return self.run("model", **feed, **self.empty_past(len(feed["input_ids"])))
         enc = self.run("encoder", **inputs["encoder"])
-        dec_in = dict(inputs["decoder"], encoder_hidden_states=enc["encoder_hidden_states"])
-        return {**enc, **self.run("decoder", **dec_in)}
+        feed = dict(inputs["decoder"], **{k: v for k, v in enc.items() if k.startswith("cross.")})
+        return {**enc, **self.run("decoder", **feed, **self.empty_past(len(feed["decoder_input_ids"])))}
+
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        """A cache of length 0 for each past.{i}.key/value (prefill)."""
+        cache = self.artifact.cache
+        dtype = self.float_dtype
+        return {n: np.zeros((batch, cache.kv_heads, 0, cache.head_dim), dtype=dtype) for n in cache.names("past")}
+
+    @property
+    def float_dtype(self) -> type:
+        return np.float16 if self.artifact.manifest.get("dtype") == "float16" else np.float32

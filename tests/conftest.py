@@ -46,15 +46,30 @@ def make_tiny():
     return tiny_spec
 
 
-def without_module(module: str) -> str:
-    """Python source that makes ``import MODULE`` fail, to prepend to a subprocess's
-    script: proves a code path does not need that module."""
+def without_module(*modules: str) -> str:
+    """Python source that makes ``import MODULE`` fail for each module given, to
+    prepend to a subprocess's script: proves a code path does not need them."""
     return f"""
 import builtins
 _real_import = builtins.__import__
+_blocked = {tuple(modules)!r}
 def _guarded(name, *a, **k):
-    if name == {module!r} or name.startswith({module + '.'!r}):
-        raise ImportError("{module} is not available here")
+    for module in _blocked:
+        if name == module or name.startswith(module + '.'):
+            raise ImportError(module + " is not available here")
     return _real_import(name, *a, **k)
 builtins.__import__ = _guarded
 """
+
+
+TINY_CATALOG = ("transformer-tiny", "gpt2-tiny", "bert-tiny", "t5-tiny", "llama-tiny", "alibi-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory):
+    """Every *-tiny catalog spec built once per test session (seed 0): name -> folder."""
+    import zoo
+    from compiler.artifact import build_artifact
+
+    root = tmp_path_factory.mktemp("tiny-artifacts")
+    return {name: build_artifact(zoo.load(name), root / name)[0] for name in TINY_CATALOG}

@@ -17,6 +17,7 @@ from runtime import load
 from runtime.artifact import load_artifact
 from tests.conftest import ROOT
 from zoo.errors import ArtifactError, ParityError
+from zoo.contract import FORMAT_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_other_format_version_is_refused(built, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["format_version"] = 99
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="version 99, this runtime reads version 1"):
+    with pytest.raises(ArtifactError, match=f"version 99, this runtime reads version {FORMAT_VERSION}"):
         load_artifact(copy)
 
 

@@ -25,13 +25,21 @@ def check_artifact(folder, manifest, spec):
     assert len(manifest["parity"]["runs"]) == 2
     sizes = {(r["batch"], r["seq"]) for r in manifest["parity"]["runs"]}
     assert len(sizes) == 2
-    for graph in graphs_for(spec.family):
+    if spec.family != "encoder-only":  # cached step-by-step logits == one full forward
+        cache = manifest["parity"]["cache"]
+        assert cache["max_abs"] <= TOLERANCE[spec.dtype] and cache["steps"] >= 5, cache
+        assert cache["top1"] == 1.0 or spec.dtype != "float32", cache
+    for graph in graphs_for(spec):
         proto = onnx.load(folder / graph.file)
         onnx.checker.check_model(proto, full_check=True)
-        for tensor, want in zip(proto.graph.input, graph.inputs):
-            dims = [d.dim_param for d in tensor.type.tensor_type.shape.dim]
-            assert dims[0] == "batch" and dims[1] in ("seq", "src_seq", "tgt_seq"), (graph.name, tensor.name, dims)
-    assert set(manifest["files"]) == {g.file for g in graphs_for(spec.family)} | {"spec.yaml"}
+        for values, specs in ((proto.graph.input, graph.inputs), (proto.graph.output, graph.outputs)):
+            assert [v.name for v in values] == [t.name for t in specs]
+            for tensor, want in zip(values, specs):
+                dims = [d.dim_param or d.dim_value for d in tensor.type.tensor_type.shape.dim]
+                assert len(dims) == len(want.axes) and dims[0] == "batch", (graph.name, tensor.name, dims)
+                for dim, axis in zip(dims, want.axes):
+                    assert dim == axis if isinstance(dim, str) else axis in ("d_model", "vocab", "kv_heads", "head_dim")
+    assert set(manifest["files"]) == {g.file for g in graphs_for(spec)} | {"spec.yaml"}
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -102,9 +110,15 @@ def test_manifest_records_what_the_design_promises(tmp_path):
     assert manifest["opset"] == 23
     assert {"torch", "onnx", "onnxruntime"} <= set(manifest["packages"])
     graph = manifest["graphs"]["model"]
-    assert [i["name"] for i in graph["inputs"]] == ["input_ids", "attention_mask"]
+    cache = [f"{p}.{i}.{k}" for p in ("past",) for i in range(2) for k in ("key", "value")]
+    assert [i["name"] for i in graph["inputs"]] == ["input_ids", "attention_mask", *cache]
     assert graph["inputs"][0] == {"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]}
+    assert graph["inputs"][1] == {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "total_seq"]}
+    assert graph["inputs"][2] == {"name": "past.0.key", "dtype": "float32", "shape": ["batch", 4, "past_seq", 16]}
     assert graph["outputs"][0] == {"name": "logits", "dtype": "float32", "shape": ["batch", "seq", spec.vocab_size]}
+    assert graph["outputs"][1] == {"name": "present.0.key", "dtype": "float32", "shape": ["batch", 4, "total_seq", 16]}
+    assert manifest["kv_cache"]["layers"] == 2 and manifest["kv_cache"]["kv_heads"] == 4 and manifest["kv_cache"]["head_dim"] == 16
+    assert manifest["model"]["tokens"]["eos"] == [511] and manifest["model"]["max_seq_len"] == 128
     assert manifest["parameters"]["total"] == spec.parameter_count()
     # tied embeddings stored once: weight bytes within 5% of the parameter bytes
     assert graph["weight_bytes"] <= 1.05 * 4 * spec.parameter_count()
@@ -119,7 +133,7 @@ def test_float16_parity(family, tmp_path):
     folder, manifest, _ = build_artifact(spec, tmp_path / "a")
     check_artifact(folder, manifest, spec)
     assert manifest["parity"]["tolerance"]["max_abs"] == TOLERANCE["float16"]
-    proto = onnx.load(folder / graphs_for(family)[-1].file)
+    proto = onnx.load(folder / graphs_for(spec)[-1].file)
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
 
 
@@ -156,4 +170,5 @@ def test_imported_family_options_parity(family, embedding, positional, tmp_path)
     check_artifact(folder, manifest, spec)
     outputs = [o["name"] for o in manifest["graphs"][graphs_for(spec)[-1].name]["outputs"]]
     assert outputs == graphs_for(spec)[-1].output_names
-    assert set(manifest["parity"]["runs"][0]["outputs"]) >= set(graphs_for(spec)[-1].output_names) - {"encoder_hidden_states"}
+    checked = {n for n in graphs_for(spec)[-1].output_names if not n.startswith(("present.", "cross."))}
+    assert set(manifest["parity"]["runs"][0]["outputs"]) >= checked - {"encoder_hidden_states"}

@@ -152,13 +152,15 @@ def _onnx_against_oracle(name, tmp_path):
     folder, manifest, _ = build_artifact(spec, tmp_path / "artifact", weights=weights)
     assert manifest["parity"]["passed"]
     session = load(folder)
-    enc = session.run("encoder", input_ids=src.numpy(), attention_mask=src_mask.numpy())
-    logits = session.run(
-        "decoder",
-        decoder_input_ids=tgt.numpy(),
-        decoder_attention_mask=tgt_mask.numpy(),
-        encoder_hidden_states=enc["encoder_hidden_states"],
-        encoder_attention_mask=src_mask.numpy(),
+    logits = session.forward(
+        {
+            "encoder": {"input_ids": src.numpy(), "attention_mask": src_mask.numpy()},
+            "decoder": {
+                "decoder_input_ids": tgt.numpy(),
+                "decoder_attention_mask": tgt_mask.numpy(),
+                "encoder_attention_mask": src_mask.numpy(),
+            },
+        }
     )["logits"]
     err = real_positions_error(logits, expected, tgt_mask)
     assert err <= ORACLE_TOL, f"{name}: ONNX max abs error {err:.3g} against torch.nn.Transformer"

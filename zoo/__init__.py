@@ -1,9 +1,18 @@
 """Transformer Zoo: the spec language (no torch, no onnxruntime here)."""
 
 from zoo.errors import ArtifactError, ExportError, InputError, ParityError, SpecError, ZooError
-from zoo.spec import ModelSpec
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ModelSpec (pydantic) loads on first use: the runtime imports zoo.contract and
+    # zoo.errors only, and must run with nothing but onnxruntime and numpy
+    if name == "ModelSpec":
+        from zoo.spec import ModelSpec
+
+        return ModelSpec
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 
 def load(source, overrides=()):

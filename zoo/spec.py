@@ -190,6 +190,29 @@ class Embedding(_Strict):
     )
 
 
+class Tokens(_Strict):
+    """Special token ids the generation loop uses (Hugging Face's generation config)."""
+
+    bos: Optional[int] = Field(None, ge=0, description="beginning-of-sequence id")
+    eos: list[int] = Field(default_factory=list, description="ids that end a generated sequence (one id or a list)")
+    pad: Optional[int] = Field(None, ge=0, description="padding id (filler after a sequence ends)")
+    decoder_start: Optional[int] = Field(
+        None, ge=0, description="encoder-decoder: the first decoder token (default: pad, else bos, else 0)"
+    )
+
+    @field_validator("eos", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("eos")
+    @classmethod
+    def _non_negative(cls, value: list[int]) -> list[int]:
+        if any(v < 0 for v in value):
+            raise ValueError(f"token ids are >= 0, got {value}")
+        return value
+
+
 # --------------------------------------------------------------------------- the model
 
 
@@ -206,6 +229,7 @@ class ModelSpec(_Strict):
     embedding: Embedding = Embedding()
     encoder: Optional[Stack] = None
     decoder: Optional[Stack] = None
+    tokens: Tokens = Tokens()
     dropout: float = Field(0.0, ge=0, lt=1)
     dtype: DType = "float32"
 
@@ -228,6 +252,13 @@ class ModelSpec(_Strict):
                 raise FieldIssue((part,), f"family {self.family} needs a '{part}' stack", where=("family",))
             if part not in wanted and present:
                 raise FieldIssue((part,), f"family {self.family} has no '{part}' stack; remove it")
+        for field in ("bos", "pad", "decoder_start"):
+            value = getattr(self.tokens, field)
+            if value is not None and value >= self.vocab_size:
+                raise FieldIssue(("tokens", field), f"{field}={value} is not below vocab_size={self.vocab_size}")
+        for value in self.tokens.eos:
+            if value >= self.vocab_size:
+                raise FieldIssue(("tokens", "eos"), f"eos={value} is not below vocab_size={self.vocab_size}")
         pos = self.positional
         if self.embedding.pooler and self.family != "encoder-only":
             raise FieldIssue(("embedding", "pooler"), f"a pooler output exists for encoder-only models only, not {self.family}")

@@ -16,6 +16,8 @@ unsupported field listed in one message (exit code 2).
 
 from __future__ import annotations
 
+import json
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,36 @@ def map_config(folder: Path, config: dict, *, name: Optional[str] = None, dtype:
     return data, family
 
 
+def special_tokens(folder: Path, config: dict) -> dict:
+    """bos/eos/pad/decoder_start ids from config.json, overridden by
+    generation_config.json where present (as transformers reads them); ids outside
+    the vocabulary are dropped."""
+    merged = dict(config)
+    gen = folder / "generation_config.json"
+    if gen.is_file():
+        try:
+            extra = json.loads(gen.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{gen}: not valid JSON: {e}") from None
+        if isinstance(extra, dict):
+            merged.update({k: v for k, v in extra.items() if v is not None})
+    vocab = config.get("vocab_size") or 0
+
+    def ok(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < vocab
+
+    out: dict = {}
+    for key, field in (("bos_token_id", "bos"), ("pad_token_id", "pad"), ("decoder_start_token_id", "decoder_start")):
+        if ok(merged.get(key)):
+            out[field] = merged[key]
+    eos = merged.get("eos_token_id")
+    eos = eos if isinstance(eos, list) else [eos]
+    out["eos"] = [e for e in eos if ok(e)]
+    if config.get("is_encoder_decoder") or "decoder_start" in out:
+        out.setdefault("decoder_start", out.get("pad", 0))
+    return out
+
+
 def import_folder(folder: str | Path, *, name: Optional[str] = None, dtype: str = "float32") -> Imported:
     from compiler.builder import DTYPES, skeleton
 
@@ -85,6 +117,7 @@ def import_folder(folder: str | Path, *, name: Optional[str] = None, dtype: str 
     if head is not None and embed_src in state:
         # the tensors decide tying: an lm_head equal to the embedding is the tied copy
         data.setdefault("embedding", {})["tie_output"] = bool(torch.equal(head, state[embed_src]))
+    data["tokens"] = special_tokens(folder, config)
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as e:

@@ -97,6 +97,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             for out, e in run["outputs"].items():
                 top1 = f"{e['top1'] * 100:.1f}%" if "top1" in e else ""
                 print(f"  {run['batch']:>5} {run['seq']:>4}  {out:<22} {e['max_abs']:>10.2e} {e['max_rel']:>10.2e} {top1:>7}")
+        c = report.get("cache")
+        if c:
+            label = f"logits, cached x{c['steps']}"
+            seq = c["prompt"] + c["steps"]
+            print(f"  {c['batch']:>5} {seq:>4}  {label:<22} {c['max_abs']:>10.2e} {c['max_rel']:>10.2e} {c['top1'] * 100:>6.1f}%")
         print(f"  {'passed' if report['passed'] else 'FAILED'}: max abs {report['max_abs']:.2e}")
     secs = manifest["build_seconds"]
     print("time      " + ", ".join(f"{k} {v:.1f}s" for k, v in secs.items()))
@@ -148,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     session = Session(args.artifact, device=args.device, threads=args.threads or None)
     load_s = time.perf_counter() - t0
-    manifest, resolved = session.artifact.manifest, session.artifact.spec
+    manifest, resolved = session.artifact.manifest, session.artifact.model
     vocab, max_len = resolved["vocab_size"], resolved["max_seq_len"]
     rng = np.random.default_rng(args.seed)
     tokenizer = None
@@ -197,8 +202,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for graph in session.artifact.graphs:
         feed = inputs[graph.name]
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
+        if graph.name != "encoder" and session.artifact.cache is not None:
+            shapes += " (and an empty cache)"
         print(f"inputs    [{graph.name}] {shapes}")
-    print("outputs   " + ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in outputs.items()))
+    cached = [k for k in outputs if k.startswith(("present.", "cross."))]
+    shown_out = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in outputs.items() if k not in cached)
+    print("outputs   " + shown_out + (f", and {len(cached)} cache tensors" if cached else ""))
     timing = f"timing    session load {load_s * 1e3:.1f} ms, first run {first_s * 1e3:.2f} ms"
     if times:
         timing += f", median of {len(times)} runs {float(np.median(times)) * 1e3:.2f} ms"

@@ -1,0 +1,359 @@
+"""Generation with a KV cache on ONNX Runtime alone (onnxruntime + numpy).
+
+The decoder graph (zoo.contract.CacheLayout) takes the cache of the earlier tokens
+and returns it with the new tokens appended. A prompt batch is padded on the left,
+so every row's next token sits in the last column; the attention mask marks the
+padding and the graph counts positions per row over the mask (absolute tables,
+RoPE, ALiBi and relative bias all see each token at its place in its own row).
+
+Prefill and decode run the same graph (prefill with a past of length 0). A
+separate prefill graph was measured and brought nothing: see benchmarks/cache_graphs.py.
+
+Sampling, per step on the last position's logits (float64): temperature, then
+top-k, then top-p (nucleus), then one draw from a seeded numpy Generator; greedy
+takes the arg-max. Rows stop at an EOS id or after ``max_new_tokens``; a finished
+row is fed the pad id (its outputs are ignored) until every row is done.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.session import Session
+from zoo.errors import InputError
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """``sample=False`` (or temperature 0) is greedy. ``top_k=0`` and ``top_p=1``
+    switch those filters off. ``eos=None`` takes the artifact's tokens.eos; an empty
+    tuple never stops early."""
+
+    max_new_tokens: int = 32
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: Optional[int] = None
+    eos: Optional[tuple[int, ...]] = None
+
+    def __post_init__(self):
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if not (self.temperature >= 0) or not np.isfinite(self.temperature):
+            raise InputError(f"temperature must be a finite number >= 0 (0 means greedy), got {self.temperature!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InputError(f"top_k must be an integer >= 0 (0: off), got {self.top_k!r}")
+        if not (0 < self.top_p <= 1):
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return not self.sample or self.temperature == 0
+
+
+@dataclass
+class Step:
+    """What a stream yields after each step: the new token of every row (B,), and
+    which rows are finished (a finished row's token is the pad filler)."""
+
+    index: int
+    tokens: np.ndarray
+    finished: np.ndarray
+    seconds: float
+
+
+@dataclass
+class Generation:
+    """The result: per row the new tokens (the EOS included when hit) and why it
+    stopped ("eos", "length" for max_new_tokens, "max_seq_len"), with timings."""
+
+    tokens: list[list[int]]
+    finish_reasons: list[str]
+    provider: str
+    prompt_tokens: int
+    time_to_first_token_s: float
+    step_seconds: list[float] = field(default_factory=list)
+    logits: Optional[np.ndarray] = None  # (B, steps, V) with keep_logits: what each token was drawn from
+
+    @property
+    def steps(self) -> int:
+        return 1 + len(self.step_seconds)
+
+    @property
+    def decode_seconds(self) -> float:
+        return float(sum(self.step_seconds))
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens per second per sequence after the first token."""
+        return len(self.step_seconds) / self.decode_seconds if self.step_seconds else float("nan")
+
+    @property
+    def throughput(self) -> float:
+        """Generated tokens per second over the whole batch, decode phase."""
+        return self.decode_tokens_per_s * len(self.tokens)
+
+    def summary(self) -> dict:
+        return {
+            "provider": self.provider,
+            "batch": len(self.tokens),
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": [len(t) for t in self.tokens],
+            "finish_reasons": self.finish_reasons,
+            "time_to_first_token_s": self.time_to_first_token_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "throughput_tokens_per_s": self.throughput,
+        }
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ids -> (ids, mask) int64 (B, longest), padded on the left."""
+    if not len(rows):
+        raise InputError("no prompt given")
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r) :] = r
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def next_tokens(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generator) -> np.ndarray:
+    """logits (B, V) -> token ids (B,) int64."""
+    if config.greedy:
+        return logits.argmax(axis=-1).astype(np.int64)
+    z = logits.astype(np.float64) / config.temperature
+    vocab = z.shape[-1]
+    if 0 < config.top_k < vocab:
+        kth = np.partition(z, vocab - config.top_k, axis=-1)[:, vocab - config.top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    if config.top_p < 1.0:
+        order = np.argsort(-z, axis=-1, kind="stable")
+        sorted_p = _softmax(np.take_along_axis(z, order, axis=-1))
+        before = np.cumsum(sorted_p, axis=-1) - sorted_p  # mass of the tokens ranked above each
+        drop_sorted = before >= config.top_p  # the top token is always kept (before = 0)
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        z = np.where(drop, -np.inf, z)
+    p = _softmax(z)
+    u = rng.random(len(p))[:, None]
+    picked = (np.cumsum(p, axis=-1) < u).sum(axis=-1)
+    return np.minimum(picked, vocab - 1).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- running the graphs
+
+
+class _Runner:
+    """Runs the decoder graph step after step and keeps its cache.
+
+    With IO binding the cache tensors stay where ONNX Runtime put them (device
+    memory on CUDA) and go back in as the next step's past without a copy; only the
+    logits come to the host. Without it (plain ``run``) the cache goes through numpy,
+    which on CPU costs nothing extra; benchmarks/generate.py measures both."""
+
+    def __init__(self, session: Session, graph: str, *, io_binding: bool):
+        self.sess = session.sessions[graph]
+        self.cache = session.artifact.cache
+        self.names_out = [o.name for o in self.sess.get_outputs()]
+        self.present = [n for n in self.names_out if n.startswith("present.")]
+        self.io_binding = io_binding
+        self.device = "cuda" if session.provider == "CUDAExecutionProvider" else "cpu"
+        self.fixed: dict = {}  # inputs that do not change between steps (cross.*, encoder mask)
+        self.past: dict = {}
+
+    def start(self, batch: int, fixed: dict, dtype) -> None:
+        self.fixed = dict(fixed)
+        empty = np.zeros((batch, self.cache.kv_heads, 0, self.cache.head_dim), dtype=dtype)
+        self.past = {n: empty for n in self.cache.names("past")}
+        if self.io_binding:
+            self.fixed = {k: self._value(v) for k, v in self.fixed.items()}
+            self.past = {k: self._value(v) for k, v in self.past.items()}
+
+    def _value(self, x):
+        if isinstance(x, ort.OrtValue):
+            return x
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), self.device, 0)
+
+    def step(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """feeds: ids and mask of this step -> logits of the last position (B, V)."""
+        if not self.io_binding:
+            out = self.sess.run(self.names_out, {**feeds, **self.fixed, **self.past})
+            self.past = {n.replace("present.", "past.", 1): v for n, v in zip(self.names_out[1:], out[1:])}
+            return out[0][:, -1]
+        binding = self.sess.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name, value in {**self.fixed, **self.past}.items():
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self.present:
+            binding.bind_output(name, self.device)
+        self.sess.run_with_iobinding(binding)
+        outs = binding.get_outputs()
+        self.past = {n.replace("present.", "past.", 1): v for n, v in zip(self.names_out[1:], outs[1:])}
+        return outs[0].numpy()[:, -1]
+
+
+class Generator:
+    """Generation over an artifact: ``generate`` returns every token at the end,
+    ``stream`` yields them step by step.
+
+    >>> gen = Generator("artifacts/gpt2-small")
+    >>> out = gen.generate([[464, 2068, 7586]], GenerationConfig(max_new_tokens=20))
+    """
+
+    def __init__(
+        self,
+        artifact: Session | str | Path,
+        *,
+        device: str = "auto",
+        threads: Optional[int] = None,
+        io_binding: Optional[bool] = None,
+    ):
+        self.session = artifact if isinstance(artifact, Session) else Session(artifact, device=device, threads=threads)
+        if self.session.family == "encoder-only":
+            raise InputError(f"{self.session.artifact.name}: an encoder-only model has no decoder to generate with")
+        model = self.session.artifact.model
+        self.vocab, self.max_len = model["vocab_size"], model["max_seq_len"]
+        self.tokens = model.get("tokens") or {}
+        on_cuda = self.session.provider == "CUDAExecutionProvider"
+        self.io_binding = on_cuda if io_binding is None else io_binding
+        graph = "decoder" if self.session.family == "encoder-decoder" else "model"
+        self.runner = _Runner(self.session, graph, io_binding=self.io_binding)
+        self.ids_name = "decoder_input_ids" if graph == "decoder" else "input_ids"
+        self.mask_name = "decoder_attention_mask" if graph == "decoder" else "attention_mask"
+
+    @property
+    def provider(self) -> str:
+        return self.session.provider
+
+    def _check(self, rows: Sequence[Sequence[int]], what: str) -> None:
+        for i, row in enumerate(rows):
+            if len(row) == 0:
+                raise InputError(f"{what} {i} is empty; give at least one token")
+            if len(row) > self.max_len:
+                raise InputError(f"{what} {i} has {len(row)} tokens, more than max_seq_len={self.max_len}")
+            for t in row:
+                if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+                    raise InputError(f"{what} {i}: token {t!r} is not an integer id")
+                if not 0 <= t < self.vocab:
+                    raise InputError(f"{what} {i}: token id {int(t)} is outside the vocabulary [0, {self.vocab})")
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        config: GenerationConfig = GenerationConfig(),
+        *,
+        decoder_prompts: Optional[Sequence[Sequence[int]]] = None,
+        on_step: Optional[Callable[[Step], None]] = None,
+        keep_logits: bool = False,
+    ) -> Generation:
+        """Generate for a batch of prompts (lists of token ids, any lengths). For an
+        encoder-decoder the prompts feed the encoder and the decoder starts from
+        ``decoder_prompts`` (default: the decoder start token). ``on_step`` receives
+        each Step as it is produced (streaming); ``keep_logits`` keeps each step's
+        logits in the result."""
+        stream = self.stream(prompts, config, decoder_prompts=decoder_prompts, keep_logits=keep_logits)
+        for step in stream:
+            if on_step is not None:
+                on_step(step)
+        return self.last
+
+    def stream(
+        self,
+        prompts: Sequence[Sequence[int]],
+        config: GenerationConfig = GenerationConfig(),
+        *,
+        decoder_prompts: Optional[Sequence[Sequence[int]]] = None,
+        keep_logits: bool = False,
+    ) -> Iterator[Step]:
+        """Yield a Step as each token is produced; ``self.last`` holds the Generation after."""
+        prompts = [list(p) for p in prompts]
+        self._check(prompts, "prompt")
+        eos = tuple(self.tokens.get("eos") or ()) if config.eos is None else tuple(config.eos)
+        pad = self.tokens.get("pad")
+        pad = pad if pad is not None else (eos[0] if eos else 0)
+        rng = np.random.default_rng(config.seed)
+        batch = len(prompts)
+        t_start = time.perf_counter()
+        fixed = {}
+        if self.session.family == "encoder-decoder":
+            src_ids, src_mask = left_pad(prompts, pad)
+            enc = self.session.run("encoder", input_ids=src_ids, attention_mask=src_mask)
+            fixed = {k: v for k, v in enc.items() if k.startswith("cross.")}
+            fixed["encoder_attention_mask"] = src_mask
+            if decoder_prompts is None:
+                start = self.tokens.get("decoder_start")
+                start = start if start is not None else (self.tokens.get("pad") or self.tokens.get("bos") or 0)
+                decoder_prompts = [[start]] * batch
+            decoder_prompts = [list(p) for p in decoder_prompts]
+            if len(decoder_prompts) != batch:
+                raise InputError(f"{len(decoder_prompts)} decoder prompts for {batch} prompts")
+            self._check(decoder_prompts, "decoder prompt")
+            ids, mask = left_pad(decoder_prompts, pad)
+        else:
+            ids, mask = left_pad(prompts, pad)
+        self.runner.start(batch, fixed, self.session.float_dtype)
+        room = self.max_len - ids.shape[1]  # cache slots left before max_seq_len
+        budget = min(config.max_new_tokens, room + 1)
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        reasons = [""] * batch
+        finished = np.zeros(batch, dtype=bool)
+        step_seconds: list[float] = []
+        kept: list[np.ndarray] = []
+        ttft = 0.0
+        t_step = t_start
+        self.last = None
+        for index in range(budget):
+            logits = self.runner.step({self.ids_name: ids, self.mask_name: mask})
+            if keep_logits:
+                kept.append(np.array(logits, dtype=np.float32))
+            new = next_tokens(logits, config, rng)
+            new = np.where(finished, pad, new)
+            now = time.perf_counter()
+            if index == 0:
+                ttft = now - t_start
+            else:
+                step_seconds.append(now - t_step)
+            for row in np.nonzero(~finished)[0]:
+                tokens[row].append(int(new[row]))
+                if int(new[row]) in eos:
+                    finished[row], reasons[row] = True, "eos"
+            if index == budget - 1:
+                cause = "length" if budget == config.max_new_tokens else "max_seq_len"
+                reasons = [r or cause for r in reasons]
+                finished[:] = True
+            yield Step(index, new, finished.copy(), now - t_start)
+            if finished.all():
+                break
+            t_step = time.perf_counter()  # the caller's time between steps is not the model's
+            ids = new[:, None]
+            mask = np.concatenate((mask, np.ones((batch, 1), dtype=np.int64)), axis=1)
+        self.last = Generation(
+            tokens=tokens,
+            finish_reasons=reasons,
+            provider=self.provider,
+            prompt_tokens=int(sum(len(p) for p in prompts)),
+            time_to_first_token_s=ttft,
+            step_seconds=step_seconds,
+            logits=np.stack(kept, axis=1) if keep_logits else None,
+        )
