@@ -4,6 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 MODEL   ?= gpt2-small
 OUT     ?= artifacts/$(MODEL)
+PROMPT  ?= 464,2068,7586,21831
 # Parallel test workers are not used: CI has 2 cores and torch already uses both.
 
 .PHONY: demo test test-slow test-all install clean
@@ -20,6 +21,8 @@ demo: install
 	$(BIN)/zoo list
 	$(BIN)/zoo build $(MODEL) -o $(OUT)
 	$(BIN)/zoo run $(OUT)
+	$(BIN)/zoo generate $(OUT) --ids $(PROMPT) --max-new-tokens 24
+	$(BIN)/zoo generate $(OUT) --ids $(PROMPT) --max-new-tokens 24 --temperature 0.8 --top-k 40 --top-p 0.95 --seed 1
 
 test: install
 	$(BIN)/python -m pytest -q

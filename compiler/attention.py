@@ -1,7 +1,11 @@
 """Attention: score functions (one registry keyed by the spec's literal, one
 signature), the shared attend() step, and separate self- and cross-attention layers.
 
-Every score maps q (B, H, Tq, hd), k (B, H, Tk, hd) -> scores (B, H, Tq, Tk). The
+Every score maps q (B, H, Tq, hd), k (B, KV, Tk, hd) -> scores (B, H, Tq, Tk), where
+KV (kv_heads) divides H and each key head serves H / KV consecutive query heads (GQA,
+MQA). Dot-product scores fold the query groups into the matmul (``grouped_qk``)
+instead of copying each key head H / KV times: with a long cache, that copy would cost
+more than the attention itself. The
 softmax runs in fp32 whatever the dtype; masked positions are set to the dtype's
 lowest finite value (never -inf), so a fully masked row (a padding query) gives a
 uniform row instead of NaN, in torch and in ONNX alike.
@@ -19,6 +23,32 @@ Rotate = Callable[[torch.Tensor], torch.Tensor]
 KV = tuple[torch.Tensor, torch.Tensor]  # a layer's cached keys and values, each (B, kv_heads, T, hd)
 
 
+def repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, KV, T, hd) -> (B, heads, T, hd), each kv head repeated for its query heads."""
+    b, kv, t, hd = x.shape
+    if kv == heads:
+        return x
+    return x[:, :, None].expand(b, kv, heads // kv, t, hd).reshape(b, heads, t, hd)
+
+
+def grouped_qk(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q (B, H, Tq, hd) @ k (B, KV, Tk, hd)^T -> (B, H, Tq, Tk) without repeating k."""
+    b, h, t, hd = q.shape
+    kv = k.shape[1]
+    if kv == h:
+        return q @ k.transpose(-1, -2)
+    return (q.reshape(b, kv, (h // kv) * t, hd) @ k.transpose(-1, -2)).reshape(b, h, t, -1)
+
+
+def grouped_pv(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """p (B, H, Tq, Tk) @ v (B, KV, Tk, hd) -> (B, H, Tq, hd) without repeating v."""
+    b, h, t, tk = p.shape
+    kv = v.shape[1]
+    if kv == h:
+        return p @ v
+    return (p.reshape(b, kv, (h // kv) * t, tk) @ v).reshape(b, h, t, -1)
+
+
 class ScaledDot(nn.Module):
     """softmax(q k^T / sqrt(hd)) (Vaswani et al.)."""
 
@@ -27,7 +57,7 @@ class ScaledDot(nn.Module):
         self.scale = 1.0 / math.sqrt(head_dim)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return (q @ k.transpose(-1, -2)) * self.scale  # (B, H, Tq, Tk)
+        return grouped_qk(q, k) * self.scale  # (B, H, Tq, Tk)
 
 
 class Dot(nn.Module):
@@ -37,7 +67,7 @@ class Dot(nn.Module):
         super().__init__()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return q @ k.transpose(-1, -2)  # (B, H, Tq, Tk)
+        return grouped_qk(q, k)  # (B, H, Tq, Tk)
 
 
 class Additive(nn.Module):
@@ -51,7 +81,7 @@ class Additive(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         qa = q @ self.w_q  # (B, H, Tq, hd)
-        ka = k @ self.w_k  # (B, H, Tk, hd)
+        ka = repeat_kv(k, q.shape[1]) @ self.w_k  # (B, H, Tk, hd): per query head's own W_k
         hidden = torch.tanh(qa[:, :, :, None, :] + ka[:, :, None, :, :])  # (B, H, Tq, Tk, hd)
         return (hidden @ self.v[None, :, None, :, None]).squeeze(-1)  # (B, H, Tq, Tk)
 
@@ -64,7 +94,7 @@ class Bilinear(nn.Module):
         self.w = nn.Parameter(torch.zeros(heads, head_dim, head_dim))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return (q @ self.w) @ k.transpose(-1, -2)  # (B, H, Tq, Tk)
+        return grouped_qk(q @ self.w, k)  # (B, H, Tq, Tk)
 
 
 SCORES: dict[str, type[nn.Module]] = {
@@ -85,14 +115,14 @@ def attend(
     bias: Optional[torch.Tensor],
     dropout: nn.Module,
 ) -> torch.Tensor:
-    """q (B, H, Tq, hd), k/v (B, H, Tk, hd), allowed (B|1, 1, Tq, Tk) bool,
+    """q (B, H, Tq, hd), k/v (B, KV, Tk, hd), allowed (B|1, 1, Tq, Tk) bool,
     bias (B|1, H, Tq, Tk) or None -> (B, H, Tq, hd)."""
     scores = score(q, k).float()
     if bias is not None:
         scores = scores + bias.float()
     scores = torch.where(allowed, scores, torch.finfo(torch.float32).min)
     probs = dropout(torch.softmax(scores, dim=-1).to(v.dtype))
-    return probs @ v
+    return grouped_pv(probs, v)
 
 
 class _Attention(nn.Module):
@@ -114,15 +144,6 @@ class _Attention(nn.Module):
     def split(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, heads, self.head_dim).transpose(1, 2)  # (B, heads, T, hd)
-
-    def expand_kv(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, KV, T, hd) -> (B, H, T, hd), each kv head repeated for its query heads."""
-        if self.kv_heads == self.heads:
-            return x
-        b, _, t, hd = x.shape
-        group = self.heads // self.kv_heads
-        x = x[:, :, None].expand(b, self.kv_heads, group, t, hd)  # (B, KV, G, T, hd)
-        return x.reshape(b, self.heads, t, hd)  # (B, H, T, hd)
 
     def merge(self, y: torch.Tensor) -> torch.Tensor:
         b, _, t, _ = y.shape
@@ -155,9 +176,7 @@ class SelfAttention(_Attention):
         if past is not None:
             k = torch.cat((past[0], k), dim=2)  # (B, KV, P + T, hd)
             v = torch.cat((past[1], v), dim=2)
-        y = attend(
-            q, self.expand_kv(k), self.expand_kv(v), score=self.score, allowed=allowed, bias=bias, dropout=self.drop
-        )
+        y = attend(q, k, v, score=self.score, allowed=allowed, bias=bias, dropout=self.drop)
         return self.merge(y), (k, v)
 
 
@@ -172,5 +191,5 @@ class CrossAttention(_Attention):
 
     def forward(self, x: torch.Tensor, memory_kv: KV, *, allowed: torch.Tensor) -> torch.Tensor:
         q = self.split(self.q(x), self.heads)  # (B, H, Tq, hd)
-        k, v = (self.expand_kv(t) for t in memory_kv)  # (B, H, Tk, hd)
+        k, v = memory_kv  # (B, KV, Tk, hd)
         return self.merge(attend(q, k, v, score=self.score, allowed=allowed, bias=None, dropout=self.drop))
