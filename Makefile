@@ -7,7 +7,7 @@ OUT     ?= artifacts/$(MODEL)
 PROMPT  ?= 464,2068,7586,21831
 # Parallel test workers are not used: CI has 2 cores and torch already uses both.
 
-.PHONY: demo test test-slow test-all install clean
+.PHONY: demo test test-slow test-all bench install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ test-slow: install
 
 test-all: install
 	$(BIN)/python -m pytest -q -m 'slow or not slow'
+
+# Generation speed against transformers (and onnxruntime-genai where its wheel installs), ~10 min
+bench: install
+	$(BIN)/pip install --quiet onnxruntime-genai || echo "onnxruntime-genai does not install here; benchmarking without it"
+	$(BIN)/python benchmarks/generate.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -184,18 +184,21 @@ class GenaiWorker:
         self.vocab = json.loads((Path(args.hf) / "config.json").read_text())["vocab_size"]
 
     def run(self, batch: int, prompt: int, new: int) -> dict:
+        import numpy as np
+
         og = self.og
         params = og.GeneratorParams(self.model)
         params.set_search_options(do_sample=False, max_length=prompt + new, min_length=prompt + new, batch_size=batch)
         t0 = time.perf_counter()
         gen = og.Generator(self.model, params)
-        gen.append_tokens(_prompts(batch, prompt, self.vocab))
+        gen.append_tokens(np.array(_prompts(batch, prompt, self.vocab), dtype=np.int32))
         marks = []
         while not gen.is_done():
             gen.generate_next_token()
             marks.append(time.perf_counter())
         steps = [b - a for a, b in zip(marks, marks[1:])]
-        return {"ttft": marks[0] - t0, "steps": steps, "first": list(gen.get_sequence(0))[prompt : prompt + 8], "provider": "genai"}
+        first = [int(t) for t in gen.get_sequence(0)[prompt : prompt + 8]]
+        return {"ttft": marks[0] - t0, "steps": steps, "first": first, "provider": "genai"}
 
 
 def worker_main(args) -> int:
@@ -259,7 +262,20 @@ def make_checkpoint(name: str, folder: Path) -> Path:
     model = transformers.AutoModelForCausalLM.from_config(config)
     out = folder / "hf" / name
     model.save_pretrained(out, safe_serialization=True)
+    write_tokenizer(out, config.vocab_size)
     return out
+
+
+def write_tokenizer(folder: Path, vocab: int) -> None:
+    """A word-level tokenizer over the ids (token i is "t<i>"): onnxruntime-genai's
+    builder insists on loading one; nothing else here reads it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "t0", "bos_token": "t1", "eos_token": "t2"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
 def make_artifact(name: str, hf: Path, folder: Path) -> tuple[Path, dict]:
@@ -276,7 +292,7 @@ def make_genai(hf: Path, folder: Path, threads: int) -> tuple[Path | None, str]:
     try:
         import onnxruntime_genai  # noqa: F401
     except ImportError:
-        return None, "onnxruntime-genai is not installed (no wheel for this machine in the offline index)"
+        return None, "onnxruntime-genai is not installed here (pip install onnxruntime-genai to include it)"
     out = folder / "genai"
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out), "-p", "fp32", "-e", "cpu", "-c", str(folder / "genai-cache")]
     r = subprocess.run(cmd, capture_output=True, text=True)
