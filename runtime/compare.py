@@ -8,6 +8,8 @@ real (unpadded) positions whose arg-max token agrees.
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +173,165 @@ def cache_parity(model, spec, sessions: dict, *, seed: int = 0) -> dict:
     stepped = np.concatenate(pieces, axis=1)[real][None]  # (1, real positions, V)
     errors = output_errors(stepped, reference[real][None], np.ones(stepped.shape[:2], dtype=np.int64))
     return {"batch": CACHE_BATCH, "prompt": prompt, "steps": total - prompt, "padding": "rows 1, 2 left", **errors}
+
+
+# --------------------------------------------------------------------------- zoo compare --parity
+
+_LAYER_SCOPE = re.compile(r"(?:^|\.)((?:encoder|decoder)\.layers\.(\d+))$")
+
+
+def _layer_outputs(proto) -> dict[str, list[str]]:
+    """Per layer ("decoder.layers.3") the values its nodes produce that nodes outside
+    it consume: the layer's output is among them (found from the exporter's
+    pkg.torch.onnx.name_scopes metadata on each node)."""
+    scope_of: dict[int, str] = {}
+    for i, node in enumerate(proto.graph.node):
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                try:
+                    scopes = ast.literal_eval(prop.value)
+                except (ValueError, SyntaxError):
+                    continue
+                for s in scopes:
+                    m = _LAYER_SCOPE.search(s)
+                    if m:
+                        scope_of[i] = m.group(1)
+    produced: dict[str, str] = {}
+    for i, node in enumerate(proto.graph.node):
+        if i in scope_of:
+            for out in node.output:
+                produced[out] = scope_of[i]
+    graph_outputs = {o.name for o in proto.graph.output}
+    leaving: dict[str, list[str]] = {}
+    for i, node in enumerate(proto.graph.node):
+        for name in node.input:
+            layer = produced.get(name)
+            if layer is not None and scope_of.get(i) != layer and name not in graph_outputs:
+                if name not in leaving.setdefault(layer, []):
+                    leaving[layer].append(name)
+    return leaving
+
+
+def _with_outputs(proto, names: list[str]):
+    """A copy of ``proto`` that also returns the values ``names``."""
+    import copy
+
+    from onnx import TensorProto, helper
+
+    model = copy.deepcopy(proto)
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    for name in names:
+        model.graph.output.append(helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None))
+    return model
+
+
+def artifact_parity(folder, *, weights=None, device: str = "auto", seed: int = 0) -> dict:
+    """An artifact's ONNX graphs against its torch module (rebuilt from spec.yaml and
+    the seeded init, or ``weights``), with right and with left padding: per output
+    max abs / rel error and top-1 agreement, and the hidden state after every layer,
+    naming the first layer beyond tolerance."""
+    import onnx
+    import torch
+
+    from compiler.builder import DTYPES, build
+    from compiler.weights import load_weights, weights_digest
+    from runtime.artifact import load_artifact
+    from zoo.errors import ArtifactError
+    from zoo.loader import load_spec
+
+    artifact = load_artifact(folder)
+    manifest = artifact.manifest
+    spec = load_spec(str(Path(folder) / "spec.yaml"))
+    model = build(spec, seed=int(manifest.get("seed") or 0))
+    if weights is not None:
+        load_weights(model, weights)
+    if weights_digest(model) != manifest["weights_sha256"]:
+        raise ArtifactError(
+            f"{folder}: the torch module's weights differ from the artifact's "
+            + ("(wrong --weights file)" if weights else f"(it was not built from the seeded init, seed {manifest.get('seed')}); give --weights FILE, the safetensors it was built from")
+        )
+    tol = TOLERANCE[spec.dtype]
+    providers = choose_providers(device)
+    protos = {g.name: onnx.load(str(artifact.path(g.name))) for g in artifact.graphs}
+    taps = {name: _layer_outputs(p) for name, p in protos.items()}
+    sessions = {
+        name: ort.InferenceSession(
+            _with_outputs(p, [v for vals in taps[name].values() for v in vals]).SerializeToString(),
+            sess_options=session_options(),
+            providers=providers,
+        )
+        for name, p in protos.items()
+    }
+    stacks = [(part, getattr(model, part)) for part in ("encoder", "decoder") if hasattr(model, part)]
+    float_np = np.float16 if spec.dtype == "float16" else np.float32
+    cache = cache_layout(spec)
+    runs, layer_err = [], {}
+    rng = np.random.default_rng(seed)
+    batch, seq = 2, min(9, spec.max_seq_len)
+    for padding in ("right", "left"):
+        mask = np.ones((batch, seq), dtype=np.int64)
+        pad = max(1, seq // 3) if seq > 1 else 0
+        if pad:
+            if padding == "right":
+                mask[1, seq - pad :] = 0
+            else:
+                mask[1, :pad] = 0
+        ids = rng.integers(0, spec.vocab_size, size=(batch, seq), dtype=np.int64)
+        if spec.family == "encoder-decoder":
+            inputs = {
+                "encoder": {"input_ids": ids, "attention_mask": mask},
+                "decoder": {"decoder_input_ids": ids[:, ::-1].copy(), "decoder_attention_mask": mask, "encoder_attention_mask": mask},
+            }
+        else:
+            inputs = {"model": {"input_ids": ids, "attention_mask": mask}}
+        captured: dict[str, torch.Tensor] = {}
+        hooks = []
+        for part, stack in stacks:
+            for i, layer in enumerate(stack.layers):
+                key = f"{part}.layers.{i}"
+                hooks.append(layer.register_forward_hook(lambda mod, a, out, key=key: captured.__setitem__(key, out[0].detach())))
+        try:
+            expected = torch_outputs(model, spec.family, inputs, DTYPES[spec.dtype])
+        finally:
+            for h in hooks:
+                h.remove()
+        got: dict[str, np.ndarray] = {}
+        for g in artifact.graphs:
+            feed = dict(inputs[g.name])
+            for t in g.inputs:
+                if t.name in got:
+                    feed[t.name] = got[t.name]
+                elif t.name.startswith("past."):
+                    feed[t.name] = np.zeros((batch, cache.kv_heads, 0, cache.head_dim), dtype=float_np)
+            names = [o.name for o in sessions[g.name].get_outputs()]
+            got.update(zip(names, sessions[g.name].run(names, feed)))
+        out_mask = mask
+        outputs = {name: output_errors(got[name], ref, out_mask if name == "logits" else None) for name, ref in expected.items()}
+        runs.append({"padding": padding, "batch": batch, "seq": seq, "outputs": outputs})
+        real = mask.astype(bool)
+        for g in artifact.graphs:
+            for layer, candidates in taps[g.name].items():
+                ref = captured.get(layer)
+                if ref is None:
+                    continue
+                ref = ref.float().numpy()
+                shaped = [got[c] for c in candidates if got[c].shape == ref.shape]
+                if not shaped:
+                    continue
+                err = min(float(np.abs(v.astype(np.float64) - ref)[real].max()) for v in shaped)
+                layer_err[layer] = max(layer_err.get(layer, 0.0), err)
+    order = [f"{part}.layers.{i}" for part, stack in stacks for i in range(len(stack.layers))]
+    layers = [{"layer": name, "max_abs": layer_err[name]} for name in order if name in layer_err]
+    max_abs = max(e["max_abs"] for r in runs for e in r["outputs"].values())
+    first = next((entry["layer"] for entry in layers if entry["max_abs"] > tol), None)
+    return {
+        "name": manifest["name"],
+        "dtype": spec.dtype,
+        "provider": next(iter(sessions.values())).get_providers()[0],
+        "tolerance": tol,
+        "runs": runs,
+        "layers": layers,
+        "max_abs": max_abs,
+        "passed": bool(max_abs <= tol),
+        "first_divergent_layer": first,
+    }

@@ -1,0 +1,224 @@
+"""Efficiency figures of one artifact on ONNX Runtime (no torch): what ``zoo compare``
+reports per model. Run it in a process of its own so that its peak RSS is the
+model's (``python -m runtime.measure ARTIFACT``, which prints JSON).
+
+Every timed figure is the median of ``reps`` repetitions after ``warmup`` untimed
+ones, with its spread (half the interquartile range, relative to the median), and a
+unit in its name: ``_ms``, ``_tokens_per_s``, ``_bytes``, ``_mb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from runtime.generate import GenerationConfig, Generator
+from runtime.session import Session
+
+CONTEXTS = (64, 128, 256, 512, 1024, 2048)  # decode-latency points, those below max_seq_len
+BATCHES = (1, 2, 4, 8)
+PROMPT = 32  # tokens of the prompt for time to first token and decode rates
+LONG_PROMPT = 1024  # prefill throughput (or max_seq_len - 1 when that is shorter)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def stats(values: list[float]) -> dict:
+    """median and spread (half the interquartile range / median) of timings."""
+    med = statistics.median(values)
+    if len(values) >= 4:
+        q = statistics.quantiles(values, n=4)
+        spread = (q[2] - q[0]) / 2 / med if med else 0.0
+    else:
+        spread = (max(values) - min(values)) / 2 / med if med else 0.0
+    return {"median": med, "spread": spread, "n": len(values)}
+
+
+def _repeat(fn: Callable[[], float], reps: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    return stats([fn() for _ in range(reps)])
+
+
+def cache_bytes_per_token(manifest: dict) -> int:
+    """Bytes the KV cache grows by per token of one sequence (self-attention only)."""
+    kv = manifest.get("kv_cache")
+    if not kv:
+        return 0
+    itemsize = 2 if manifest.get("dtype") in ("float16", "bfloat16") else 4
+    return kv["layers"] * 2 * kv["kv_heads"] * kv["head_dim"] * itemsize
+
+
+def static_figures(folder: Path, manifest: dict) -> dict:
+    """Figures that need no run: parameters, file sizes, cache growth."""
+    files = {f for g in manifest["graphs"].values() for f in g["files"]}
+    params = manifest["parameters"]
+    return {
+        "name": manifest["name"],
+        "family": manifest["family"],
+        "dtype": manifest["dtype"],
+        "artifact": str(folder),
+        "spec_sha256": manifest["spec_sha256"],
+        "parameters": params["total"],
+        "parameters_embeddings": params["embeddings"],
+        "parameters_per_layer": params["per_layer"],
+        "onnx_bytes": sum(manifest["files"][f]["bytes"] for f in files),
+        "kv_cache_bytes_per_token": cache_bytes_per_token(manifest),
+        "max_seq_len": manifest["model"]["max_seq_len"],
+    }
+
+
+def _ids(rng: np.random.Generator, vocab: int, batch: int, length: int) -> list[list[int]]:
+    return rng.integers(0, vocab, size=(batch, length)).tolist()
+
+
+def measure(
+    folder: str | Path,
+    *,
+    device: str = "auto",
+    threads: Optional[int] = None,
+    reps: int = 5,
+    warmup: int = 1,
+    new_tokens: int = 32,
+    contexts: tuple[int, ...] = CONTEXTS,
+    batches: tuple[int, ...] = BATCHES,
+    progress: Optional[Callable[[str], None]] = None,
+) -> dict:
+    """Every figure of one artifact (see the module docstring)."""
+    say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
+    session = Session(folder, device=device, threads=threads)
+    out = static_figures(Path(folder), session.artifact.manifest)
+    out["session_load_ms"] = (time.perf_counter() - t0) * 1e3
+    out["provider"] = session.provider
+    out["threads"] = threads or int(os.environ.get("ZOO_THREADS", "0") or 0) or os.cpu_count()
+    vocab, max_len = session.artifact.model["vocab_size"], session.artifact.model["max_seq_len"]
+    rng = np.random.default_rng(0)
+    prompt = min(PROMPT, max_len // 2)
+    long_prompt = min(LONG_PROMPT, max_len - 1)
+    if session.family == "encoder-only":
+        return _encoder_only(session, out, rng, vocab, prompt, long_prompt, reps, warmup, batches, say)
+
+    gen = Generator(session)
+    fixed = GenerationConfig(max_new_tokens=new_tokens, eos=())
+    def one(batch: int, length: int, config: GenerationConfig):
+        prompts = _ids(rng, vocab, batch, length)
+        if session.family == "encoder-decoder":
+            start = gen.tokens.get("decoder_start") or 0
+            # a decoder context of ``length``: the decoder prompt carries it, the source is PROMPT long
+            res = gen.generate(_ids(rng, vocab, batch, prompt), config, decoder_prompts=[[start] + p[1:] for p in prompts])
+        else:
+            res = gen.generate(prompts, config)
+        return res
+
+    say("time to first token and decode, batch 1")
+    ttft, step = [], []
+    for i in range(warmup + reps):
+        res = one(1, prompt, fixed)
+        if i >= warmup:
+            ttft.append(res.time_to_first_token_s * 1e3)
+            step.append(statistics.median(res.step_seconds) * 1e3)
+    out["time_to_first_token_ms"] = stats(ttft)
+    out["decode_ms_per_token"] = stats(step)
+    out["decode_tokens_per_s"] = {}
+    for b in batches:
+        say(f"decode throughput, batch {b}")
+        rates = []
+        for i in range(warmup + max(2, reps // 2)):
+            res = one(b, prompt, fixed)
+            if i >= warmup:
+                rates.append(b / statistics.median(res.step_seconds))
+        out["decode_tokens_per_s"][str(b)] = stats(rates)
+    say(f"prefill, {long_prompt} tokens")
+    prefill = []
+    for i in range(warmup + max(2, reps // 2)):
+        res = one(1, long_prompt, GenerationConfig(max_new_tokens=1, eos=()))
+        if i >= warmup:
+            prefill.append(long_prompt / res.time_to_first_token_s)
+    out["prefill_tokens"] = long_prompt
+    out["prefill_tokens_per_s"] = stats(prefill)
+    out["decode_ms_by_context"] = {}
+    steps = 9
+    for ctx in contexts:  # the steps fill the context up to ctx tokens
+        if ctx > max_len or ctx <= steps:
+            continue
+        say(f"decode latency at context {ctx}")
+        lat = []
+        for i in range(warmup + max(2, reps // 2)):
+            res = one(1, ctx - steps, GenerationConfig(max_new_tokens=steps, eos=()))
+            if i >= warmup:
+                lat.append(statistics.median(res.step_seconds) * 1e3)
+        out["decode_ms_by_context"][str(ctx)] = stats(lat)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def _encoder_only(session: Session, out: dict, rng, vocab, prompt, long_prompt, reps, warmup, batches, say) -> dict:
+    """Encoder-only models have no decoding: forward latency and throughput instead."""
+
+    def forward(batch: int, length: int) -> float:
+        ids = np.array(_ids(rng, vocab, batch, length), dtype=np.int64)
+        t0 = time.perf_counter()
+        session.forward({"model": {"input_ids": ids, "attention_mask": np.ones_like(ids)}})
+        return (time.perf_counter() - t0) * 1e3
+
+    say("forward latency")
+    out["forward_ms"] = _repeat(lambda: forward(1, prompt), reps, warmup)
+    out["forward_tokens_per_s"] = {}
+    for b in batches:
+        s = _repeat(lambda: forward(b, prompt), max(2, reps // 2), warmup)
+        out["forward_tokens_per_s"][str(b)] = {"median": b * prompt / (s["median"] / 1e3), "spread": s["spread"], "n": s["n"]}
+    s = _repeat(lambda: forward(1, long_prompt), max(2, reps // 2), warmup)
+    out["prefill_tokens"] = long_prompt
+    out["prefill_tokens_per_s"] = {"median": long_prompt / (s["median"] / 1e3), "spread": s["spread"], "n": s["n"]}
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description="Measure one artifact; print the figures as JSON (used by zoo compare).")
+    ap.add_argument("artifact", type=Path)
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--contexts", default=",".join(map(str, CONTEXTS)))
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    args = ap.parse_args(argv)
+    figures = measure(
+        args.artifact,
+        device=args.device,
+        threads=args.threads or None,
+        reps=args.reps,
+        warmup=args.warmup,
+        new_tokens=args.new_tokens,
+        contexts=tuple(int(c) for c in args.contexts.split(",") if c),
+        batches=tuple(int(b) for b in args.batches.split(",") if b),
+        progress=lambda msg: print(f"progress: {msg}", file=sys.stderr, flush=True),
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

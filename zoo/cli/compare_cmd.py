@@ -1,0 +1,197 @@
+"""``zoo compare``: models side by side on the figures the field uses, or
+``--parity``: one artifact's ONNX graphs against its torch module, layer by layer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from zoo.errors import InputError, ZooError
+
+ROOT = Path(__file__).resolve().parents[2]
+_OWN_SET = re.compile(r"^(?P<base>.+?)\[(?P<sets>[^\[\]]*)\]$")
+
+
+def register(sub) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="compare models: parameters, size, memory, time to first token, decode speed, latency vs context",
+        description="Build (if needed) and measure each model on ONNX Runtime, one process per model, then write "
+        "a table, compare.md, compare.json and PNG plots. A MODEL is a catalog name, a spec file or an artifact "
+        "folder; NAME[path=value,path=value] overrides fields of that model only (quote it in the shell). "
+        "With --parity ARTIFACT: compare the artifact's ONNX graphs with its torch module instead.",
+    )
+    c.add_argument("models", nargs="*", metavar="MODEL", help="catalog name, spec file or artifact folder, optionally NAME[k=v,...]")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE", help="override a field of every spec")
+    c.add_argument("-o", "--out", type=Path, default=Path("compare"), help="folder for compare.md, compare.json and the plots (default: compare/)")
+    c.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="execution provider (default: CUDA if available)")
+    c.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: every core)")
+    c.add_argument("--reps", type=int, default=5, help="timed repetitions per figure (default 5)")
+    c.add_argument("--warmup", type=int, default=1, help="untimed runs before each figure (default 1)")
+    c.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per run (default 32)")
+    c.add_argument("--contexts", default="64,128,256,512,1024,2048", help="context lengths of the latency curve (those below max_seq_len)")
+    c.add_argument("--batches", default="1,2,4,8", help="batch sizes of the throughput curve (default 1,2,4,8)")
+    c.add_argument("--quick", action="store_true", help="2 repetitions, 8 new tokens, contexts 64,128, batches 1,8: a smoke run")
+    c.add_argument("--parity", type=Path, metavar="ARTIFACT", help="compare this artifact's ONNX graphs against torch instead")
+    c.add_argument("--weights", type=Path, help="with --parity: the safetensors the artifact was built from (default: its seeded init)")
+    c.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
+    c.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if args.parity is not None:
+        if args.models:
+            raise InputError("--parity takes one artifact; give no other models")
+        return _parity(args)
+    if len(args.models) < 1:
+        raise InputError("give at least one model to measure (catalog name, spec file or artifact folder)")
+    if args.quick:
+        args.reps, args.new_tokens, args.contexts, args.batches = 2, 8, "64,128", "1,8"
+    for name, value in (("--reps", args.reps), ("--new-tokens", args.new_tokens)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1")
+    if args.warmup < 0 or args.threads < 0:
+        raise InputError("--warmup and --threads must be >= 0")
+    contexts, batches = _ints(args.contexts, "--contexts"), _ints(args.batches, "--batches")
+    labels = [Path(a).name if (Path(a) / "manifest.json").is_file() else a for a in args.models]
+    if len(set(labels)) != len(labels):
+        raise InputError("a model is named twice; give each once")
+    folders = [_artifact(arg, args.overrides) for arg in args.models]
+    from zoo.report import machine_info, summary_rows, terminal_table, write_report
+
+    threads = args.threads or os.cpu_count()
+    models = []
+    for label, folder in zip(labels, folders):
+        figures = _measure(label, folder, args, threads, contexts, batches)
+        figures["label"] = label
+        models.append(figures)
+    result = {
+        "machine": machine_info(),
+        "settings": {
+            "device": args.device,
+            "threads": threads,
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "new_tokens": args.new_tokens,
+            "prompt": 32,
+            "contexts": list(contexts),
+            "batches": list(batches),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "models": models,
+    }
+    files = write_report(result, args.out)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(terminal_table(*summary_rows(models)))
+        print()
+        print("wrote " + ", ".join(str(p) for p in files.values()))
+    return 0
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{what}: {text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise InputError(f"{what}: give positive integers, got {text!r}")
+    return values
+
+
+def _artifact(arg: str, overrides: list[str]) -> Path:
+    """A model argument -> an artifact folder (built, or found up to date)."""
+    own: list[str] = []
+    m = _OWN_SET.match(arg)
+    base = arg
+    if m and not Path(arg).exists():
+        base, own = m["base"], [s.strip() for s in m["sets"].split(",") if s.strip()]
+    path = Path(base)
+    if path.is_dir() and (path / "manifest.json").is_file():
+        if own or overrides:
+            raise InputError(f"{arg}: overrides apply to specs, not to a built artifact")
+        from runtime.artifact import load_artifact
+
+        load_artifact(path)  # verify now: a broken artifact fails before any measuring
+        return path
+    import zoo
+    from compiler.artifact import build_artifact
+    from zoo.progress import step
+
+    spec = zoo.load(base, [*overrides, *own])
+    folder, _, _ = build_artifact(spec, None, step=step)
+    return folder
+
+
+def _measure(label: str, folder: Path, args, threads: int, contexts, batches) -> dict:
+    """runtime.measure in a process of its own (its peak RSS is this model's)."""
+    from zoo.progress import step
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "runtime.measure",
+        str(folder),
+        "--device",
+        args.device,
+        "--threads",
+        str(threads),
+        "--reps",
+        str(args.reps),
+        "--warmup",
+        str(args.warmup),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--contexts",
+        ",".join(map(str, contexts)),
+        "--batches",
+        ",".join(map(str, batches)),
+    ]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    with step(f"measuring {label}"):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        errors = []
+        for line in proc.stderr:
+            if not line.startswith("progress: "):
+                errors.append(line.rstrip())
+        out = proc.stdout.read()
+        proc.wait()
+    if proc.returncode != 0:
+        last = next((e for e in reversed(errors) if e.strip()), f"exit code {proc.returncode}")
+        raise ZooError(f"measuring {label} failed: {last}")
+    return json.loads(out)
+
+
+def _parity(args) -> int:
+    from runtime.compare import artifact_parity
+
+    report = artifact_parity(args.parity, weights=args.weights, device=args.device)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["passed"] else 1
+    print(f"artifact  {args.parity}  ({report['name']}, {report['dtype']}, provider {report['provider']})")
+    print(f"tolerance max abs {report['tolerance']:g}")
+    print(f"  {'padding':<8} {'output':<24} {'max abs':>10} {'max rel':>10} {'top-1':>7}  within")
+    for run in report["runs"]:
+        for name, e in run["outputs"].items():
+            top1 = f"{e['top1'] * 100:.1f}%" if "top1" in e else ""
+            ok = "yes" if e["max_abs"] <= report["tolerance"] else "NO"
+            print(f"  {run['padding']:<8} {name:<24} {e['max_abs']:>10.2e} {e['max_rel']:>10.2e} {top1:>7}  {ok}")
+    print("layers (hidden state after each layer, real positions):")
+    for layer in report["layers"]:
+        ok = "yes" if layer["max_abs"] <= report["tolerance"] else "NO"
+        print(f"  {layer['layer']:<24} max abs {layer['max_abs']:.2e}  within {ok}")
+    if report["passed"]:
+        print("passed: every output within tolerance")
+        return 0
+    first = report.get("first_divergent_layer")
+    where = f"; first layer beyond tolerance: {first}" if first else "; every layer within tolerance, so the divergence is after the last layer"
+    print(f"FAILED: max abs {report['max_abs']:.2e} > {report['tolerance']:g}{where}")
+    return 1
