@@ -62,30 +62,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     labels = [Path(a).name if (Path(a) / "manifest.json").is_file() else a for a in args.models]
     if len(set(labels)) != len(labels):
         raise InputError("a model is named twice; give each once")
-    folders = [_artifact(arg, args.overrides) for arg in args.models]
-    from zoo.report import machine_info, summary_rows, terminal_table, write_report
+    folders = [artifact_for(arg, args.overrides) for arg in args.models]
+    from zoo.report import summary_rows, terminal_table, write_report
 
-    threads = args.threads or os.cpu_count()
-    models = []
-    for label, folder in zip(labels, folders):
-        figures = _measure(label, folder, args, threads, contexts, batches)
-        figures["label"] = label
-        models.append(figures)
-    result = {
-        "machine": machine_info(),
-        "settings": {
-            "device": args.device,
-            "threads": threads,
-            "reps": args.reps,
-            "warmup": args.warmup,
-            "new_tokens": args.new_tokens,
-            "prompt": 32,
-            "contexts": list(contexts),
-            "batches": list(batches),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-        "models": models,
-    }
+    result = measure_models(
+        labels,
+        folders,
+        device=args.device,
+        threads=args.threads or os.cpu_count(),
+        reps=args.reps,
+        warmup=args.warmup,
+        new_tokens=args.new_tokens,
+        contexts=contexts,
+        batches=batches,
+    )
+    models = result["models"]
     files = write_report(result, args.out)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -94,6 +85,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print()
         print("wrote " + ", ".join(str(p) for p in files.values()))
     return 0
+
+
+def measure_models(labels, folders, *, device, threads, reps, warmup, new_tokens, contexts, batches) -> dict:
+    """Measure each artifact in a process of its own, one after the other; the
+    result holds the machine, the settings and every model's figures."""
+    from zoo.report import machine_info
+
+    settings = {
+        "device": device,
+        "threads": threads,
+        "reps": reps,
+        "warmup": warmup,
+        "new_tokens": new_tokens,
+        "prompt": 32,
+        "contexts": list(contexts),
+        "batches": list(batches),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    models = []
+    for label, folder in zip(labels, folders):
+        figures = _measure(label, folder, settings)
+        figures["label"] = label
+        models.append(figures)
+    return {"machine": machine_info(), "settings": settings, "models": models}
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -106,7 +121,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
-def _artifact(arg: str, overrides: list[str]) -> Path:
+def artifact_for(arg: str, overrides: list[str]) -> Path:
     """A model argument -> an artifact folder (built, or found up to date)."""
     own: list[str] = []
     m = _OWN_SET.match(arg)
@@ -130,7 +145,7 @@ def _artifact(arg: str, overrides: list[str]) -> Path:
     return folder
 
 
-def _measure(label: str, folder: Path, args, threads: int, contexts, batches) -> dict:
+def _measure(label: str, folder: Path, settings: dict) -> dict:
     """runtime.measure in a process of its own (its peak RSS is this model's)."""
     from zoo.progress import step
 
@@ -140,19 +155,19 @@ def _measure(label: str, folder: Path, args, threads: int, contexts, batches) ->
         "runtime.measure",
         str(folder),
         "--device",
-        args.device,
+        settings["device"],
         "--threads",
-        str(threads),
+        str(settings["threads"]),
         "--reps",
-        str(args.reps),
+        str(settings["reps"]),
         "--warmup",
-        str(args.warmup),
+        str(settings["warmup"]),
         "--new-tokens",
-        str(args.new_tokens),
+        str(settings["new_tokens"]),
         "--contexts",
-        ",".join(map(str, contexts)),
+        ",".join(map(str, settings["contexts"])),
         "--batches",
-        ",".join(map(str, batches)),
+        ",".join(map(str, settings["batches"])),
     ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with step(f"measuring {label}"):
