@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +39,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from runtime.measure import peak_rss_mb  # noqa: E402
+from zoo.report import machine_info  # noqa: E402
 
 MODELS = {
     # name: (transformers config class, its arguments)
@@ -72,18 +73,6 @@ def _prompts(batch: int, length: int, vocab: int, seed: int = 0) -> list[list[in
 
     rng = np.random.default_rng(seed)
     return rng.integers(0, vocab, size=(batch, length)).tolist()
-
-
-def _rss_mb() -> float:
-    """Peak resident memory of this process in MiB: VmHWM (ru_maxrss would carry
-    the parent's peak across fork + exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 class ZooWorker:
@@ -211,11 +200,11 @@ def worker_main(args) -> int:
         "onnxruntime-genai": lambda: GenaiWorker(args),
     }
     worker = kinds[args.worker]()
-    print(json.dumps({"ready": True, "rss_mb": _rss_mb()}), flush=True)
+    print(json.dumps({"ready": True, "rss_mb": peak_rss_mb()}), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
         out = worker.run(req["batch"], req["prompt"], req["new"])
-        out["rss_mb"] = _rss_mb()
+        out["rss_mb"] = peak_rss_mb()
         print(json.dumps(out), flush=True)
     return 0
 
@@ -317,8 +306,6 @@ def spread(xs: list[float]) -> float:
 
 
 def bench_model(name: str, work: Path, args) -> dict:
-    import numpy as np
-
     t0 = time.perf_counter()
     hf = make_checkpoint(name, work)
     art, manifest = make_artifact(name, hf, work)
@@ -385,36 +372,13 @@ def bench_model(name: str, work: Path, args) -> dict:
         out["decode_step_ms_by_context"] = {k: v * 1e3 for k, v in context.items()}
         ks = sorted(context, key=int)
         out["context_ratio"] = context[ks[-1]] / context[ks[0]]
-    _ = np
     return out
 
 
 def machine(args) -> dict:
-    import onnxruntime
-    import torch
-    import transformers
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": args.threads,
-        "device": args.device,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-    if args.device == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+    info = dict(machine_info(), threads=args.threads, device=args.device)
+    for pkg in ("onnxruntime", "torch", "transformers"):
+        info[pkg] = info["packages"].get(pkg, "not installed")
     return info
 
 

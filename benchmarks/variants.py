@@ -70,14 +70,21 @@ def variants() -> list[tuple[str, list[str]]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for variants.md and docs/variants/ (default: docs/)")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions per figure and round (default 3)")
+    ap.add_argument("--rounds", type=int, default=3, help="round-robin passes over the variants, fresh processes (default 3)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--quick", action="store_true", help="2 repetitions, fewer points: checks the script, not the figures")
+    ap.add_argument("--from-json", type=Path, help="re-render the report from a variants.json, measuring nothing")
     args = ap.parse_args(argv)
-    contexts, batches, new_tokens = (64, 128, 256, 512), (1, 4, 8), 32
+    if args.from_json:
+        import json
+
+        write(json.loads(args.from_json.read_text()), args.out)
+        return 0
+    contexts, batches, new_tokens = (64, 128, 256, 512), (1, 4, 8), 64
     if args.quick:
-        args.reps, contexts, batches, new_tokens = 2, (64, 128), (1, 8), 8
+        args.reps, args.rounds, contexts, batches, new_tokens = 2, 1, (64, 128), (1, 8), 8
     chosen = variants()
     print(f"variant study: {len(chosen)} models from {BASE.name}", flush=True)
     folders = [artifact_for(str(BASE), sets) for _, sets in chosen]
@@ -91,6 +98,7 @@ def main(argv=None) -> int:
         new_tokens=new_tokens,
         contexts=contexts,
         batches=batches,
+        rounds=args.rounds,
     )
     for (label, sets), m in zip(chosen, result["models"]):
         m["overrides"] = sets
@@ -106,7 +114,7 @@ def _row(m: dict, base: dict, batches) -> list[str]:
         f"{m['parameters'] / 1e6:.2f}M",
         f"{m['kv_cache_bytes_per_token'] / 1024:.0f}",
         f"{m['time_to_first_token_ms']['median']:.1f}",
-        f"{step:.2f}",
+        f"{step:.2f} ±{m['decode_ms_per_token']['spread'] * 100:.0f}%",
         f"{base['decode_ms_per_token']['median'] / step:.2f}x",
         f"{m['decode_tokens_per_s'][b]['median']:.0f}",
         f"{m['prefill_tokens_per_s']['median']:.0f}",
@@ -145,7 +153,8 @@ def write(result: dict, out: Path) -> None:
         "and measured in the same run by `zoo compare`'s machinery, one process per model.",
         "",
         f"Machine: {env['cpu']}, {env['cores']} cores, {s['threads']} threads, provider "
-        f"{base['provider']}; " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + f". Medians of {s['reps']} "
+        f"{base['provider']}; " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + f". Each figure is the median "
+        f"over {s['rounds']} round-robin passes (a fresh process per model and pass) of the median of {s['reps']} "
         f"repetitions after 1 warm-up; prompt {s['prompt']} tokens, {s['new_tokens']} new tokens, greedy, fp32. "
         f"Reproduce: `python benchmarks/variants.py` (raw figures: [variants/variants.json](variants/variants.json)).",
         "",
@@ -188,6 +197,10 @@ def write(result: dict, out: Path) -> None:
         "Decode latency (ms per token, batch 1) by context length:",
         "",
         markdown_table(header_c, rows_c),
+        "",
+        "Reading the figures: ± is the spread over the round-robin passes (half the range of their medians, relative). "
+        "On this shared 2-core machine, decode-time differences smaller than that spread, often 10-20% for a model "
+        "this small, are noise. Parameters, cache sizes, and the additive score's prefill cost are not.",
         "",
         "Notes: the gated feed-forward keeps the hidden width 2048, so it adds a third projection (50% more FFN "
         "parameters); the additive score builds a (heads, queries, keys, head_dim) tensor, so its prefill and long "

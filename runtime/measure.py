@@ -42,6 +42,27 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def device_memory_mb() -> Optional[float]:
+    """GPU memory this process holds now (nvidia-smi), MiB; None without a GPU.
+    ONNX Runtime's CUDA arena keeps what it took, so after the runs this is its peak."""
+    import subprocess
+
+    try:
+        r = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in r.stdout.splitlines():
+        pid, _, used = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            return float(used)
+    return None
+
+
 def stats(values: list[float]) -> dict:
     """median and spread (half the interquartile range / median) of timings."""
     med = statistics.median(values)
@@ -169,6 +190,7 @@ def measure(
                 lat.append(statistics.median(res.step_seconds) * 1e3)
         out["decode_ms_by_context"][str(ctx)] = stats(lat)
     out["peak_rss_mb"] = peak_rss_mb()
+    out["device_memory_mb"] = device_memory_mb() if session.provider == "CUDAExecutionProvider" else None
     return out
 
 
@@ -191,6 +213,7 @@ def _encoder_only(session: Session, out: dict, rng, vocab, prompt, long_prompt, 
     out["prefill_tokens"] = long_prompt
     out["prefill_tokens_per_s"] = {"median": long_prompt / (s["median"] / 1e3), "spread": s["spread"], "n": s["n"]}
     out["peak_rss_mb"] = peak_rss_mb()
+    out["device_memory_mb"] = device_memory_mb() if session.provider == "CUDAExecutionProvider" else None
     return out
 
 

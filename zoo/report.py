@@ -74,6 +74,7 @@ def summary_rows(models: list[dict]) -> tuple[list[str], list[list[str]]]:
         "ONNX MB",
         "KV cache KB/token",
         "peak RSS MB",
+        "GPU MB",
         "TTFT ms",
         "decode ms/token",
         "tok/s batch 1",
@@ -94,6 +95,7 @@ def summary_rows(models: list[dict]) -> tuple[list[str], list[list[str]]]:
                 _num(m["onnx_bytes"] / 1e6),
                 _num(m["kv_cache_bytes_per_token"] / 1024, 2),
                 _num(m["peak_rss_mb"], 0),
+                _num(m.get("device_memory_mb"), 0),
                 _with_spread(m.get("time_to_first_token_ms")),
                 _with_spread(m.get("decode_ms_per_token"), 2),
                 _with_spread(b1),
@@ -191,6 +193,7 @@ def write_plots(models: list[dict], out: Path) -> dict[str, str]:
     memory = {
         m["label"]: {
             "peak RSS MB": m["peak_rss_mb"],
+            **({"GPU memory MB": m["device_memory_mb"]} if m.get("device_memory_mb") else {}),
             "ONNX file MB": m["onnx_bytes"] / 1e6,
             "KV cache MB at 1024 tokens": m["kv_cache_bytes_per_token"] * 1024 / 1e6,
         }

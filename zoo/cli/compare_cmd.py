@@ -34,6 +34,7 @@ def register(sub) -> None:
     c.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: every core)")
     c.add_argument("--reps", type=int, default=5, help="timed repetitions per figure (default 5)")
     c.add_argument("--warmup", type=int, default=1, help="untimed runs before each figure (default 1)")
+    c.add_argument("--rounds", type=int, default=1, help="measure the models round-robin this many times, fresh processes (default 1)")
     c.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per run (default 32)")
     c.add_argument("--contexts", default="64,128,256,512,1024,2048", help="context lengths of the latency curve (those below max_seq_len)")
     c.add_argument("--batches", default="1,2,4,8", help="batch sizes of the throughput curve (default 1,2,4,8)")
@@ -53,7 +54,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InputError("give at least one model to measure (catalog name, spec file or artifact folder)")
     if args.quick:
         args.reps, args.new_tokens, args.contexts, args.batches = 2, 8, "64,128", "1,8"
-    for name, value in (("--reps", args.reps), ("--new-tokens", args.new_tokens)):
+    for name, value in (("--reps", args.reps), ("--new-tokens", args.new_tokens), ("--rounds", args.rounds)):
         if value < 1:
             raise InputError(f"{name} must be at least 1")
     if args.warmup < 0 or args.threads < 0:
@@ -75,6 +76,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         new_tokens=args.new_tokens,
         contexts=contexts,
         batches=batches,
+        rounds=args.rounds,
     )
     models = result["models"]
     files = write_report(result, args.out)
@@ -87,9 +89,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure_models(labels, folders, *, device, threads, reps, warmup, new_tokens, contexts, batches) -> dict:
-    """Measure each artifact in a process of its own, one after the other; the
-    result holds the machine, the settings and every model's figures."""
+def measure_models(labels, folders, *, device, threads, reps, warmup, new_tokens, contexts, batches, rounds: int = 1) -> dict:
+    """Measure each artifact in a process of its own, one after the other; with
+    ``rounds`` > 1 the models are measured round-robin that many times (a fresh
+    process each time) and each timed figure is the median of the rounds' medians,
+    its spread taken across rounds: drift of the machine then hits every model alike.
+    The result holds the machine, the settings and every model's figures."""
     from zoo.report import machine_info
 
     settings = {
@@ -101,14 +106,41 @@ def measure_models(labels, folders, *, device, threads, reps, warmup, new_tokens
         "prompt": 32,
         "contexts": list(contexts),
         "batches": list(batches),
+        "rounds": rounds,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    per_model: list[list[dict]] = [[] for _ in labels]
+    for r in range(rounds):
+        for i, (label, folder) in enumerate(zip(labels, folders)):
+            tag = f"{label} (round {r + 1}/{rounds})" if rounds > 1 else label
+            per_model[i].append(_measure(tag, folder, settings))
     models = []
-    for label, folder in zip(labels, folders):
-        figures = _measure(label, folder, settings)
+    for label, runs in zip(labels, per_model):
+        figures = _combine(runs)
         figures["label"] = label
         models.append(figures)
     return {"machine": machine_info(), "settings": settings, "models": models}
+
+
+def _combine(runs: list[dict]) -> dict:
+    """One model's figures from several rounds: timed figures ({median, spread, n})
+    become the median over rounds; peak RSS the largest; the rest from round 1."""
+    import statistics
+
+    def merge(values):
+        first = values[0]
+        if isinstance(first, dict) and "median" in first:
+            meds = [v["median"] for v in values]
+            med = statistics.median(meds)
+            spread = (max(meds) - min(meds)) / 2 / med if len(meds) > 1 and med else first["spread"]
+            return {"median": med, "spread": spread, "n": sum(v["n"] for v in values)}
+        if isinstance(first, dict):
+            return {k: merge([v[k] for v in values]) for k in first}
+        return first
+
+    out = merge(runs)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    return out
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
