@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.inputs import graph_inputs
-from runtime.session import choose_providers, session_options
+from runtime.session import choose_providers, empty_past, session_options
 from zoo.contract import TOLERANCE, cache_layout, graphs_for
 
 # (batch, target/sequence length, source length) of the parity runs: two sizes,
@@ -64,6 +64,23 @@ def torch_outputs(model, family: str, inputs: dict[str, dict[str, np.ndarray]], 
     return {k: v.float().numpy() for k, v in outs.items()}
 
 
+def run_graphs(sessions: dict, graphs, inputs: dict, cache, batch: int, float_np) -> dict[str, np.ndarray]:
+    """One uncached pass through ``graphs`` in order: each gets its token inputs, the
+    outputs of the graphs before it (the decoder's cross.* from the encoder) and an
+    empty past; returns every output (all of a session's, taps included) by name."""
+    got: dict[str, np.ndarray] = {}
+    for graph in graphs:
+        feed = dict(inputs[graph.name])
+        for t in graph.inputs:
+            if t.name in got:
+                feed[t.name] = got[t.name]
+        if cache is not None and graph.name != "encoder":
+            feed.update(empty_past(cache, batch, float_np))
+        names = [o.name for o in sessions[graph.name].get_outputs()]
+        got.update(zip(names, sessions[graph.name].run(names, feed)))
+    return got
+
+
 def parity(model, spec, paths: dict[str, Path], *, device: str = "auto", runs=PARITY_RUNS, seed: int = 0) -> dict:
     """Run the graphs at ``paths`` (graph name -> .onnx) in ONNX Runtime and the
     torch ``model`` on the same random padded inputs; return the parity report."""
@@ -89,16 +106,7 @@ def parity(model, spec, paths: dict[str, Path], *, device: str = "auto", runs=PA
             family, vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=src, seed=seed + i
         )
         expected = torch_outputs(model, family, inputs, DTYPES[spec.dtype])
-        got: dict[str, np.ndarray] = {}
-        for graph in graphs_for(spec):
-            feed = dict(inputs[graph.name])
-            for t in graph.inputs:  # the decoder's cross.* from the encoder; an empty past
-                if t.name in got:
-                    feed[t.name] = got[t.name]
-                elif t.name.startswith("past."):
-                    feed[t.name] = np.zeros((batch, cache.kv_heads, 0, cache.head_dim), dtype=float_np)
-            names = graph.output_names
-            got.update(zip(names, sessions[graph.name].run(names, feed)))
+        got = run_graphs(sessions, graphs_for(spec), inputs, cache, batch, float_np)
         mask = inputs["decoder"]["decoder_attention_mask"] if family == "encoder-decoder" else inputs["model"]["attention_mask"]
         outputs = {name: output_errors(got[name], ref, mask if name == "logits" else None) for name, ref in expected.items()}
         report_runs.append({"batch": batch, "seq": seq, **({"src_seq": src} if family == "encoder-decoder" else {}), "outputs": outputs})
@@ -162,7 +170,7 @@ def cache_parity(model, spec, sessions: dict, *, seed: int = 0) -> dict:
         sess, id_name, mask_name = sessions["model"], "input_ids", "attention_mask"
         reference = torch_outputs(model, spec.family, {"model": {"input_ids": ids, "attention_mask": mask}}, DTYPES[spec.dtype])["logits"]
     names = [o.name for o in sess.get_outputs()]
-    past = {n: np.zeros((CACHE_BATCH, cache.kv_heads, 0, cache.head_dim), dtype=float_np) for n in cache.names("past")}
+    past = empty_past(cache, CACHE_BATCH, float_np)
     pieces, start = [], 0
     for end in [prompt] + list(range(prompt + 1, total + 1)):
         out = sess.run(names, {id_name: ids[:, start:end], mask_name: mask[:, :end], **fixed, **past})
@@ -295,18 +303,8 @@ def artifact_parity(folder, *, weights=None, device: str = "auto", seed: int = 0
         finally:
             for h in hooks:
                 h.remove()
-        got: dict[str, np.ndarray] = {}
-        for g in artifact.graphs:
-            feed = dict(inputs[g.name])
-            for t in g.inputs:
-                if t.name in got:
-                    feed[t.name] = got[t.name]
-                elif t.name.startswith("past."):
-                    feed[t.name] = np.zeros((batch, cache.kv_heads, 0, cache.head_dim), dtype=float_np)
-            names = [o.name for o in sessions[g.name].get_outputs()]
-            got.update(zip(names, sessions[g.name].run(names, feed)))
-        out_mask = mask
-        outputs = {name: output_errors(got[name], ref, out_mask if name == "logits" else None) for name, ref in expected.items()}
+        got = run_graphs(sessions, artifact.graphs, inputs, cache, batch, float_np)
+        outputs = {name: output_errors(got[name], ref, mask if name == "logits" else None) for name, ref in expected.items()}
         runs.append({"padding": padding, "batch": batch, "seq": seq, "outputs": outputs})
         real = mask.astype(bool)
         for g in artifact.graphs:

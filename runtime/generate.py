@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from runtime.session import Session
+from runtime.session import Session, empty_past
 from zoo.errors import InputError
 
 
@@ -182,8 +182,7 @@ class _Runner:
 
     def start(self, batch: int, fixed: dict, dtype) -> None:
         self.fixed = dict(fixed)
-        empty = np.zeros((batch, self.cache.kv_heads, 0, self.cache.head_dim), dtype=dtype)
-        self.past = {n: empty for n in self.cache.names("past")}
+        self.past = empty_past(self.cache, batch, dtype)
         if self.io_binding:
             self.fixed = {k: self._value(v) for k, v in self.fixed.items()}
             self.past = {k: self._value(v) for k, v in self.past.items()}

@@ -14,6 +14,12 @@ from zoo.errors import InputError
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
+def empty_past(cache, batch: int, dtype=np.float32) -> dict[str, np.ndarray]:
+    """A cache of length 0 for each past.{i}.key/value of ``cache`` (a CacheLayout): prefill."""
+    empty = np.zeros((batch, cache.kv_heads, 0, cache.head_dim), dtype=dtype)
+    return {n: empty for n in cache.names("past")}
+
+
 def choose_providers(device: str = "auto") -> list[str]:
     """``auto``: CUDA where this onnxruntime has it, else CPU. ``cuda`` insists."""
     available = ort.get_available_providers()
@@ -75,9 +81,7 @@ class Session:
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         """A cache of length 0 for each past.{i}.key/value (prefill)."""
-        cache = self.artifact.cache
-        dtype = self.float_dtype
-        return {n: np.zeros((batch, cache.kv_heads, 0, cache.head_dim), dtype=dtype) for n in cache.names("past")}
+        return empty_past(self.artifact.cache, batch, self.float_dtype)
 
     @property
     def float_dtype(self) -> type:
