@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.session import Session, empty_past
+from runtime.validate import as_ids, check_logits
 from zoo.errors import InputError
 
 
@@ -44,14 +45,27 @@ class GenerationConfig:
     eos: Optional[tuple[int, ...]] = None
 
     def __post_init__(self):
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+        def integer(x) -> bool:
+            return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+        def real(x) -> bool:
+            return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+        if not integer(self.max_new_tokens) or self.max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        if not (self.temperature >= 0) or not np.isfinite(self.temperature):
+        if not real(self.temperature) or not (self.temperature >= 0) or not np.isfinite(self.temperature):
             raise InputError(f"temperature must be a finite number >= 0 (0 means greedy), got {self.temperature!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
+        if not integer(self.top_k) or self.top_k < 0:
             raise InputError(f"top_k must be an integer >= 0 (0: off), got {self.top_k!r}")
-        if not (0 < self.top_p <= 1):
+        if not real(self.top_p) or not (0 < self.top_p <= 1):
             raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.seed is not None and (not integer(self.seed) or self.seed < 0):
+            raise InputError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
+        if self.eos is not None:
+            eos = (self.eos,) if integer(self.eos) else self.eos
+            if isinstance(eos, (str, bytes)) or not all(integer(e) for e in _iterable(eos)):
+                raise InputError(f"eos must be token ids (or None for the artifact's), got {self.eos!r}")
+            object.__setattr__(self, "eos", tuple(int(e) for e in eos))
 
     @property
     def greedy(self) -> bool:
@@ -113,10 +127,49 @@ class Generation:
         }
 
 
+def _iterable(x) -> list:
+    try:
+        return list(x)
+    except TypeError:
+        return [None]
+
+
+def prompt_rows(prompts, what: str = "prompt", vocab: Optional[int] = None, max_len: Optional[int] = None) -> list[np.ndarray]:
+    """A batch of prompts (lists of token ids of any lengths, or a 2-D array) -> one
+    int64 array per row; InputError (one line, naming the row and position) for
+    anything else: a flat list, an empty batch or row, ids that are not integers
+    (bool, fractions, strings), outside [0, vocab), or rows longer than max_len."""
+    if isinstance(prompts, (str, bytes)) or (isinstance(prompts, np.ndarray) and prompts.ndim != 2):
+        raise InputError(f"{what}s must be a list of token-id lists, e.g. [[1, 2, 3]]; got {type(prompts).__name__}")
+    try:
+        rows = list(prompts)
+    except TypeError:
+        raise InputError(f"{what}s must be a list of token-id lists, e.g. [[1, 2, 3]]; got {type(prompts).__name__}") from None
+    if not rows:
+        raise InputError(f"no {what} given")
+    out = []
+    for i, row in enumerate(rows):
+        if isinstance(row, (str, bytes, dict)) or not hasattr(row, "__len__") and not hasattr(row, "__iter__"):
+            raise InputError(f"{what} {i} is {row!r}, not a list of token ids; {what}s are a list of token-id lists, e.g. [[1, 2, 3]]")
+        row = row if isinstance(row, np.ndarray) else list(row)
+        for j, t in enumerate(row if isinstance(row, list) else ()):
+            if isinstance(t, (bool, np.bool_)) or (isinstance(t, (list, tuple, np.ndarray))):
+                raise InputError(f"{what} {i}: token {t!r} at position {j} is not an integer id")
+        if len(row) == 0:
+            raise InputError(f"{what} {i} is empty; give at least one token")
+        if max_len is not None and len(row) > max_len:
+            raise InputError(f"{what} {i} has {len(row)} tokens, more than max_seq_len={max_len}")
+        ids = as_ids(f"{what} {i}", row, vocab)
+        if ids.ndim != 1:
+            raise InputError(f"{what} {i}: a {ids.ndim}-D array; each {what} is a flat list of token ids")
+        out.append(ids)
+    return out
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ids -> (ids, mask) int64 (B, longest), padded on the left."""
-    if not len(rows):
-        raise InputError("no prompt given")
+    """Rows of ids -> (ids, mask) int64 (B, longest), padded on the left. Every row
+    needs at least one token (a row of padding only has nothing to attend to)."""
+    rows = prompt_rows(rows, "row")
     width = max(len(r) for r in rows)
     ids = np.full((len(rows), width), pad, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -245,18 +298,6 @@ class Generator:
     def provider(self) -> str:
         return self.session.provider
 
-    def _check(self, rows: Sequence[Sequence[int]], what: str) -> None:
-        for i, row in enumerate(rows):
-            if len(row) == 0:
-                raise InputError(f"{what} {i} is empty; give at least one token")
-            if len(row) > self.max_len:
-                raise InputError(f"{what} {i} has {len(row)} tokens, more than max_seq_len={self.max_len}")
-            for t in row:
-                if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
-                    raise InputError(f"{what} {i}: token {t!r} is not an integer id")
-                if not 0 <= t < self.vocab:
-                    raise InputError(f"{what} {i}: token id {int(t)} is outside the vocabulary [0, {self.vocab})")
-
     def generate(
         self,
         prompts: Sequence[Sequence[int]],
@@ -285,29 +326,40 @@ class Generator:
         decoder_prompts: Optional[Sequence[Sequence[int]]] = None,
         keep_logits: bool = False,
     ) -> Iterator[Step]:
-        """Yield a Step as each token is produced; ``self.last`` holds the Generation after."""
-        prompts = [list(p) for p in prompts]
-        self._check(prompts, "prompt")
+        """Yield a Step as each token is produced; ``self.last`` holds the Generation after.
+        The prompts and options are checked here, before the first step (InputError)."""
+        if not isinstance(config, GenerationConfig):
+            raise InputError(f"config must be a GenerationConfig, got {type(config).__name__}")
+        prompts = prompt_rows(prompts, "prompt", self.vocab, self.max_len)
         eos = tuple(self.tokens.get("eos") or ()) if config.eos is None else tuple(config.eos)
+        for e in eos:
+            if not 0 <= e < self.vocab:
+                raise InputError(f"eos id {e} is outside the vocabulary [0, {self.vocab})")
         pad = self.tokens.get("pad")
         pad = pad if pad is not None else (eos[0] if eos else 0)
+        batch = len(prompts)
+        if self.session.family == "encoder-decoder":
+            if decoder_prompts is None:
+                start = self.tokens.get("decoder_start")
+                start = start if start is not None else (self.tokens.get("pad") or self.tokens.get("bos") or 0)
+                decoder_prompts = [[start]] * batch
+            decoder_prompts = prompt_rows(decoder_prompts, "decoder prompt", self.vocab, self.max_len)
+            if len(decoder_prompts) != batch:
+                raise InputError(f"{len(decoder_prompts)} decoder prompts for {batch} prompts")
+        elif decoder_prompts is not None:
+            raise InputError("decoder_prompts are for encoder-decoder models; this one is decoder-only")
+        return self._steps(prompts, decoder_prompts, config, eos, pad, keep_logits)
+
+    def _steps(self, prompts, decoder_prompts, config: GenerationConfig, eos: tuple, pad: int, keep_logits: bool) -> Iterator[Step]:
         rng = np.random.default_rng(config.seed)
         batch = len(prompts)
         t_start = time.perf_counter()
         fixed = {}
         if self.session.family == "encoder-decoder":
             src_ids, src_mask = left_pad(prompts, pad)
-            enc = self.session.run("encoder", input_ids=src_ids, attention_mask=src_mask)
+            enc = self.session.run("encoder", check=False, input_ids=src_ids, attention_mask=src_mask)
             fixed = {k: v for k, v in enc.items() if k.startswith("cross.")}
             fixed["encoder_attention_mask"] = src_mask
-            if decoder_prompts is None:
-                start = self.tokens.get("decoder_start")
-                start = start if start is not None else (self.tokens.get("pad") or self.tokens.get("bos") or 0)
-                decoder_prompts = [[start]] * batch
-            decoder_prompts = [list(p) for p in decoder_prompts]
-            if len(decoder_prompts) != batch:
-                raise InputError(f"{len(decoder_prompts)} decoder prompts for {batch} prompts")
-            self._check(decoder_prompts, "decoder prompt")
             ids, mask = left_pad(decoder_prompts, pad)
         else:
             ids, mask = left_pad(prompts, pad)
@@ -324,6 +376,7 @@ class Generator:
         self.last = None
         for index in range(budget):
             logits = self.runner.step({self.ids_name: ids, self.mask_name: mask})
+            check_logits(logits, index)
             if keep_logits:
                 kept.append(np.array(logits, dtype=np.float32))
             new = next_tokens(logits, config, rng)

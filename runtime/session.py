@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from runtime.artifact import Artifact, load_artifact
+from runtime.validate import CACHE, check_feed, check_outputs
 from zoo.errors import InputError
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
@@ -45,39 +47,84 @@ class Session:
     """One InferenceSession per graph of an artifact.
 
     ``run(graph, **inputs)`` returns the graph's outputs by name; ``forward`` runs
-    the whole model (encoder then decoder for an encoder-decoder)."""
+    the whole model (encoder then decoder for an encoder-decoder). Both check what
+    they are given first (runtime.validate.check_feed: names, dtypes, shapes, token
+    ids, masks, lengths; InputError, one line) and refuse outputs with NaN or inf
+    (OutputError). ``check=False`` skips both, for loops that feed their own
+    well-formed arrays."""
 
     def __init__(self, artifact: Artifact | str | Path, *, device: str = "auto", threads: int | None = None, verify: bool = True):
         self.artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, verify=verify)
         providers = choose_providers(device)
         opts = session_options(threads)
+        self.graphs = {g.name: g for g in self.artifact.graphs}
         self.sessions = {
-            g.name: ort.InferenceSession(str(self.artifact.path(g.name)), sess_options=opts, providers=providers)
-            for g in self.artifact.graphs
+            name: ort.InferenceSession(str(self.artifact.path(name)), sess_options=opts, providers=providers)
+            for name in self.graphs
         }
+        self.output_names = {name: [o.name for o in sess.get_outputs()] for name, sess in self.sessions.items()}
         self.provider = next(iter(self.sessions.values())).get_providers()[0]
 
     @property
     def family(self) -> str:
         return self.artifact.family
 
-    def run(self, graph: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        sess = self.sessions[graph]
-        names = [o.name for o in sess.get_outputs()]
-        return dict(zip(names, sess.run(names, inputs)))
+    def run(self, graph: str, *, check: bool = True, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one graph on its inputs by name (ids and masks: any integer dtype or
+        nested lists, cast to int64; cache tensors: the artifact's float dtype)."""
+        sess = self.sessions.get(graph)
+        if sess is None:
+            raise InputError(f"{self.artifact.name} has no graph {graph!r} (its graphs: {', '.join(self.sessions)})")
+        if check:
+            inputs = check_feed(self.graphs[graph], inputs, self.artifact.model, float_dtype=self.float_dtype)
+        names = self.output_names[graph]
+        out = dict(zip(names, sess.run(names, inputs)))
+        if check:
+            check_outputs(graph, out)
+        return out
 
-    def forward(self, inputs: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def forward(self, inputs: dict[str, dict[str, np.ndarray]], *, check: bool = True) -> dict[str, np.ndarray]:
         """One pass without a cache. Inputs by graph name (runtime.inputs.graph_inputs's
         layout: ids and masks) -> every output by name. The decoder gets an empty past
-        and, in an encoder-decoder, the encoder's cross-attention keys/values."""
+        and, in an encoder-decoder, the encoder's cross-attention keys/values; its
+        ``encoder_attention_mask`` defaults to the encoder's ``attention_mask``."""
+        takes = list(self.graphs)
+        if check and (not isinstance(inputs, Mapping) or sorted(map(str, inputs)) != sorted(takes) or not all(isinstance(v, Mapping) for v in inputs.values())):
+            example = ", ".join(f"{g!r}: {{{', '.join(repr(n) + ': ...' for n in self._token_inputs(g))}}}" for g in takes)
+            got = sorted(map(str, inputs)) if isinstance(inputs, Mapping) else type(inputs).__name__
+            raise InputError(f"forward takes the inputs of each graph by graph name: {{{example}}}; got {got}")
         if self.family == "encoder-only":
-            return self.run("model", **inputs["model"])
+            return self.run("model", check=check, **inputs["model"])
         if self.family == "decoder-only":
             feed = inputs["model"]
-            return self.run("model", **feed, **self.empty_past(len(feed["input_ids"])))
-        enc = self.run("encoder", **inputs["encoder"])
-        feed = dict(inputs["decoder"], **{k: v for k, v in enc.items() if k.startswith("cross.")})
-        return {**enc, **self.run("decoder", **feed, **self.empty_past(len(feed["decoder_input_ids"])))}
+            if check:
+                self._no_cache("model", feed)
+            return self.run("model", check=check, **feed, **self.empty_past(_batch(feed.get("input_ids"))))
+        enc = self.run("encoder", check=check, **inputs["encoder"])
+        feed = dict(inputs["decoder"])
+        src_mask = inputs["encoder"]["attention_mask"]
+        feed.setdefault("encoder_attention_mask", src_mask)
+        if check:
+            self._no_cache("decoder", feed)
+            batch, dec_shape, mask_shape = enc["encoder_hidden_states"].shape[0], _shape(feed.get("decoder_input_ids")), _shape(src_mask)
+            if dec_shape and dec_shape[0] != batch:
+                raise InputError(f"decoder_input_ids: batch {dec_shape[0]}, the encoder's input_ids batch {batch}")
+            given = _shape(feed["encoder_attention_mask"])
+            if given is not None and mask_shape is not None and given != mask_shape:
+                raise InputError(f"encoder_attention_mask: shape {given}, the encoder's attention_mask {mask_shape}")
+        feed.update({k: v for k, v in enc.items() if k.startswith("cross.")})
+        return {**enc, **self.run("decoder", check=check, **feed, **self.empty_past(_batch(feed.get("decoder_input_ids"))))}
+
+    def _token_inputs(self, graph: str) -> list[str]:
+        return [t.name for t in self.graphs[graph].inputs if not CACHE.fullmatch(t.name)]
+
+    def _no_cache(self, graph: str, feed: Mapping) -> None:
+        cached = [k for k in feed if CACHE.fullmatch(str(k))]
+        if cached:
+            raise InputError(
+                f"forward runs without a cache and takes {', '.join(self._token_inputs(graph))}; "
+                f"{cached[0]} given: pass cache tensors to run({graph!r}, ...)"
+            )
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         """A cache of length 0 for each past.{i}.key/value (prefill)."""
@@ -86,3 +133,16 @@ class Session:
     @property
     def float_dtype(self) -> type:
         return np.float16 if self.artifact.manifest.get("dtype") == "float16" else np.float32
+
+
+def _shape(x) -> tuple | None:
+    try:
+        return tuple(int(n) for n in np.shape(x)) if x is not None else None
+    except ValueError:  # rows of different lengths: check_feed says so
+        return None
+
+
+def _batch(ids) -> int:
+    """The batch size of an ids input as given (1 where it cannot tell: check_feed then says why)."""
+    shape = _shape(ids)
+    return shape[0] if shape else 1

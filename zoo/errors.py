@@ -51,3 +51,7 @@ class InputError(ZooError):
     """Bad runtime input: token ids, shapes, options."""
 
     exit_code = 2
+
+
+class OutputError(ZooError):
+    """A run whose outputs hold NaN or inf: refused rather than handed back as if it were a result."""

@@ -86,17 +86,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     show = (lambda t: tokenizer.token(t)) if tokenizer else (lambda t: f" {t}")
     streaming = len(prompts) == 1 and not args.json
+    steps = gen.stream(prompts, config, decoder_prompts=decoder_prompts)  # checks the prompts before anything is printed
     if streaming:
         print(f"[0] {_prompt(prompts[0], tokenizer)} ->", end="", flush=True)
 
-    done = [False]  # row 0 finished at an earlier step: later tokens are filler
-
-    def on_step(step) -> None:
-        if not done[0]:
+    done = False  # row 0 finished at an earlier step: later tokens are filler
+    for step in steps:
+        if streaming and not done:
             print(show(int(step.tokens[0])), end="", flush=True)
-        done[0] = bool(step.finished[0])
-
-    result = gen.generate(prompts, config, decoder_prompts=decoder_prompts, on_step=on_step if streaming else None)
+        done = bool(step.finished[0])
+    result = gen.last
     if args.json:
         print(json.dumps({"tokens": result.tokens, **result.summary(), "threads": args.threads or None}, indent=2))
         return 0
