@@ -1,10 +1,14 @@
 """Build an artifact folder: export, parity, spec.yaml, manifest.json; atomically.
 
-Everything is written into a hidden sibling folder ``.NAME.partial-PID``;
-manifest.json is written last, then the folder is renamed into place. A build
-that fails or is interrupted leaves no folder at the target path (an older
-artifact there stays until the new one replaces it), and its partial folder is
-removed, or swept by the next build if the process was killed.
+Everything is written into a hidden sibling folder ``.NAME.partial-PID-TAG``;
+manifest.json is written last (as manifest.json.tmp, renamed), then the folder is
+swapped into place: an existing artifact is renamed to ``.NAME.old-PID-TAG``, the
+partial folder to NAME, the old one deleted. A build that fails or is interrupted
+at any point leaves at NAME either nothing, or the previous artifact, or the new
+complete one; never a half-written folder that loads. A failed build removes its
+partial folder itself; after a killed one the next build of NAME sweeps it, and
+puts back a previous artifact left in ``.old`` (killed between the two renames).
+Only folders of exactly that naming whose process is gone are ever touched.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import yaml
 from compiler.builder import build
 from compiler.export import export_all
 from compiler.weights import load_weights, weights_digest
-from runtime.artifact import MANIFEST, load_artifact, sha256_file
+from runtime.artifact import MANIFEST, changed_at, load_artifact, pid_alive, sha256_file, staging_folders, staging_name
 from runtime.compare import parity
 from zoo.contract import FORMAT_VERSION, OPSET, cache_layout, graphs_for
 from zoo.errors import ArtifactError, ParityError
@@ -60,27 +64,24 @@ def default_folder(spec: ModelSpec, artifact_id: str, root: Path = Path("artifac
     return root / f"{spec.name}-{artifact_id[:12]}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
+def _sweep(target: Path) -> None:
+    """Clean up after earlier builds of ``target`` whose process is gone (killed).
 
-
-def _sweep_partials(parent: Path, name: str) -> None:
-    """Remove partial folders of earlier builds of ``name`` whose process is gone
-    (``.NAME.partial-PID-RANDOM``; this process has none in flight here)."""
-    for stale in parent.glob(f".{name}.partial-*"):
+    Only folders named exactly ``.NAME.partial-PID-TAG`` / ``.NAME.old-PID-TAG`` with a
+    dead PID are touched (this process has no build of ``target`` in flight). A partial
+    folder is removed. An ``.old`` folder is the previous artifact, moved away by a
+    build killed between the two renames of the swap: put back when the target is
+    missing, removed when a target is there (the swap finished)."""
+    stale = [(p, kind) for p, kind, pid in staging_folders(target) if pid == os.getpid() or not pid_alive(pid)]
+    olds = sorted((p for p, kind in stale if kind == "old"), key=changed_at, reverse=True)
+    if olds and not target.exists() and not target.is_symlink():
         try:
-            pid = int(stale.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
-            pid = None
-        if pid is not None and pid != os.getpid() and _alive(pid):
-            continue  # another build still running
-        shutil.rmtree(stale, ignore_errors=True)
+            os.replace(olds[0], target)  # the newest one: the artifact the user last had
+            olds = olds[1:]
+        except OSError:
+            olds = []  # keep them all: the previous artifact is only there
+    for p in [p for p, kind in stale if kind == "partial"] + olds:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _check_target(target: Path) -> None:
@@ -127,6 +128,7 @@ def build_artifact(
         identity += ":" + sha256_file(tokenizer)
     artifact_id = hashlib.sha256(identity.encode()).hexdigest()
     target = Path(out) if out is not None else default_folder(spec, artifact_id)
+    _sweep(target)  # first: it may put back the artifact an interrupted build moved away
     _check_target(target)
     if not force and (target / MANIFEST).is_file():
         try:
@@ -136,8 +138,7 @@ def build_artifact(
         except ArtifactError:
             pass  # damaged or older: rebuild it
     target.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_partials(target.parent, target.name)
-    partial = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial = target.parent / staging_name(target.name, "partial", os.getpid(), uuid.uuid4().hex[:8])
     partial.mkdir()
     try:
         t0 = time.perf_counter()
@@ -206,7 +207,7 @@ def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, a
 def _swap_into_place(partial: Path, target: Path) -> None:
     old = None
     if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        old = target.parent / staging_name(target.name, "old", os.getpid(), uuid.uuid4().hex[:8])
         os.replace(target, old)
     try:
         os.replace(partial, target)

@@ -2,20 +2,25 @@
 
 An artifact is complete only when its manifest.json exists (written last, the
 folder renamed into place after), the format version is one this runtime reads,
-and every file listed has the recorded sha256.
+and every file listed has the recorded size and sha256. File names in the manifest
+must be plain relative names inside the folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from zoo.contract import FORMAT_VERSION, CacheLayout, GraphSpec, TensorSpec
 from zoo.errors import ArtifactError
 
 MANIFEST = "manifest.json"
+MANIFEST_MAX_BYTES = 16 << 20  # a manifest is a few KiB; refuse to parse anything this big
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -24,6 +29,197 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# The hidden siblings a build of TARGET works in (compiler.artifact): ``.TARGET.partial-PID-TAG``
+# (the folder being written) and ``.TARGET.old-PID-TAG`` (the artifact being replaced,
+# between the two renames of the swap). PID is the building process, TAG 8 hex digits.
+_STAGING_SUFFIX = re.compile(r"(partial|old)-([0-9]{1,10})-([0-9a-f]{8})")
+
+
+def staging_name(target: str, kind: str, pid: int, tag: str) -> str:
+    return f".{target}.{kind}-{pid}-{tag}"
+
+
+def staging_folders(target: Path) -> list[tuple[Path, str, int]]:
+    """``(folder, kind, pid)`` for each hidden build folder of ``target`` in its parent:
+    exactly ``.NAME.partial-PID-TAG`` / ``.NAME.old-PID-TAG``, real folders (no links);
+    anything else there is left alone."""
+    target = Path(target)
+    prefix = f".{target.name}."
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return []
+    found = []
+    for p in entries:
+        if not p.name.startswith(prefix):
+            continue
+        m = _STAGING_SUFFIX.fullmatch(p.name[len(prefix):])
+        if m and p.is_dir() and not p.is_symlink():
+            found.append((p, m[1], int(m[2])))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (in doubt: yes, so that nothing of a live build is touched)."""
+    if os.name == "nt" or pid <= 0:  # os.kill(pid, 0) is not a probe on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):  # exists, owned by another user; or not a pid
+        return True
+    return True
+
+
+def changed_at(p: Path) -> float:
+    """When ``p`` was last renamed or changed (0 if it is gone)."""
+    try:
+        return p.stat().st_ctime
+    except OSError:
+        return 0.0
+
+
+def _missing(folder: Path) -> ArtifactError:
+    """The error for a folder that is not there, saying where an interrupted build left things."""
+    olds = [(p, pid) for p, kind, pid in staging_folders(folder) if kind == "old"]
+    if olds:
+        old, pid = max(olds, key=lambda o: changed_at(o[0]))
+        if pid != os.getpid() and pid_alive(pid):
+            return ArtifactError(
+                f"{folder}: no such artifact folder right now: a build (process {pid}) is replacing it; "
+                f"the previous artifact is in {old}"
+            )
+        return ArtifactError(
+            f"{folder}: no such artifact folder: a build interrupted while replacing it left the previous "
+            f"artifact in {old}; building {folder} again puts it back (or rename {old.name} to {folder.name})"
+        )
+    partials = [pid for _, kind, pid in staging_folders(folder) if kind == "partial"]
+    if any(pid != os.getpid() and pid_alive(pid) for pid in partials):
+        return ArtifactError(f"{folder}: no such artifact folder yet: a build is writing it; try again when it has finished")
+    if partials:
+        return ArtifactError(f"{folder}: no such artifact folder: its build did not finish (only a partial folder is there); build it again")
+    return ArtifactError(f"{folder}: no such artifact folder")
+
+
+def _version_error(path: Path, version) -> ArtifactError:
+    if isinstance(version, int) and not isinstance(version, bool):
+        if version > FORMAT_VERSION:
+            return ArtifactError(
+                f"{path}: artifact format version {version} is newer than this runtime reads "
+                f"(it needs format version {FORMAT_VERSION}); upgrade the zoo to load it"
+            )
+        return ArtifactError(
+            f"{path}: artifact format version {version} is older than this runtime reads "
+            f"(it needs format version {FORMAT_VERSION}); rebuild the artifact with this zoo"
+        )
+    return ArtifactError(
+        f"{path}: artifact format version {version!r} is not one this runtime knows "
+        f"(it needs format version {FORMAT_VERSION}); rebuild the artifact with this zoo"
+    )
+
+
+def _file_in(folder: Path, name, where: str, path: Path) -> Path:
+    """``folder / name`` for a manifest file name that is a plain relative name inside
+    the folder (no absolute path, no '..', no link that leads out of it)."""
+    if not isinstance(name, str) or not name:
+        raise ArtifactError(f"{path}: {where}: file name {name!r} is not a non-empty string")
+    posix, win = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or win.is_absolute() or win.drive or name.startswith(("/", "\\")):
+        raise ArtifactError(f"{path}: {where}: file name {name!r} is an absolute path; the manifest names files inside the artifact folder")
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise ArtifactError(f"{path}: {where}: file name {name!r} has a '..' component; the manifest names files inside the artifact folder")
+    if "\\" in name or "\0" in name or any(p in ("", ".") for p in parts):
+        raise ArtifactError(f"{path}: {where}: file name {name!r} is not a plain relative name")
+    file = folder / name
+    try:
+        inside = file.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError) as e:  # a link loop
+        raise ArtifactError(f"{path}: {where}: {name!r} cannot be resolved: {e}") from None
+    if not inside:
+        raise ArtifactError(f"{path}: {where}: {name!r} is a link to {file.resolve()}, outside the artifact folder; refusing it")
+    return file
+
+
+def _read_manifest(folder: Path, path: Path) -> dict:
+    _file_in(folder, MANIFEST, MANIFEST, path)
+    size = path.stat().st_size
+    if size > MANIFEST_MAX_BYTES:
+        raise ArtifactError(f"{path}: {size:,} bytes, more than a manifest may have ({MANIFEST_MAX_BYTES >> 20} MiB); refusing to parse it")
+    with open(path, "rb") as f:
+        raw = f.read(MANIFEST_MAX_BYTES + 1)
+    if len(raw) > MANIFEST_MAX_BYTES:
+        raise ArtifactError(f"{path}: more than a manifest may have ({MANIFEST_MAX_BYTES >> 20} MiB); refusing to parse it")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"{path}: unreadable manifest: {e}") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: manifest is not a JSON object")
+    return manifest
+
+
+def _check_manifest(folder: Path, path: Path, manifest: dict) -> dict[str, tuple[Path, dict]]:
+    """Structure the runtime relies on; returns file name -> (path, entry) for every listed file."""
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or version != FORMAT_VERSION:
+        raise _version_error(path, version)
+    for key, kind in (("name", str), ("family", str), ("graphs", dict), ("files", dict), ("model", dict)):
+        if key not in manifest:
+            raise ArtifactError(f"{path}: manifest lacks '{key}'")
+        if not isinstance(manifest[key], kind):
+            raise ArtifactError(f"{path}: manifest '{key}' is a {type(manifest[key]).__name__}, not a{'n object' if kind is dict else ' string'}")
+    files = {}
+    for name, entry in manifest["files"].items():
+        file = _file_in(folder, name, f"files[{name!r}]", path)
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{path}: files[{name!r}] is a {type(entry).__name__}, not an object with sha256 and bytes")
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ArtifactError(f"{path}: files[{name!r}] has no sha256 (64 hex digits), so {name} cannot be verified")
+        size = entry.get("bytes")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise ArtifactError(f"{path}: files[{name!r}]: bytes {size!r} is not a size")
+        files[name] = (file, entry)
+    if "spec.yaml" not in files:
+        raise ArtifactError(f"{path}: manifest lists no spec.yaml among its files")
+    if not manifest["graphs"]:
+        raise ArtifactError(f"{path}: manifest lists no graphs")
+    for graph, g in manifest["graphs"].items():
+        where = f"graphs[{graph!r}]"
+        if not isinstance(g, dict):
+            raise ArtifactError(f"{path}: {where} is a {type(g).__name__}, not an object")
+        names = g.get("files")
+        if not isinstance(names, list) or not names:
+            raise ArtifactError(f"{path}: {where} has no list of files")
+        for name in names:
+            _file_in(folder, name, f"{where} file", path)
+            if name not in files:
+                raise ArtifactError(f"{path}: {where} file {name!r} is not among the manifest's files (no sha256 to check it against)")
+        for key in ("inputs", "outputs"):
+            values = g.get(key)
+            if not isinstance(values, list) or not all(isinstance(v, dict) and {"name", "dtype", "shape"} <= v.keys() for v in values):
+                raise ArtifactError(f"{path}: {where} '{key}' is not a list of {{name, dtype, shape}}")
+    tokenizer = manifest.get("tokenizer")
+    if tokenizer is not None:
+        _file_in(folder, tokenizer, "tokenizer", path)
+        if tokenizer not in files:
+            raise ArtifactError(f"{path}: tokenizer {tokenizer!r} is not among the manifest's files (no sha256 to check it against)")
+    return files
+
+
+def _verify(folder: Path, files: dict[str, tuple[Path, dict]]) -> None:
+    for name, (file, entry) in files.items():
+        if not file.is_file():
+            raise ArtifactError(f"{folder}: file {name} listed in the manifest is missing")
+        size = file.stat().st_size
+        if entry.get("bytes") is not None and size != entry["bytes"]:
+            raise ArtifactError(f"{file}: {size:,} bytes, the manifest records {entry['bytes']:,}; the file is truncated or was changed")
+        if sha256_file(file) != entry["sha256"]:
+            raise ArtifactError(f"{file}: sha256 differs from the manifest; the file is corrupted or was changed")
 
 
 @dataclass(frozen=True)
@@ -76,34 +272,18 @@ class Artifact:
 
 
 def load_artifact(folder: str | Path, *, verify: bool = True) -> Artifact:
-    """Open an artifact folder; ``verify`` checks every file's sha256."""
+    """Open an artifact folder; ``verify`` checks every file's size and sha256. The
+    manifest's structure and file names are checked either way."""
     folder = Path(folder)
     if not folder.exists():
-        raise ArtifactError(f"{folder}: no such artifact folder")
+        raise _missing(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder}: not a folder (an artifact is a folder with {MANIFEST})")
     path = folder / MANIFEST
     if not path.is_file():
         raise ArtifactError(f"{folder}: no {MANIFEST}; not an artifact, or a build that did not finish")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path}: unreadable manifest: {e}") from None
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{path}: manifest is not a JSON object")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path}: artifact format version {version!r}, this runtime reads version {FORMAT_VERSION}; rebuild it with this zoo"
-        )
-    for key in ("name", "family", "graphs", "files", "model"):
-        if key not in manifest:
-            raise ArtifactError(f"{path}: manifest lacks '{key}'")
+    manifest = _read_manifest(folder, path)
+    files = _check_manifest(folder, path, manifest)
     if verify:
-        for name, entry in manifest["files"].items():
-            file = folder / name
-            if not file.is_file():
-                raise ArtifactError(f"{folder}: file {name} listed in the manifest is missing")
-            if sha256_file(file) != entry["sha256"]:
-                raise ArtifactError(f"{file}: sha256 differs from the manifest; the file is corrupted or was changed")
+        _verify(folder, files)
     return Artifact(folder, manifest)
