@@ -340,8 +340,7 @@ class Generator:
         batch = len(prompts)
         if self.session.family == "encoder-decoder":
             if decoder_prompts is None:
-                start = self.tokens.get("decoder_start")
-                start = start if start is not None else (self.tokens.get("pad") or self.tokens.get("bos") or 0)
+                start = next((t for t in (self.tokens.get(k) for k in ("decoder_start", "pad", "bos")) if t is not None), 0)
                 decoder_prompts = [[start]] * batch
             decoder_prompts = prompt_rows(decoder_prompts, "decoder prompt", self.vocab, self.max_len)
             if len(decoder_prompts) != batch:

@@ -73,3 +73,39 @@ def tiny_artifacts(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-artifacts")
     return {name: build_artifact(zoo.load(name), root / name)[0] for name in TINY_CATALOG}
+
+
+# --------------------------------------------------------------------------- hypothesis
+
+# Profiles: `ci` (default) is derandomized, so CI runs the same examples each time and a
+# failure reproduces; `long` (make test-fuzz, or ZOO_HYPOTHESIS_PROFILE=long) draws new
+# random examples each run, hundreds of builds and thousands of bad inputs.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True)
+_hypothesis_settings.register_profile("long", deadline=None, print_blob=True)
+PROFILE = os.environ.get("ZOO_HYPOTHESIS_PROFILE", "ci")
+_hypothesis_settings.load_profile(PROFILE)
+
+
+def examples(*, ci: int, long: int) -> int:
+    """How many examples a property test draws under the active profile."""
+    return long if PROFILE == "long" else ci
+
+
+REFUSALS: dict[str, list[float]] = {}
+
+
+def record_refusal(label: str, seconds: float) -> None:
+    """Remember how long a bad input took to be refused (summed up at the end of the run)."""
+    REFUSALS.setdefault(label, []).append(seconds)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not REFUSALS:
+        return
+    terminalreporter.section(f"bad input (hypothesis profile {PROFILE})")
+    for label, times in sorted(REFUSALS.items()):
+        terminalreporter.write_line(
+            f"{label}: {len(times)} cases, longest {max(times) * 1000:.1f} ms, median {sorted(times)[len(times) // 2] * 1000:.1f} ms"
+        )

@@ -27,7 +27,8 @@ def check_artifact(folder, manifest, spec):
     assert len(sizes) == 2
     if spec.family != "encoder-only":  # cached step-by-step logits == one full forward
         cache = manifest["parity"]["cache"]
-        assert cache["max_abs"] <= TOLERANCE[spec.dtype] and cache["steps"] >= 5, cache
+        steps = min(5, spec.max_seq_len - cache["prompt"])  # a short max_seq_len leaves room for fewer
+        assert cache["max_abs"] <= TOLERANCE[spec.dtype] and cache["steps"] >= steps >= 1, cache
         assert cache["top1"] == 1.0 or spec.dtype != "float32", cache
     for graph in graphs_for(spec):
         proto = onnx.load(folder / graph.file)

@@ -208,15 +208,20 @@ class _Builder:
 
 def parse_text(text: str, label: str, *, require_mapping: bool = True) -> tuple[Any, LineMap]:
     """Parse one YAML document from ``text``; ``label`` names it in errors."""
-    loader = _Loader(text, label)
+    loader = None
     try:
+        loader = _Loader(text, label)  # PyYAML checks the characters here already
         node = loader.get_single_node()
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, max(0, err.position)) + 1
+        raise SpecError(f"character {chr(err.character)!r} is not allowed in YAML", label, line) from None
     except yaml.YAMLError as err:
         raise _yaml_error(err, label) from None
     except RecursionError:
         raise SpecError("nesting too deep", label) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         if require_mapping:
             raise SpecError("empty spec file: expected a mapping of fields like 'name: ...'", label)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 Family = Literal["encoder-only", "decoder-only", "encoder-decoder"]
 Score = Literal["scaled-dot", "dot", "additive", "bilinear"]
@@ -21,6 +21,10 @@ Activation = Literal["relu", "gelu", "gelu-tanh", "silu"]
 NormKind = Literal["layernorm", "rmsnorm"]
 Placement = Literal["pre", "post"]
 DType = Literal["float32", "float16", "bfloat16"]
+
+# Integers are strict: YAML `true`, "12" or 3.0 where a count belongs is an error, not 1, 12 or 3.
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 
 SCORES: tuple[str, ...] = Score.__args__  # type: ignore[attr-defined]
 FAMILIES: tuple[str, ...] = Family.__args__  # type: ignore[attr-defined]
@@ -61,7 +65,7 @@ class Learned(_Strict):
     position p reads row p + offset (BART keeps 2 unused rows: offset 2)."""
 
     kind: Literal["learned"] = "learned"
-    offset: int = Field(0, ge=0, description="rows before position 0 in the table (2 for BART)")
+    offset: Int = Field(0, ge=0, description="rows before position 0 in the table (2 for BART)")
 
 
 class Rope(_Strict):
@@ -167,7 +171,7 @@ class Embedding(_Strict):
     scale_output_by_inv_sqrt_d: bool = Field(
         False, description="multiply the last hidden states by 1/sqrt(d_model) before the output projection (T5)"
     )
-    token_types: int = Field(
+    token_types: Int = Field(
         0,
         ge=0,
         description="rows of a token-type table (BERT's segments; 0 = none). The graphs take no token-type "
@@ -193,10 +197,10 @@ class Embedding(_Strict):
 class Tokens(_Strict):
     """Special token ids the generation loop uses (Hugging Face's generation config)."""
 
-    bos: Optional[int] = Field(None, ge=0, description="beginning-of-sequence id")
-    eos: list[int] = Field(default_factory=list, description="ids that end a generated sequence (one id or a list)")
-    pad: Optional[int] = Field(None, ge=0, description="padding id (filler after a sequence ends)")
-    decoder_start: Optional[int] = Field(
+    bos: Optional[Int] = Field(None, ge=0, description="beginning-of-sequence id")
+    eos: list[Int] = Field(default_factory=list, description="ids that end a generated sequence (one id or a list)")
+    pad: Optional[Int] = Field(None, ge=0, description="padding id (filler after a sequence ends)")
+    decoder_start: Optional[Int] = Field(
         None, ge=0, description="encoder-decoder: the first decoder token (default: pad, else bos, else 0)"
     )
 

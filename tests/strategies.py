@@ -1,0 +1,288 @@
+"""Hypothesis strategies over the spec language.
+
+``valid_specs()`` draws spec mappings (what a person writes in YAML) across every
+option of the language at tiny sizes; each one must build, export and pass parity.
+``invalid_specs()`` takes a valid mapping and breaks it in one way — a wrong type,
+an out-of-range number, an impossible combination, an unknown key — and says
+which field the error must name.
+
+The mappings are plain data, written to YAML by the tests and loaded through the
+same path as a user's file.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+
+from zoo.spec import POSITIONAL_KINDS, SCORES
+
+FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
+ACTIVATIONS = ("relu", "gelu", "gelu-tanh", "silu")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@st.composite
+def stacks(draw, d_model: int, rope: bool) -> dict:
+    """One encoder or decoder stack whose heads divide d_model (even head_dim under RoPE)."""
+    heads = draw(st.sampled_from([h for h in _divisors(d_model) if h <= 8 and (not rope or (d_model // h) % 2 == 0)]))
+    attention: dict = {"heads": heads, "score": draw(st.sampled_from(SCORES))}
+    kv = draw(st.sampled_from([None, *_divisors(heads)]))
+    if kv is not None:
+        attention["kv_heads"] = kv
+    if draw(st.booleans()):
+        attention["bias"] = draw(st.sampled_from([True, False, "qkv"]))
+    if draw(st.integers(0, 3)) == 0:
+        attention["window"] = draw(st.integers(1, 6))
+    ffn = {
+        "hidden": draw(st.integers(4, 48)),
+        "activation": draw(st.sampled_from(ACTIVATIONS)),
+        "gated": draw(st.booleans()),
+        "bias": draw(st.booleans()),
+    }
+    norm: dict = {
+        "kind": draw(st.sampled_from(["layernorm", "rmsnorm"])),
+        "placement": draw(st.sampled_from(["pre", "post"])),
+        "eps": draw(st.sampled_from([1e-5, 1e-6, 1e-3])),
+    }
+    final = draw(st.sampled_from([None, True, False]))
+    if final is not None:
+        norm["final"] = final
+    return {"layers": draw(st.integers(1, 2)), "attention": attention, "ffn": ffn, "norm": norm}
+
+
+@st.composite
+def positionals(draw, kind: str, d_model: int) -> dict | str:
+    if kind == "sinusoidal":
+        return {"kind": kind, "layout": draw(st.sampled_from(["interleaved", "halves"]))}
+    if kind == "learned":
+        return {"kind": kind, "offset": draw(st.integers(0, 2))}
+    if kind == "rope":
+        return {
+            "kind": kind,
+            "theta": draw(st.sampled_from([10000.0, 500.0, 1e6])),
+            "fraction": draw(st.sampled_from([1.0, 0.5])),
+        }
+    if kind == "relative-bias":
+        buckets = draw(st.integers(4, 16))
+        return {"kind": kind, "buckets": buckets, "max_distance": draw(st.integers(buckets // 2 + 1, 64))}
+    return draw(st.sampled_from([kind, {"kind": kind}]))  # the shorthand or the mapping
+
+
+@st.composite
+def valid_specs(draw) -> dict:
+    """A spec mapping that the zoo must accept, build and run."""
+    family = draw(st.sampled_from(FAMILIES))
+    kind = draw(st.sampled_from(POSITIONAL_KINDS))
+    rope = kind == "rope"
+    d_model = draw(st.sampled_from([8, 12, 16, 24, 32]))
+    vocab = draw(st.integers(5, 80))
+    spec: dict = {
+        "name": f"fuzz-{family}-{kind}",
+        "family": family,
+        "vocab_size": vocab,
+        "max_seq_len": draw(st.integers(4, 24)),
+        "d_model": d_model,
+        "positional": draw(positionals(kind, d_model)),
+    }
+    if family != "decoder-only":
+        spec["encoder"] = draw(stacks(d_model, rope))
+    if family != "encoder-only":
+        spec["decoder"] = draw(stacks(d_model, rope))
+    if rope and spec["positional"]["fraction"] < 1:
+        head_dims = [d_model // s["attention"]["heads"] for s in (spec.get("encoder"), spec.get("decoder")) if s]
+        if min(head_dims) < 4:  # half of a 2-wide head rotates nothing
+            spec["positional"]["fraction"] = 1.0
+    embedding = {
+        "tie_output": draw(st.booleans()),
+        "scale_by_sqrt_d": draw(st.booleans()),
+        "scale_output_by_inv_sqrt_d": draw(st.booleans()),
+        "token_types": draw(st.integers(0, 2)),
+        "norm": draw(st.booleans()),
+        "output_transform": draw(st.booleans()),
+        "output_bias": draw(st.booleans()),
+    }
+    if family == "encoder-only":
+        embedding["pooler"] = draw(st.booleans())
+    spec["embedding"] = embedding
+    tokens: dict = {}
+    ids = st.integers(0, vocab - 1)
+    if draw(st.booleans()):
+        tokens = {"bos": draw(ids), "eos": draw(st.one_of(ids, st.lists(ids, max_size=3))), "pad": draw(ids)}
+        if family == "encoder-decoder" and draw(st.booleans()):
+            tokens["decoder_start"] = draw(ids)
+    if tokens:
+        spec["tokens"] = tokens
+    if draw(st.booleans()):
+        spec["dropout"] = draw(st.sampled_from([0.0, 0.1, 0.5]))
+    return spec
+
+
+# --------------------------------------------------------------------------- invalid specs
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A spec mapping broken in one way, and the dotted field its error must name."""
+
+    spec: dict
+    field: str
+    how: str  # wrong-type, out-of-range, impossible, unknown-key
+
+    def __repr__(self) -> str:  # what hypothesis prints for a falsifying example
+        return f"Broken({self.how}: {self.field}, spec={self.spec!r})"
+
+
+def _stack_name(spec: dict) -> str:
+    return "decoder" if "decoder" in spec else "encoder"
+
+
+def _set(spec: dict, path: str, value) -> dict:
+    out = copy.deepcopy(spec)
+    node = out
+    keys = path.split(".")
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {"kind": node[key]} if key == "positional" and isinstance(node.get(key), str) else {}
+        node = node[key]
+    node[keys[-1]] = value
+    return out
+
+
+# field -> values of the wrong type (none of which pydantic may coerce)
+_WRONG_TYPES = {
+    "vocab_size": ["many", [1, 2], {"a": 1}, 3.5, True],
+    "max_seq_len": ["long", [8], 2.25, None],
+    "d_model": ["wide", {"x": 1}, 16.5, None],
+    "family": [3, ["decoder-only"], None],
+    "name": [["x"], {"a": "b"}, None],
+    "dropout": ["a lot", [0.1]],
+    "embedding.tie_output": ["maybe", 2, [True]],
+    "STACK.layers": ["two", 1.5, [2], None],
+    "STACK.attention.heads": ["four", [4], 2.5],
+    "STACK.attention.score": [1, ["dot"], True],
+    "STACK.attention.window": ["wide", 3.3],
+    "STACK.ffn.hidden": ["big", 7.7, {}],
+    "STACK.ffn.gated": ["sure", 3],
+    "STACK.norm.eps": ["tiny", [1e-5]],
+    "STACK.norm.kind": [5, ["rmsnorm"]],
+}
+
+# field -> out-of-range values
+_OUT_OF_RANGE = {
+    "vocab_size": [0, -1, -(10**30)],
+    "max_seq_len": [0, -7],
+    "d_model": [0, -8],
+    "dropout": [1.0, -0.1, 7],
+    "embedding.token_types": [-1],
+    "STACK.layers": [0, -3],
+    "STACK.attention.heads": [0, -2],
+    "STACK.attention.kv_heads": [0, -1],
+    "STACK.attention.window": [0, -4],
+    "STACK.ffn.hidden": [0, -16],
+    "STACK.norm.eps": [0, -1e-5, 1.0, 5],
+    "tokens.bos": [-1],
+    "tokens.pad": [-3],
+}
+
+
+@st.composite
+def invalid_specs(draw) -> Broken:
+    """A valid spec with one thing broken; ``Broken.field`` is what the error names."""
+    spec = draw(valid_specs())
+    stack = _stack_name(spec)
+    how = draw(st.sampled_from(["wrong-type", "out-of-range", "impossible", "unknown-key"]))
+    if how in ("wrong-type", "out-of-range"):
+        table = _WRONG_TYPES if how == "wrong-type" else _OUT_OF_RANGE
+        field = draw(st.sampled_from(sorted(table)))
+        value = draw(st.sampled_from(table[field]))
+        field = field.replace("STACK", stack)
+        return Broken(_set(spec, field, value), field, how)
+    if how == "unknown-key":
+        parents = ["", "embedding", stack, f"{stack}.attention", f"{stack}.ffn", f"{stack}.norm"]
+        parent = draw(st.sampled_from(parents))
+        key = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12))
+        known = set(_dig(spec, parent)) | _FIELDS.get(parent.split(".")[-1] if parent else "", set())
+        if key in known:
+            key = key + "_x"
+        path = f"{parent}.{key}" if parent else key
+        return Broken(_set(spec, path, draw(st.sampled_from([1, "x", True, None]))), path, how)
+    return draw(impossible(spec))
+
+
+def _dig(spec: dict, path: str) -> dict:
+    node = spec
+    for key in filter(None, path.split(".")):
+        node = node[key]
+    return node
+
+
+# every field of each mapping (an "unknown" key must not be one of them)
+_FIELDS = {
+    "": {"name", "description", "family", "vocab_size", "max_seq_len", "d_model", "positional", "embedding",
+         "encoder", "decoder", "tokens", "dropout", "dtype", "extends"},
+    "embedding": {"tie_output", "scale_by_sqrt_d", "scale_output_by_inv_sqrt_d", "token_types", "norm",
+                  "output_transform", "output_bias", "pooler"},
+    "encoder": {"layers", "attention", "ffn", "norm"},
+    "decoder": {"layers", "attention", "ffn", "norm"},
+    "attention": {"heads", "kv_heads", "score", "bias", "window"},
+    "ffn": {"hidden", "activation", "gated", "bias"},
+    "norm": {"kind", "placement", "eps", "final"},
+}
+
+
+@st.composite
+def impossible(draw, spec: dict) -> Broken:
+    """Each field fine alone, the combination impossible."""
+    stack = _stack_name(spec)
+    d_model = spec["d_model"]
+    heads = spec[stack]["attention"]["heads"]
+    choices = ["heads", "kv_heads", "missing-stack", "extra-stack", "token", "pooler", "sinusoidal-odd", "rope-odd",
+               "relative-distance", "unknown-kind"]
+    what = draw(st.sampled_from(choices))
+    if what == "heads":
+        bad = draw(st.sampled_from([h for h in range(2, 3 * d_model) if d_model % h]))
+        return Broken(_set(spec, f"{stack}.attention.heads", bad), f"{stack}.attention.heads", "impossible")
+    if what == "kv_heads":
+        bad = draw(st.sampled_from([k for k in range(2, 2 * heads + 3) if heads % k]))
+        return Broken(_set(spec, f"{stack}.attention.kv_heads", bad), f"{stack}.attention.kv_heads", "impossible")
+    if what == "missing-stack":
+        out = copy.deepcopy(spec)
+        del out[stack]
+        return Broken(out, stack, "impossible")  # reported at the family line, naming the stack
+    if what == "extra-stack":
+        other = {"decoder-only": "encoder", "encoder-only": "decoder"}.get(spec["family"])
+        if other is None:  # an encoder-decoder has both; make it decoder-only instead
+            return Broken(_set(spec, "family", "decoder-only"), "encoder", "impossible")
+        return Broken(_set(spec, other, copy.deepcopy(spec[stack])), other, "impossible")
+    if what == "token":
+        field = draw(st.sampled_from(["bos", "pad", "eos"]))
+        return Broken(_set(spec, f"tokens.{field}", spec["vocab_size"] + draw(st.integers(0, 5))), f"tokens.{field}", "impossible")
+    if what == "pooler" and spec["family"] != "encoder-only":
+        return Broken(_set(spec, "embedding.pooler", True), "embedding.pooler", "impossible")
+    if what == "sinusoidal-odd":
+        out = _set(spec, "positional", {"kind": "sinusoidal"})
+        for part in ("encoder", "decoder"):
+            if part in out:
+                out[part]["attention"]["heads"] = 1
+                out[part]["attention"].pop("kv_heads", None)
+        return Broken(_set(out, "d_model", draw(st.sampled_from([7, 9, 15]))), "d_model", "impossible")
+    if what == "rope-odd":
+        out = _set(spec, "positional", {"kind": "rope"})
+        for part in ("encoder", "decoder"):
+            if part in out:
+                out[part]["attention"]["heads"] = 2
+                out[part]["attention"].pop("kv_heads", None)
+        return Broken(_set(out, "d_model", draw(st.sampled_from([6, 10, 14]))), f"{stack}.attention.heads", "impossible")
+    if what == "relative-distance":
+        buckets = draw(st.integers(4, 32))
+        bad = {"kind": "relative-bias", "buckets": buckets, "max_distance": draw(st.integers(2, buckets // 2))}
+        return Broken(_set(spec, "positional", bad), "positional.max_distance", "impossible")
+    # a positional kind that does not exist
+    kind = draw(st.sampled_from(["rotary", "absolute", "xpos", "ROPE", ""]))
+    return Broken(_set(spec, "positional", {"kind": kind}), "positional", "impossible")
