@@ -33,7 +33,7 @@ from compiler.weights import load_weights, weights_digest
 from runtime.artifact import MANIFEST, changed_at, load_artifact, pid_alive, sha256_file, staging_folders, staging_name
 from runtime.compare import parity
 from zoo.contract import FORMAT_VERSION, OPSET, cache_layout, graphs_for
-from zoo.errors import ArtifactError, ParityError
+from zoo.errors import ArtifactError, ParityError, SpecError
 from zoo.params import count_parameters
 from zoo.spec import ModelSpec
 
@@ -91,6 +91,40 @@ def _check_target(target: Path) -> None:
         raise ArtifactError(f"{target}: folder is not empty and holds no zoo artifact; refusing to overwrite it")
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(spec: ModelSpec, available: int | None = None) -> None:
+    """Refuse, before allocating anything, a spec whose weights alone exceed the
+    memory available, naming the field that makes it large (SpecError, exit 2)."""
+    count = count_parameters(spec)
+    need = count.total * {"float32": 4, "float16": 2, "bfloat16": 2}[spec.dtype]
+    available = available if available is not None else available_memory()
+    if available is None or need <= available:
+        return
+    parts = {"vocab_size": spec.vocab_size * spec.d_model * (1 if spec.embedding.tie_output else 2)}
+    for stack in count.per_layer:
+        parts[f"{stack}.layers"] = count.per_layer[stack] * count.layers[stack]
+    field = max(parts, key=parts.get) if max(parts.values()) * 2 >= count.total else "d_model"
+    raise SpecError(
+        f"{spec.name} has {count.total:,} parameters: {need / 2**30:,.1f} GiB in {spec.dtype} for the weights alone, "
+        f"more than the {available / 2**30:,.1f} GiB of memory available here",
+        field=field,
+    )
+
+
 def build_artifact(
     spec: ModelSpec,
     out: Optional[Path] = None,
@@ -112,6 +146,7 @@ def build_artifact(
     step = step or (lambda label: nullcontext())
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    check_memory(spec)
     with step(f"building {spec.name} ({count_parameters(spec).total:,} parameters, seed {seed})"):
         model = build(spec, seed=seed)
         if isinstance(weights, dict):  # a state dict in zoo names (an imported checkpoint)

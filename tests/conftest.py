@@ -102,10 +102,16 @@ def record_refusal(label: str, seconds: float) -> None:
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not REFUSALS:
+    # tests import this file as tests.conftest, pytest may hold it as another module: merge both
+    refusals = dict(REFUSALS)
+    other = sys.modules.get("tests.conftest")
+    if other is not None and other.REFUSALS is not REFUSALS:
+        for label, times in other.REFUSALS.items():
+            refusals.setdefault(label, []).extend(times)
+    if not refusals:
         return
-    terminalreporter.section(f"bad input (hypothesis profile {PROFILE})")
-    for label, times in sorted(REFUSALS.items()):
+    terminalreporter.section(f"bad input refused (hypothesis profile {PROFILE})")
+    for label, times in sorted(refusals.items()):
         terminalreporter.write_line(
             f"{label}: {len(times)} cases, longest {max(times) * 1000:.1f} ms, median {sorted(times)[len(times) // 2] * 1000:.1f} ms"
         )

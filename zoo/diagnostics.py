@@ -152,6 +152,7 @@ _EXPECTED = {
     "model_attributes_type": "a mapping",
     "dict_type": "a mapping",
     "list_type": "a list",
+    "finite_number": "a finite number",
 }
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 _BOUND_KEYS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}

@@ -242,6 +242,8 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, Any], LineMap]:
     label = display_path(path)
     if path.is_dir():
         raise SpecError("is a directory, not a spec file", label)
+    if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never ends
+        raise SpecError("not a regular file (a device, pipe or socket); a spec is a YAML file", label)
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_BYTES + 1)

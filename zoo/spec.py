@@ -26,6 +26,19 @@ DType = Literal["float32", "float16", "bfloat16"]
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 
+# Upper bounds far above any real model (Llama 3.1: vocabulary 128,256, context 131,072,
+# width 16,384, 126 layers), so a typo like 1e12 is an error at validation instead of
+# an allocation that takes the machine down. Memory is checked again at build time.
+MAX_SIZE = {
+    "vocab_size": 16_777_216,  # 2**24
+    "max_seq_len": 4_194_304,  # 2**22
+    "d_model": 262_144,
+    "hidden": 1_048_576,
+    "heads": 4096,
+    "layers": 4096,
+    "buckets": 65_536,
+}
+
 SCORES: tuple[str, ...] = Score.__args__  # type: ignore[attr-defined]
 FAMILIES: tuple[str, ...] = Family.__args__  # type: ignore[attr-defined]
 
@@ -44,7 +57,7 @@ class FieldIssue(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- positional
@@ -65,7 +78,7 @@ class Learned(_Strict):
     position p reads row p + offset (BART keeps 2 unused rows: offset 2)."""
 
     kind: Literal["learned"] = "learned"
-    offset: Int = Field(0, ge=0, description="rows before position 0 in the table (2 for BART)")
+    offset: Int = Field(0, ge=0, le=MAX_SIZE["max_seq_len"], description="rows before position 0 in the table (2 for BART)")
 
 
 class Rope(_Strict):
@@ -88,8 +101,8 @@ class RelativeBias(_Strict):
     in encoders, causal in decoders; computed by the first layer, shared by all."""
 
     kind: Literal["relative-bias"] = "relative-bias"
-    buckets: PositiveInt = Field(32, ge=2, description="number of distance buckets")
-    max_distance: PositiveInt = Field(128, ge=2, description="distance beyond which buckets saturate")
+    buckets: PositiveInt = Field(32, ge=2, le=MAX_SIZE["buckets"], description="number of distance buckets")
+    max_distance: PositiveInt = Field(128, ge=2, le=MAX_SIZE["max_seq_len"], description="distance beyond which buckets saturate")
 
 
 class NoPositional(_Strict):
@@ -108,7 +121,7 @@ POSITIONAL_KINDS: tuple[str, ...] = ("sinusoidal", "learned", "rope", "alibi", "
 
 
 class Attention(_Strict):
-    heads: PositiveInt = Field(description="number of query heads")
+    heads: PositiveInt = Field(le=MAX_SIZE["heads"], description="number of query heads")
     kv_heads: Optional[PositiveInt] = Field(
         None, description="key/value heads: = heads (MHA, the default), < heads (GQA), 1 (MQA)"
     )
@@ -137,7 +150,7 @@ class Attention(_Strict):
 
 
 class FeedForward(_Strict):
-    hidden: PositiveInt = Field(description="inner width of the feed-forward block")
+    hidden: PositiveInt = Field(le=MAX_SIZE["hidden"], description="inner width of the feed-forward block")
     activation: Activation = "gelu"
     gated: bool = Field(False, description="gated linear unit: act(x W1) * (x W3) -> SwiGLU / GeGLU")
     bias: bool = True
@@ -159,7 +172,7 @@ class Norm(_Strict):
 class Stack(_Strict):
     """A stack of identical layers (the encoder or the decoder)."""
 
-    layers: PositiveInt
+    layers: PositiveInt = Field(le=MAX_SIZE["layers"])
     attention: Attention
     ffn: FeedForward
     norm: Norm = Norm()
@@ -174,6 +187,7 @@ class Embedding(_Strict):
     token_types: Int = Field(
         0,
         ge=0,
+        le=MAX_SIZE["vocab_size"],
         description="rows of a token-type table (BERT's segments; 0 = none). The graphs take no token-type "
         "input, so row 0 is added to every token (what BERT does without token_type_ids)",
     )
@@ -226,9 +240,9 @@ class ModelSpec(_Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     family: Family
-    vocab_size: PositiveInt
-    max_seq_len: PositiveInt
-    d_model: PositiveInt
+    vocab_size: PositiveInt = Field(le=MAX_SIZE["vocab_size"])
+    max_seq_len: PositiveInt = Field(le=MAX_SIZE["max_seq_len"])
+    d_model: PositiveInt = Field(le=MAX_SIZE["d_model"])
     positional: Positional = Field(default_factory=Learned)
     embedding: Embedding = Embedding()
     encoder: Optional[Stack] = None

@@ -7,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from zoo.errors import InputError
+from zoo.errors import InputError, SpecError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_run)
 
 
+def _located(err: SpecError, args: argparse.Namespace) -> SpecError:
+    """``err`` with the file and line where its field was written, when the spec came from YAML."""
+    if err.file is not None or not err.field or Path(args.spec).is_dir():
+        return err
+    from zoo.loader import load_raw
+
+    _, lines = load_raw(args.spec, args.overrides)
+    file, line = lines.locate(err.field.split("."))
+    return SpecError(err.message, file, line, err.field)
+
+
 def _fmt_bytes(n: int) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= size:
@@ -72,16 +83,19 @@ def cmd_build(args: argparse.Namespace) -> int:
         spec = zoo.load(args.spec, args.overrides)
     from compiler.artifact import build_artifact  # torch and onnx load here
 
-    folder, manifest, built = build_artifact(
-        spec,
-        args.out,
-        seed=args.seed,
-        weights=weights,
-        force=args.force,
-        check_parity=not args.no_parity,
-        tokenizer=tokenizer,
-        step=step,
-    )
+    try:
+        folder, manifest, built = build_artifact(
+            spec,
+            args.out,
+            seed=args.seed,
+            weights=weights,
+            force=args.force,
+            check_parity=not args.no_parity,
+            tokenizer=tokenizer,
+            step=step,
+        )
+    except SpecError as err:  # found at build time (too large to fit): point at the spec's line
+        raise _located(err, args) from None
     if not built:
         print(f"{folder}: up to date (artifact {manifest['artifact_id'][:12]}); --force rebuilds it")
         return 0

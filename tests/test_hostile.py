@@ -1,0 +1,211 @@
+"""Hostile files given to the command line: each gets a one-line error and exit
+code 2, in bounded time and memory, and nothing is written.
+
+Every case runs ``zoo validate`` (and some ``zoo build``) as a person would, in a
+process of its own; its wall time and peak RSS (from wait4's rusage) are checked,
+and recorded for the summary at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, record_refusal
+
+SECONDS = 5.0  # wall time of the whole `zoo validate` process, Python start-up included
+VALIDATE_RSS_MB = 300  # pydantic + yaml + the zoo is ~60 MB; a bomb that expands would blow past this
+BUILD_RSS_MB = 1200  # `zoo build` imports torch before it can refuse a spec too large to allocate
+
+
+def zoo_process(*args, cwd: Path) -> tuple[int, str, str, float, float]:
+    """``zoo ARGS`` in a child process -> (exit code, stdout, stderr, seconds, peak RSS MB).
+    The child is reaped with wait4, whose rusage is that child's alone."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ZOO_QUIET="1")
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+        )
+        timer = threading.Timer(60, proc.kill)  # a hang fails the test instead of the run
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        text = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+    return proc.returncode, *text, seconds, usage.ru_maxrss / 1024
+
+
+BILLION_LAUGHS = "\n".join(
+    ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    + ["name: bomb", "family: decoder-only"]
+)
+
+
+def _write(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+def hostile_case(name: str, tmp: Path) -> tuple[Path, str]:
+    """Create the hostile input ``name`` under ``tmp``: (the path to give the zoo, a fragment
+    its error must contain)."""
+    marker = tmp / "pwned"
+    w = lambda text, file="spec.yaml": _write(tmp, file, text)  # noqa: E731
+    if name == "billion-laughs":
+        return w(BILLION_LAUGHS), "alias bomb"
+    if name == "recursive-alias":
+        return w("name: loop\ndecoder: &d {layers: 1, next: *d}\n"), "nesting deeper"
+    if name == "python-object-tag":
+        return w(f"name: !!python/object/apply:os.system ['touch {marker}']\n"), "tag !!python/object/apply:os.system is not allowed"
+    if name == "python-name-tag":
+        return w("name: x\nfamily: !!python/name:os.system\n"), "is not allowed"
+    if name == "custom-tag":
+        return w("name: !Ref x\n"), "tag !Ref is not allowed"
+    if name == "huge-integer-literal":
+        return w("name: x\nextends: gpt2-tiny\nvocab_size: " + "9" * 6000 + "\n"), "cannot read"
+    if name == "huge-number":
+        return w("name: x\nextends: gpt2-tiny\nvocab_size: 100000000000000000000000000000000000000\n"), "vocab_size: must be <="
+    if name == "float-overflow":
+        return w("name: x\nextends: gpt2-tiny\ndecoder: {norm: {eps: 1e999999}}\n"), "decoder.norm.eps: expected a finite number"
+    if name == "nan":
+        return w("name: x\nextends: gpt2-tiny\npositional: {kind: rope, theta: .nan}\n"), "positional.theta: expected a finite number"
+    if name == "deep-flow-nesting":
+        return w("name: x\nd: " + "[" * 100_000 + "]" * 100_000 + "\n"), "nesting deeper"
+    if name == "deep-block-nesting":
+        return w("name: x\n" + "".join(" " * i + f"k{i}:\n" for i in range(200)) + " " * 200 + "v: 1\n"), "nesting deeper"
+    if name == "many-values":
+        return w("name: x\nd: [" + ",".join(["0"] * 200_000) + "]\n"), "more than 100000 values"
+    if name == "oversize":
+        return w("name: x\n" + "# padding\n" * 200_000), "larger than 1024 KiB"
+    if name == "long-line":
+        return w("name: " + "x" * 900_000 + "\n"), "name: must be at most 128 characters"
+    if name == "non-utf8":
+        return w(b"name: caf\xe9\n"), "not UTF-8"
+    if name == "utf16":
+        return w("name: x\n".encode("utf-16")), "not UTF-8"
+    if name == "nul-byte":
+        return w(b"name: x\x00y\n"), "is not allowed in YAML"
+    if name == "control-character":
+        return w(b"name: x\x1by\n"), "is not allowed in YAML"
+    if name == "empty-file":
+        return w(b""), "empty spec file"
+    if name == "only-comments":
+        return w("# nothing here\n\n"), "empty spec file"
+    if name == "top-level-list":
+        return w("- name: x\n"), "top level must be a mapping"
+    if name == "two-documents":
+        return w("name: a\n---\nname: b\n"), "single document"
+    if name == "merge-key":
+        return w("base: &b {layers: 2}\nname: x\ndecoder: {<<: *b}\n"), "merge keys"
+    if name == "directory":
+        (tmp / "specdir").mkdir()
+        return tmp / "specdir", "is a directory"
+    if name == "fifo":
+        os.mkfifo(tmp / "pipe.yaml")
+        return tmp / "pipe.yaml", "not a regular file"
+    if name == "device":
+        return Path("/dev/zero"), "not a regular file"
+    if name == "symlink-loop":
+        (tmp / "loop.yaml").symlink_to(tmp / "loop.yaml")
+        return tmp / "loop.yaml", "cannot read"
+    if name == "missing-file":
+        return tmp / "nowhere.yaml", "no such file"
+    if name == "missing-extends":
+        return w("name: x\nextends: ./nowhere.yaml\n"), "no spec file './nowhere.yaml'"
+    if name == "extends-cycle":
+        w("name: b\nextends: a.yaml\n", "b.yaml")
+        return w("name: a\nextends: b.yaml\n", "a.yaml"), "extends cycle"
+    if name == "extends-itself":
+        return w("name: me\nextends: spec.yaml\n"), "extends cycle"
+    if name == "extends-directory":
+        (tmp / "d.yaml").mkdir()
+        return w("name: x\nextends: d.yaml\n"), "no spec file 'd.yaml'"
+    if name == "extends-chain-too-long":
+        for i in range(40):
+            w(f"name: s{i}\nextends: s{i + 1}.yaml\n", f"s{i}.yaml")
+        w("name: s40\nextends: gpt2-tiny\n", "s40.yaml")
+        return tmp / "s0.yaml", "extends chain longer than 32"
+    if name == "extends-hostile-parent":
+        w(BILLION_LAUGHS, "parent.yaml")
+        return w("name: child\nextends: parent.yaml\n"), "parent.yaml:1: the spec expands"
+    raise KeyError(name)
+
+
+CASES = [
+    "billion-laughs", "recursive-alias", "python-object-tag", "python-name-tag", "custom-tag", "huge-integer-literal",
+    "huge-number", "float-overflow", "nan", "deep-flow-nesting", "deep-block-nesting", "many-values", "oversize",
+    "long-line", "non-utf8", "utf16", "nul-byte", "control-character", "empty-file", "only-comments",
+    "top-level-list", "two-documents", "merge-key", "directory", "fifo", "device", "symlink-loop", "missing-file",
+    "missing-extends", "extends-cycle", "extends-itself", "extends-directory", "extends-chain-too-long",
+    "extends-hostile-parent",
+]
+
+
+def check_refusal(code: int, out: str, err: str, fragment: str, path: Path) -> None:
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err and "internal error" not in err, err
+    lines = err.strip().splitlines()
+    assert lines and all(line.startswith("error: ") for line in lines), err
+    assert len(lines[0]) < 400, f"error line of {len(lines[0])} characters"
+    assert fragment in err, err
+    assert re.match(r"error: [^ :]+(:\d+)?: ", lines[0]), lines[0]  # FILE[:LINE]: first
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_spec_is_refused_by_validate(case, tmp_path):
+    path, fragment = hostile_case(case, tmp_path)
+    code, out, err, seconds, rss = zoo_process("validate", path, cwd=tmp_path)
+    record_refusal("hostile file: zoo validate (process)", seconds)
+    check_refusal(code, out, err, fragment, path)
+    assert seconds < SECONDS, f"{case}: refused after {seconds:.1f} s"
+    assert rss < VALIDATE_RSS_MB, f"{case}: peak RSS {rss:.0f} MB"
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["billion-laughs", "python-object-tag", "huge-number", "fifo", "extends-cycle"])
+def test_hostile_spec_is_refused_by_build_and_writes_nothing(case, tmp_path):
+    path, fragment = hostile_case(case, tmp_path)
+    out_dir = tmp_path / "out"
+    code, out, err, seconds, rss = zoo_process("build", path, "-o", out_dir, cwd=tmp_path)
+    record_refusal("hostile file: zoo build (process)", seconds)
+    check_refusal(code, out, err, fragment, path)
+    assert rss < BUILD_RSS_MB, f"{case}: peak RSS {rss:.0f} MB"
+    assert not out_dir.exists() and not list(tmp_path.glob(".out.*"))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_spec_too_large_for_memory_is_refused_before_allocating(tmp_path):
+    """Valid, but 4 TB of weights: refused at build with the field's line, in bounded memory."""
+    path = _write(tmp_path, "big.yaml", "name: big\nextends: gpt2-tiny\nvocab_size: 16000000\nd_model: 65536\n")
+    code, _, err, seconds, rss = zoo_process("build", path, "-o", tmp_path / "out", cwd=tmp_path)
+    record_refusal("hostile file: zoo build (process)", seconds)
+    assert code == 2, err
+    assert err.startswith("error: big.yaml:3: vocab_size: big has 1,082,") and "GiB" in err, err
+    assert rss < BUILD_RSS_MB and not (tmp_path / "out").exists()
+
+
+def test_memory_check_names_the_largest_part():
+    import zoo
+    from compiler.artifact import check_memory
+    from zoo.errors import SpecError
+
+    spec = zoo.load("gpt2-tiny", ["decoder.layers=3000"])
+    with pytest.raises(SpecError) as info:
+        check_memory(spec, available=10 * 2**20)
+    assert info.value.field == "decoder.layers" and "10.0 MiB" not in str(info.value)
+    check_memory(zoo.load("gpt2-tiny"), available=10 * 2**20)  # 0.3 M parameters fit in 10 MiB
