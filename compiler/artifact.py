@@ -64,7 +64,7 @@ def default_folder(spec: ModelSpec, artifact_id: str, root: Path = Path("artifac
     return root / f"{spec.name}-{artifact_id[:12]}"
 
 
-def _sweep(target: Path) -> None:
+def sweep(target: Path) -> None:
     """Clean up after earlier builds of ``target`` whose process is gone (killed).
 
     Only folders named exactly ``.NAME.partial-PID-TAG`` / ``.NAME.old-PID-TAG`` with a
@@ -163,7 +163,7 @@ def build_artifact(
         identity += ":" + sha256_file(tokenizer)
     artifact_id = hashlib.sha256(identity.encode()).hexdigest()
     target = Path(out) if out is not None else default_folder(spec, artifact_id)
-    _sweep(target)  # first: it may put back the artifact an interrupted build moved away
+    sweep(target)  # first: it may put back the artifact an interrupted build moved away
     _check_target(target)
     if not force and (target / MANIFEST).is_file():
         try:
@@ -199,7 +199,7 @@ def build_artifact(
         tmp = partial / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.replace(tmp, partial / MANIFEST)
-        _swap_into_place(partial, target)
+        swap_into_place(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -239,7 +239,7 @@ def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, a
     }
 
 
-def _swap_into_place(partial: Path, target: Path) -> None:
+def swap_into_place(partial: Path, target: Path) -> None:
     old = None
     if target.exists():
         old = target.parent / staging_name(target.name, "old", os.getpid(), uuid.uuid4().hex[:8])

@@ -221,3 +221,19 @@ def test_tokenizer_travels_with_the_artifact(tmp_path):
         [sys.executable, "-c", BLOCK_TOKENIZERS, "run", str(tmp_path / "art"), "--ids", "1,2"], capture_output=True, text=True, env=env
     )
     assert still.returncode == 0, still.stderr
+
+
+def test_import_killed_while_replacing_keeps_the_earlier_import(tmp_path):
+    """A `zoo import --force` killed between moving the earlier import away and putting the
+    new one in place: the next import puts the earlier one back before anything else."""
+    from runtime.artifact import staging_name
+
+    save(CAUSAL["llama"](), tmp_path / "hf")
+    moved = tmp_path / staging_name("imp", "old", 2**22 + 12345, "0123abcd")  # a pid no process has
+    moved.mkdir()
+    (moved / "spec.yaml").write_text("# the earlier import\n")
+    (moved / "weights.safetensors").write_bytes(b"earlier")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "zoo", "import", tmp_path / "hf", "-o", tmp_path / "imp"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "--force" in proc.stderr, proc.stderr
+    assert (tmp_path / "imp" / "weights.safetensors").read_bytes() == b"earlier" and not moved.exists()

@@ -30,13 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     from zoo.progress import step
 
+    from compiler.artifact import spec_yaml, swap_into_place, sweep
+    from runtime.artifact import staging_name
+
     out: Path = args.out
+    sweep(out)  # what an earlier, killed import left: puts back a folder it had moved away
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         earlier = out.is_dir() and {p.name for p in out.iterdir()} <= {"spec.yaml", "weights.safetensors", "tokenizer.json"}
         if not (earlier and args.force):
             why = "holds an earlier import; --force replaces it" if earlier else "exists and is not an empty folder; refusing to overwrite it"
             raise ArtifactError(f"{out}: {why}")
-    from compiler.artifact import spec_yaml
     from compiler.importers import import_folder
     from compiler.weights import save_tensors
 
@@ -44,7 +47,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         imported = import_folder(args.folder, name=args.name, dtype=args.dtype)
     spec = imported.spec
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial = out.parent / staging_name(out.name, "partial", os.getpid(), uuid.uuid4().hex[:8])
     partial.mkdir()
     try:
         header = f"# imported by `zoo import` from {args.folder.resolve()} (model_type {imported.model_type})\n"
@@ -53,9 +56,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             save_tensors(imported.state, partial / "weights.safetensors", {"source": str(args.folder.resolve()), "model_type": imported.model_type})
         if imported.tokenizer:
             shutil.copyfile(imported.tokenizer, partial / "tokenizer.json")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(partial, out)
+        swap_into_place(partial, out)  # the earlier import stays whole until the new one is in place
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
