@@ -7,7 +7,7 @@ OUT     ?= artifacts/$(MODEL)
 PROMPT  ?= 464,2068,7586,21831
 # Parallel test workers are not used: CI has 2 cores and torch already uses both.
 
-.PHONY: demo test test-slow test-all bench install clean
+.PHONY: demo test test-slow test-all test-fuzz bench install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# Property tests with many random examples (hypothesis profile `long`), ~30 min
+test-fuzz: install
+	ZOO_HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/test_properties.py --hypothesis-show-statistics
 
 test-all: install
 	$(BIN)/python -m pytest -q -m 'slow or not slow'

@@ -89,7 +89,7 @@ def hostile_case(name: str, tmp: Path) -> tuple[Path, str]:
     if name == "deep-block-nesting":
         return w("name: x\n" + "".join(" " * i + f"k{i}:\n" for i in range(200)) + " " * 200 + "v: 1\n"), "nesting deeper"
     if name == "many-values":
-        return w("name: x\nd: [" + ",".join(["0"] * 200_000) + "]\n"), "more than 100000 values"
+        return w("name: x\nd: [" + ",".join(["0"] * 200_000) + "]\n"), "holds more than 10000 values"
     if name == "oversize":
         return w("name: x\n" + "# padding\n" * 200_000), "larger than 1024 KiB"
     if name == "long-line":

@@ -350,7 +350,7 @@ def test_duplicate_key(tmp_path):
 
 def test_python_tag_is_refused(tmp_path):
     write(tmp_path / "p.yaml", "name: x\nfamily: !!python/object/apply:os.system ['touch pwned']\n")
-    assert str(error_of("p.yaml")) == "p.yaml:2: tag !!python/object/apply:os.system is not allowed"
+    assert str(error_of("p.yaml")) == "p.yaml:2: family: tag !!python/object/apply:os.system is not allowed"
     assert not (tmp_path / "pwned").exists()
     write(tmp_path / "q.yaml", "name: !custom x\n")
     assert "tag !custom is not allowed" in str(error_of("q.yaml"))
@@ -366,7 +366,7 @@ def test_billion_laughs_is_refused_fast(tmp_path):
     start = time.perf_counter()
     err = error_of("bomb.yaml")
     assert time.perf_counter() - start < 5
-    assert err.file == "bomb.yaml" and "more than 100000 values" in err.message
+    assert err.file == "bomb.yaml" and "more than 10000 values" in err.message
 
 
 def test_recursive_alias_is_refused(tmp_path):

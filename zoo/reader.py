@@ -28,7 +28,7 @@ from zoo.errors import SpecError
 
 MAX_BYTES = 1 << 20  # 1 MiB: no architecture needs more
 MAX_DEPTH = 64
-MAX_VALUES = 100_000
+MAX_VALUES = 10_000  # a spec has a few dozen; counted while composing and again while expanding aliases
 
 KeyPath = tuple  # of str (mapping keys) and int (list indices)
 Where = tuple  # (file, line): file as displayed, line 1-based or None
@@ -95,13 +95,18 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self._label = label
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
         self._depth += 1
+        self._nodes += 1
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
                 raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", self._label, mark.line + 1)
+            if self._nodes > MAX_VALUES:  # stop reading a huge document early: parsing is the slow part
+                mark = self.peek_event().start_mark
+                raise SpecError(f"the file holds more than {MAX_VALUES} values; a spec has a few dozen", self._label, mark.line + 1)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -113,6 +118,10 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+def _dotted(path: KeyPath) -> str | None:
+    return ".".join(str(p) for p in path) or None
 
 
 def _tag_text(tag: str) -> str:
@@ -171,10 +180,10 @@ class _Builder:
             try:
                 return getattr(self.scalars, f"construct_yaml_{kind}")(node)
             except (ValueError, yaml.YAMLError):
-                raise SpecError(f"cannot read {node.value[:40]!r} as {kind}", self.label, line) from None
+                raise SpecError(f"cannot read {node.value[:40]!r} as {kind}", self.label, line, _dotted(path)) from None
         if tag == _YAML + "merge":
             raise SpecError("merge keys '<<' are not supported; use 'extends:' instead", self.label, line)
-        raise SpecError(f"tag {_tag_text(tag)} is not allowed", self.label, line)
+        raise SpecError(f"tag {_tag_text(tag)} is not allowed", self.label, line, _dotted(path))
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
