@@ -164,3 +164,42 @@ def test_cli_runs_with_networking_disabled(tmp_path):
     outcome = json.loads(result[0][len("RESULT "):])
     assert outcome["attempts"] == [], outcome["attempts"]
     assert outcome["codes"] == [0] * len(commands), (outcome, proc.stderr[-2000:])
+
+
+@pytest.fixture(scope="module")
+def gpt2_checkpoint(tmp_path_factory):
+    import transformers
+
+    folder = tmp_path_factory.mktemp("gpt2")
+    config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64)
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("config.json", "{not json", "unreadable JSON"),
+        ("config.json", "[1, 2]", "not a JSON object"),
+        ("config.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("config.json", b"\xff\xfe{}", "unreadable JSON"),
+        ("config.json", " " * (17 << 20), "larger than 16 MiB"),
+        ("config.json", '{"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "vocab_size": 100}', "lacks 'n_positions'"),
+        ("config.json", '{"model_type": "gpt2", "n_embd": 1e400, "n_layer": 2, "n_head": 4, "vocab_size": 100, "n_positions": 64}', "d_model"),
+        ("config.json", '{"model_type": "gpt2", "n_embd": "wide", "n_layer": 2, "n_head": 4, "vocab_size": 100, "n_positions": 64}', "invalid at d_model"),
+        ("config.json", '{"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "vocab_size": 100, "n_positions": NaN}', "max_seq_len"),
+        ("generation_config.json", "{bad", "unreadable JSON"),
+    ],
+)
+def test_hostile_checkpoint_json_is_one_line(tmp_path, gpt2_checkpoint, name, content, message):
+    import shutil
+
+    from compiler.importers import CheckpointError, import_folder
+
+    folder = tmp_path / "hf"
+    shutil.copytree(gpt2_checkpoint, folder)
+    target = folder / name
+    target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(CheckpointError) as info:
+        import_folder(folder)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)

@@ -16,7 +16,6 @@ unsupported field listed in one message (exit code 2).
 
 from __future__ import annotations
 
-import json
 
 import re
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import torch
 from pydantic import ValidationError
 
 from compiler.importers import bart, bert, gpt2, llama, roberta, t5
-from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_weights, refuse, unsupported
+from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from zoo.spec import ModelSpec
 
 FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
@@ -64,7 +63,12 @@ def map_config(folder: Path, config: dict, *, name: Optional[str] = None, dtype:
         raise CheckpointError(f"{folder}: model_type={model_type!r} is not supported (supported: {', '.join(sorted(FAMILIES))})")
     family = FAMILIES[model_type]
     refuse(folder, model_type, unsupported(config, family.SUPPORTED, model_type) + family.unsupported_extra(config))
-    data = build_spec_dict(config, family.CONFIG)
+    try:
+        data = build_spec_dict(config, family.CONFIG)
+    except KeyError as e:
+        raise CheckpointError(f"{folder / 'config.json'}: lacks {e.args[0]!r}, which a {model_type} config has") from None
+    except (TypeError, ValueError, ArithmeticError) as e:
+        raise CheckpointError(f"{folder / 'config.json'}: a value a {model_type} config needs is unusable: {e}") from None
     data.update(name=name or _name(folder), description=f"imported from {folder.resolve().name} ({model_type})", dtype=dtype)
     return data, family
 
@@ -76,12 +80,7 @@ def special_tokens(folder: Path, config: dict) -> dict:
     merged = dict(config)
     gen = folder / "generation_config.json"
     if gen.is_file():
-        try:
-            extra = json.loads(gen.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{gen}: not valid JSON: {e}") from None
-        if isinstance(extra, dict):
-            merged.update({k: v for k, v in extra.items() if v is not None})
+        merged.update({k: v for k, v in read_json(gen).items() if v is not None})
     vocab = config.get("vocab_size") or 0
 
     def ok(v) -> bool:

@@ -32,17 +32,32 @@ class CheckpointError(ZooError):
 # ---------------------------------------------------------------- reading the folder
 
 
+MAX_JSON_BYTES = 16 << 20  # config, generation config and shard index are a few KB
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a checkpoint folder; anything else is a one-line CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path}: {size:,} bytes; larger than {MAX_JSON_BYTES >> 20} MiB, not a config")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return value
+
+
 def read_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{folder}: no config.json; not a Hugging Face model folder")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: not a JSON object")
-    return config
+    return read_json(path)
 
 
 def _read_one(path: Path) -> dict[str, torch.Tensor]:
@@ -69,10 +84,9 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         if (folder / single).is_file():
             return _read_one(folder / single)
         if (folder / index).is_file():
-            try:
-                weight_map = json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"]
-            except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
-                raise CheckpointError(f"{folder / index}: no readable weight_map") from None
+            weight_map = read_json(folder / index).get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise CheckpointError(f"{folder / index}: no readable weight_map")
             state: dict[str, torch.Tensor] = {}
             for shard in sorted(set(weight_map.values())):
                 if "/" in shard or "\\" in shard or not (folder / shard).is_file():
