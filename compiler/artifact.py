@@ -20,6 +20,7 @@ import platform
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -91,6 +92,54 @@ def _check_target(target: Path) -> None:
         raise ArtifactError(f"{target}: folder is not empty and holds no zoo artifact; refusing to overwrite it")
 
 
+PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How the exported graphs are prepared for deployment (issue 8).
+
+    - ``target``: the execution provider the artifact is for (``cpu`` or ``cuda``); the
+      optimizer picks the lowering of each component (standard ONNX ops, ONNX Runtime
+      contrib ops, or decomposed) for it and records the choice.
+    - ``optimize``: fused graphs (compiler.optimize), checked by parity like the plain one.
+    - ``precision``: ``fp32`` (the export), ``fp16`` (for CUDA; norms and softmax stay in
+      fp32) or ``int8`` (dynamic quantization, for CPU) (compiler.precision).
+    """
+
+    target: str = "cpu"
+    optimize: bool = False
+    precision: str = "fp32"
+
+    def check(self, spec: ModelSpec) -> None:
+        if self.target not in TARGETS:
+            raise ArtifactError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.precision not in PRECISIONS:
+            raise ArtifactError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision != "fp32" and spec.dtype != "float32":
+            raise ArtifactError(f"--precision {self.precision} converts a float32 export; {spec.name} has dtype {spec.dtype}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == BuildOptions()
+
+    @property
+    def key(self) -> str:
+        return f"{self.target}:{int(self.optimize)}:{self.precision}"
+
+    @property
+    def label(self) -> str:
+        return " ".join(filter(None, ["optimized" if self.optimize else "", self.precision, f"({self.target})"]))
+
+    def to_json(self) -> dict:
+        return {"target": self.target, "optimize": self.optimize, "precision": self.precision}
+
+    def parity_args(self) -> dict:
+        """Keyword arguments of runtime.compare.parity for graphs built with these options."""
+        return {"precision": self.precision}
+
+
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation (Linux MemAvailable), or None."""
     try:
@@ -135,13 +184,18 @@ def build_artifact(
     check_parity: bool = True,
     tokenizer: Optional[Path] = None,
     step: Optional[Callable] = None,
+    options: Optional[BuildOptions] = None,
 ) -> tuple[Path, dict, bool]:
     """Build ``spec`` into ``out`` (default ``artifacts/NAME-ID``). Returns
     (folder, manifest, built); ``built`` is False when an identical artifact was there.
     ``weights``: a safetensors file or a state dict in zoo names; default: seeded init.
     ``tokenizer``: a tokenizer.json (Hugging Face tokenizers format) the artifact carries.
-    ``step(label)`` is a context manager factory for progress (zoo.progress.step)."""
+    ``step(label)`` is a context manager factory for progress (zoo.progress.step).
+    ``options``: target provider, graph optimization and precision (BuildOptions)."""
     from contextlib import nullcontext
+
+    options = options or BuildOptions()
+    options.check(spec)
 
     step = step or (lambda label: nullcontext())
     times: dict[str, float] = {}
@@ -156,6 +210,8 @@ def build_artifact(
     times["build"] = time.perf_counter() - t0
     s_hash, w_hash = spec_hash(spec), weights_digest(model)
     identity = f"{s_hash}:{w_hash}:{FORMAT_VERSION}:{OPSET}"
+    if not options.is_default:
+        identity += ":" + options.key
     if tokenizer is not None:
         tokenizer = Path(tokenizer)
         if not tokenizer.is_file():
@@ -192,10 +248,36 @@ def build_artifact(
                     f"{spec.name}: ONNX Runtime differs from torch by max abs {report['max_abs']:.3g} "
                     f"> tolerance {report['tolerance']['max_abs']:g} ({spec.dtype}); no artifact written"
                 )
+        build_info = options.to_json()
+        if options.optimize:
+            from compiler.optimize import optimize_graphs
+
+            t0 = time.perf_counter()
+            with step(f"optimizing the graphs for {options.target}"):
+                build_info["lowering"] = optimize_graphs(spec, partial, graphs, target=options.target)
+            times["optimize"] = time.perf_counter() - t0
+        if options.precision != "fp32":
+            from compiler.precision import convert_graphs
+
+            t0 = time.perf_counter()
+            with step(f"converting to {options.precision}"):
+                build_info["precision"] = convert_graphs(spec, model, partial, graphs, options)
+            times["precision"] = time.perf_counter() - t0
+        if check_parity and not options.is_default:  # the graphs changed: check them again
+            t0 = time.perf_counter()
+            with step(f"checking parity of the {options.label} graphs"):
+                report = parity(model, spec, {g.name: partial / g.file for g in graphs_for(spec)}, **options.parity_args())
+            times["parity_variant"] = time.perf_counter() - t0
+            if not report["passed"]:
+                raise ParityError(
+                    f"{spec.name}: the {options.label} graphs differ from torch by max abs {report['max_abs']:.3g} "
+                    f"> tolerance {report['tolerance']['max_abs']:g}; no artifact written"
+                )
         (partial / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
         if tokenizer is not None:
             shutil.copyfile(tokenizer, partial / TOKENIZER)
         manifest = _manifest(spec, model, partial, graphs, report, s_hash, w_hash, artifact_id, seed, times)
+        manifest["build"] = build_info
         tmp = partial / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.replace(tmp, partial / MANIFEST)

@@ -81,7 +81,7 @@ def run_graphs(sessions: dict, graphs, inputs: dict, cache, batch: int, float_np
     return got
 
 
-def parity(model, spec, paths: dict[str, Path], *, device: str = "auto", runs=PARITY_RUNS, seed: int = 0) -> dict:
+def parity(model, spec, paths: dict[str, Path], *, device: str = "auto", runs=PARITY_RUNS, seed: int = 0, precision: str = "fp32") -> dict:
     """Run the graphs at ``paths`` (graph name -> .onnx) in ONNX Runtime and the
     torch ``model`` on the same random padded inputs; return the parity report."""
     from compiler.builder import DTYPES

@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", type=Path, help="a tokenizer.json for the artifact to carry (a model folder's own is carried by itself)")
     p.add_argument("--force", action="store_true", help="rebuild even if an identical artifact is already there")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
+    p.add_argument("--target", default="cpu", choices=("cpu", "cuda"), help="execution provider the artifact is for (default cpu)")
+    p.add_argument("--optimize", action="store_true", help="fused graphs for --target (attention, norms, rotary, GELU), checked by parity")
+    p.add_argument(
+        "--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+        help="fp32 (default); fp16 for CUDA (norms and softmax kept in fp32); int8 dynamic quantization for CPU",
+    )
     p.set_defaults(func=cmd_build)
 
     r = sub.add_parser(
@@ -83,6 +89,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         spec = zoo.load(args.spec, args.overrides)
     from compiler.artifact import build_artifact  # torch and onnx load here
 
+    from compiler.artifact import BuildOptions
+
+    options = BuildOptions(target=args.target, optimize=args.optimize, precision=args.precision)
     try:
         folder, manifest, built = build_artifact(
             spec,
@@ -93,6 +102,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             check_parity=not args.no_parity,
             tokenizer=tokenizer,
             step=step,
+            options=options,
         )
     except SpecError as err:  # found at build time (too large to fit): point at the spec's line
         raise _located(err, args) from None
