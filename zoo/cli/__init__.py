@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     generate_cmd.register(sub)
     compare_cmd.register(sub)
     import_cmds.register(sub)
+    from zoo.cli import triton_cmd; triton_cmd.register(sub)  # noqa: E702
     return p
 
 
