@@ -96,9 +96,12 @@ def examples(*, ci: int, long: int) -> int:
 REFUSALS: dict[str, list[float]] = {}
 
 
-def record_refusal(label: str, seconds: float) -> None:
-    """Remember how long a bad input took to be refused (summed up at the end of the run)."""
+def record_case(label: str, seconds: float) -> None:
+    """Count a generated case and its time (summed up at the end of the run)."""
     REFUSALS.setdefault(label, []).append(seconds)
+
+
+record_refusal = record_case  # a bad input and how long it took to be refused
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -110,8 +113,8 @@ def pytest_terminal_summary(terminalreporter):
             refusals.setdefault(label, []).extend(times)
     if not refusals:
         return
-    terminalreporter.section(f"bad input refused (hypothesis profile {PROFILE})")
+    terminalreporter.section(f"generated and hostile cases (hypothesis profile {PROFILE})")
     for label, times in sorted(refusals.items()):
         terminalreporter.write_line(
-            f"{label}: {len(times)} cases, longest {max(times) * 1000:.1f} ms, median {sorted(times)[len(times) // 2] * 1000:.1f} ms"
+            f"{label}: {len(times)} cases, longest {max(times) * 1000:,.1f} ms, median {sorted(times)[len(times) // 2] * 1000:,.1f} ms"
         )

@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import PROFILE, examples, record_refusal
+from tests.conftest import PROFILE, examples, record_case, record_refusal
 from tests.strategies import Broken, invalid_specs, valid_specs
 from zoo.contract import TOLERANCE
 from zoo.errors import SpecError
@@ -95,6 +95,7 @@ def test_every_valid_spec_builds_exports_and_matches_torch(data):
     from compiler.artifact import build_artifact
     from tests.test_export import check_artifact
 
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         spec = load_spec(write_spec(Path(tmp), data))
         folder, manifest, built = build_artifact(spec, Path(tmp) / "artifact")
@@ -103,6 +104,7 @@ def test_every_valid_spec_builds_exports_and_matches_torch(data):
         assert manifest["parameters"]["total"] == spec.parameter_count()
         if spec.family != "encoder-only":
             assert cached_equals_full(folder, spec) <= TOLERANCE["float32"]
+    record_case(f"valid spec built and checked ({spec.family})", time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- invalid specs
