@@ -132,6 +132,13 @@ class Session:
 
     @property
     def float_dtype(self) -> type:
+        """The dtype of the cache tensors (past.*, cross.*), as the manifest declares
+        the graphs' inputs: float16 in an fp16 build of a float32 spec (--precision
+        fp16), float32 in an int8 one; else the spec's dtype (float16, or float32)."""
+        for graph in self.graphs.values():
+            for t in graph.inputs:
+                if t.name.startswith(("past.", "cross.")) and t.dtype in ("float16", "float32", "float64"):
+                    return np.dtype(t.dtype).type
         return np.float16 if self.artifact.manifest.get("dtype") == "float16" else np.float32
 
 

@@ -278,7 +278,8 @@ def impossible(draw, spec: dict) -> Broken:
             if part in out:
                 out[part]["attention"]["heads"] = 2
                 out[part]["attention"].pop("kv_heads", None)
-        return Broken(_set(out, "d_model", draw(st.sampled_from([6, 10, 14]))), f"{stack}.attention.heads", "impossible")
+        first = "encoder" if "encoder" in out else "decoder"  # both are broken; the first one is reported
+        return Broken(_set(out, "d_model", draw(st.sampled_from([6, 10, 14]))), f"{first}.attention.heads", "impossible")
     if what == "relative-distance":
         buckets = draw(st.integers(4, 32))
         bad = {"kind": "relative-bias", "buckets": buckets, "max_distance": draw(st.integers(2, buckets // 2))}

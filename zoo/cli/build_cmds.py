@@ -115,7 +115,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"  {name:<16} {_fmt_bytes(entry['bytes']):>10}  sha256 {entry['sha256'][:12]}")
     report = manifest["parity"]
     if report:
-        print(f"parity    ONNX Runtime ({report['provider']}) vs torch, tolerance max abs {report['tolerance']['max_abs']:g}")
+        tol = report["tolerance"]
+        rule = (f" or max rel {tol['max_rel']:g}" if "max_rel" in tol else "") + (f", top-1 at least {tol['top1'] * 100:.0f}%" if "top1" in tol else "")
+        print(f"parity    ONNX Runtime ({report['provider']}) vs torch, tolerance max abs {tol['max_abs']:g}{rule}")
         print(f"  {'batch':>5} {'seq':>4}  {'output':<22} {'max abs':>10} {'max rel':>10} {'top-1':>7}")
         for run in report["runs"]:
             for out, e in run["outputs"].items():
@@ -127,9 +129,34 @@ def cmd_build(args: argparse.Namespace) -> int:
             seq = c["prompt"] + c["steps"]
             print(f"  {c['batch']:>5} {seq:>4}  {label:<22} {c['max_abs']:>10.2e} {c['max_rel']:>10.2e} {c['top1'] * 100:>6.1f}%")
         print(f"  {'passed' if report['passed'] else 'FAILED'}: max abs {report['max_abs']:.2e}")
+    _print_precision((manifest.get("build") or {}).get("precision"))
     secs = manifest["build_seconds"]
     print("time      " + ", ".join(f"{k} {v:.1f}s" for k, v in secs.items()))
     return 0
+
+
+def _print_precision(record) -> None:
+    """The precision lines of ``zoo build``: what was converted and its measured cost against fp32."""
+    if not isinstance(record, dict):
+        return
+    io = ", ".join(f"{k} {v}" for k, v in record.get("io", {}).items())
+    print(f"precision {record['precision']}  (IO: {io})")
+    if "kept_fp32" in record:
+        print(f"  kept in fp32: {', '.join(record['kept_fp32']['ops'])}")
+    for graph, q in (record.get("quantization") or {}).items():
+        tables = ", ".join(f"{e['table']} ({'tied, ' if e['tied_projections'] else ''}per row)" for e in q.get("embeddings", []))
+        print(f"  {graph}: {q['matmuls']} MatMuls int8 ({q['weight_type']}, {'per channel' if q['per_channel'] else 'per tensor'})" + (f"; embeddings {tables}" if tables else ""))
+    a = record["accuracy"]
+    print(
+        f"  vs fp32 (batch {a['batch']} x {a['seq']}, {a['positions']} positions): max logit error {a['max_abs_logit']:.2e}, "
+        f"mean {a['mean_abs_logit']:.2e}, top-1 agreement {a['top1_agreement'] * 100:.1f}%"
+    )
+    speed = f"forward {record['speed_vs_fp32']:.2f}x"
+    if record.get("decode_speed_vs_fp32"):
+        speed += f", decode step {record['decode_speed_vs_fp32']:.2f}x"
+    print(f"  speed vs fp32: {speed} (x > 1 faster; {record['provider']}); size {record['size_vs_fp32']:.2f}x of fp32")
+    if record.get("timing_note"):
+        print(f"  note: {record['timing_note']}")
 
 
 def _parse_ids(texts: list[str], what: str) -> list[list[int]]:
