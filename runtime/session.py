@@ -53,10 +53,16 @@ class Session:
     (OutputError). ``check=False`` skips both, for loops that feed their own
     well-formed arrays."""
 
-    def __init__(self, artifact: Artifact | str | Path, *, device: str = "auto", threads: int | None = None, verify: bool = True):
+    def __init__(
+        self, artifact: Artifact | str | Path, *, device: str = "auto", threads: int | None = None, verify: bool = True, strict: bool = False
+    ):
         self.artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, verify=verify)
         providers = choose_providers(device)
         opts = session_options(threads)
+        if providers[0] != PROVIDERS["cpu"]:
+            from runtime.placement import record_options
+
+            record_options(opts)  # where each node runs: checked below (runtime.placement)
         self.graphs = {g.name: g for g in self.artifact.graphs}
         self.sessions = {
             name: ort.InferenceSession(str(self.artifact.path(name)), sess_options=opts, providers=providers)
@@ -64,6 +70,33 @@ class Session:
         }
         self.output_names = {name: [o.name for o in sess.get_outputs()] for name, sess in self.sessions.items()}
         self.provider = next(iter(self.sessions.values())).get_providers()[0]
+        self.placement = self._check_placement(providers, strict) if self.provider != PROVIDERS["cpu"] else None
+
+    def _check_placement(self, providers: list[str], strict: bool) -> dict:
+        """Per graph, where ONNX Runtime placed its nodes (runtime.placement); attention or
+        matmul nodes left on CPU in this non-CPU session: one warning line per class on
+        stderr, or PlacementError (an InputError, one line) under ``strict``."""
+        from runtime.placement import check_placement, placement_report, profile_once
+
+        reports = {}
+        for name, sess in self.sessions.items():
+            try:
+                reports[name] = placement_report(sess)
+            except ValueError:  # this onnxruntime does not record it: profile one tiny run
+                prof = profile_once(self.artifact.path(name), providers, self._tiny_feed(name), session_options())
+                reports[name] = placement_report(prof["events"], session_provider=self.provider)
+        check_placement(reports.items(), strict=strict)
+        return reports
+
+    def _tiny_feed(self, graph: str) -> dict[str, np.ndarray]:
+        """Inputs of one token (empty past, one cross-attention slot) for ``graph``."""
+        sizes = {"batch": 1, "seq": 1, "src_seq": 1, "total_seq": 1, "past_seq": 0}
+        feed = {}
+        for t in self.graphs[graph].inputs:
+            shape = [a if isinstance(a, int) else sizes.get(a, 1) for a in t.axes]  # fixed sizes are numbers
+            dtype = np.dtype(t.dtype)  # the manifest's numpy dtype name
+            feed[t.name] = np.ones(shape, dtype=dtype) if dtype.kind in "iu" else np.zeros(shape, dtype=dtype)
+        return feed
 
     @property
     def family(self) -> str:

@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--repeat", type=int, default=10, help="timed repetitions after the first run (default 10)")
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="execution provider (default: CUDA if available)")
     r.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
+    r.add_argument(
+        "--strict", action="store_true",
+        help="refuse to run when attention or matmul nodes fell back to CPU on a CUDA session (default: warn)",
+    )
     r.set_defaults(func=cmd_run)
 
 
@@ -202,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.seq < 1 or args.repeat < 0 or args.top < 1:
         raise InputError("--batch, --seq and --top must be at least 1, --repeat at least 0")
     t0 = time.perf_counter()
-    session = Session(args.artifact, device=args.device, threads=args.threads or None)
+    session = Session(args.artifact, device=args.device, threads=args.threads or None, strict=args.strict)
     load_s = time.perf_counter() - t0
     manifest, resolved = session.artifact.manifest, session.artifact.model
     vocab, max_len = resolved["vocab_size"], resolved["max_seq_len"]

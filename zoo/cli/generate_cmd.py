@@ -40,6 +40,10 @@ def register(sub) -> None:
         help="keep the cache in ONNX Runtime's memory between steps (auto: on for CUDA)",
     )
     g.add_argument("--json", action="store_true", help="print the tokens and timings as JSON")
+    g.add_argument(
+        "--strict", action="store_true",
+        help="refuse to run when attention or matmul nodes fell back to CPU on a CUDA session (default: warn)",
+    )
     g.set_defaults(func=cmd_generate)
 
 
@@ -67,7 +71,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.threads < 0:
         raise InputError("--threads must be >= 0")
     io_binding = None if args.io_binding == "auto" else args.io_binding == "on"
-    gen = Generator(args.artifact, device=args.device, threads=args.threads or None, io_binding=io_binding)
+    from runtime.session import Session
+
+    session = Session(args.artifact, device=args.device, threads=args.threads or None, strict=args.strict)
+    gen = Generator(session, io_binding=io_binding)
     tokenizer = None
     if args.text:
         from runtime.tokenizer import Tokenizer

@@ -1,0 +1,286 @@
+"""Optimized graphs (compiler.optimize, zoo build --optimize): every tiny catalog spec
+lowered for CPU and for CUDA passes the build's parity check (fp32, 1e-4, cached
+decoding included), the manifest records the lowering per component, and the fused
+ops claimed are in the graph.
+
+The default suite optimizes copies of the session's tiny artifacts (no second
+export) and runs one full ``zoo build --optimize``; the rest is marked slow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import zoo
+from tests.conftest import TINY_CATALOG, tiny_spec
+
+TOL = 1e-4
+
+
+def _ops(folder: Path, spec) -> Counter:
+    from compiler.optimize import op_counts
+    from zoo.contract import graphs_for
+
+    total = Counter()
+    for g in graphs_for(spec):
+        total += op_counts(onnx.load(str(folder / g.file)))
+    return total
+
+
+def _optimized_copy(src: Path, dst: Path, spec, target: str, plan=None) -> tuple[dict, dict]:
+    """Copy an artifact's graphs, optimize them for ``target``; (lowering, graphs)."""
+    from compiler.optimize import optimize_graphs
+
+    shutil.copytree(src, dst)
+    graphs = json.loads((src / "manifest.json").read_text())["graphs"]
+    return optimize_graphs(spec, dst, graphs, target=target, plan=plan), graphs
+
+
+def _parity(spec, folder: Path) -> dict:
+    from compiler.builder import build
+    from runtime.compare import parity
+    from zoo.contract import graphs_for
+
+    model = build(spec, seed=0)
+    return parity(model, spec, {g.name: folder / g.file for g in graphs_for(spec)})
+
+
+def _attention_count(spec) -> int:
+    n = sum(s.layers for _, s in spec.stacks())
+    return n + (spec.stack("decoder").layers if spec.family == "encoder-decoder" else 0)  # cross-attention
+
+
+def _check(spec, lowering: dict, graphs: dict, ops: Counter, report: dict) -> None:
+    assert report["passed"], report
+    assert report["max_abs"] <= TOL
+    if report["cache"] is not None:
+        assert report["cache"]["max_abs"] <= TOL
+    att = lowering["attention"]
+    scores = {s.attention.score for _, s in spec.stacks()}
+    fused = {"onnx:Attention": "Attention", "com.microsoft:MultiHeadAttention": "com.microsoft:MultiHeadAttention"}
+    if scores == {"additive"}:
+        assert att["lowered_as"] == "decomposed" and "additive" in att["why"]
+        assert not any(k.endswith("Attention") for k in ops)
+    else:
+        assert att["nodes"] == _attention_count(spec) and not att.get("decomposed")
+        assert sum(ops[fused[x]] for x in att["lowered_as"].split("+")) == att["nodes"]
+        assert ops["Softmax"] == 0  # no decomposed attention left
+    for comp, op_names in (
+        ("rotary", ("RotaryEmbedding", "com.microsoft:RotaryEmbedding")),
+        ("norm", ("com.microsoft:SkipLayerNormalization", "com.microsoft:SkipSimplifiedLayerNormalization")),
+        ("gelu", ("com.microsoft:FastGelu", "com.microsoft:BiasGelu")),
+    ):
+        assert lowering[comp]["nodes"] == sum(ops[o] for o in op_names), (comp, lowering[comp], ops)
+    assert sum(lowering["fusions"].values()) >= att["nodes"]
+    for name, g in graphs.items():  # the manifest's record matches the files
+        assert sum(c for op, c in ops.items() if op in g["ops"]) >= g["nodes"] > 0
+        assert sorted(g["ops"]) == g["ops"] and g["nodes_before_optimize"] > 0
+
+
+EXPECTED_CPU = {  # component -> nodes, per tiny catalog spec (what must fuse)
+    "transformer-tiny": {"attention": 6, "norm": 10},
+    "gpt2-tiny": {"attention": 2, "norm": 4, "gelu": 2},
+    "bert-tiny": {"attention": 2, "norm": 4, "gelu": 3},
+    "t5-tiny": {"attention": 6, "norm": 10},
+    "llama-tiny": {"attention": 2, "rotary": 4, "norm": 4},
+    "alibi-tiny": {"attention": 2, "norm": 4},
+}
+
+
+@pytest.mark.parametrize("name", TINY_CATALOG)
+def test_tiny_catalog_optimized_for_cpu_passes_parity(name, tiny_artifacts, tmp_path):
+    spec = zoo.load(name)
+    lowering, graphs = _optimized_copy(tiny_artifacts[name], tmp_path / name, spec, "cpu")
+    ops = _ops(tmp_path / name, spec)
+    _check(spec, lowering, graphs, ops, _parity(spec, tmp_path / name))
+    assert lowering["target"] == "cpu"
+    assert lowering["attention"]["lowered_as"] == "onnx:Attention"
+    for comp, n in EXPECTED_CPU[name].items():
+        assert lowering[comp]["nodes"] == n, (comp, lowering[comp])
+    if name == "llama-tiny":
+        assert lowering["rotary"]["lowered_as"] == "onnx:RotaryEmbedding"
+        assert lowering["norm"]["lowered_as"] == "com.microsoft:SkipSimplifiedLayerNormalization"
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
+def test_cuda_lowering_recorded_and_checked_on_cpu(name, tiny_artifacts, tmp_path):
+    """--target cuda: contrib ops with CUDA kernels; every one also has a CPU kernel,
+    so the same parity check runs here."""
+    spec = zoo.load(name)
+    lowering, graphs = _optimized_copy(tiny_artifacts[name], tmp_path / name, spec, "cuda")
+    ops = _ops(tmp_path / name, spec)
+    _check(spec, lowering, graphs, ops, _parity(spec, tmp_path / name))
+    assert lowering["target"] == "cuda"
+    if name == "gpt2-tiny":  # kv_heads = heads: MultiHeadAttention
+        assert lowering["attention"]["lowered_as"] == "com.microsoft:MultiHeadAttention"
+        assert ops["com.microsoft:MultiHeadAttention"] == 2
+    else:  # GQA: the standard Attention op; rotary: the contrib op
+        assert lowering["attention"]["lowered_as"] == "onnx:Attention"
+        assert lowering["rotary"]["lowered_as"] == "com.microsoft:RotaryEmbedding"
+        assert ops["com.microsoft:RotaryEmbedding"] == 4
+        assert "GroupQueryAttention" in lowering["attention"]["why"]  # why it was not chosen
+
+
+def test_zoo_build_optimize_end_to_end(tmp_path, capsys):
+    """The real path: zoo build --optimize --target cpu re-checks parity, writes the
+    lowering into the manifest; the artifact generates the same tokens as the plain one."""
+    from runtime.generate import GenerationConfig, Generator
+    from zoo.cli import main
+
+    out = tmp_path / "llama-opt"
+    assert main(["build", "llama-tiny", "--optimize", "--target", "cpu", "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    build = manifest["build"]
+    assert build["optimize"] is True and build["target"] == "cpu"
+    low = build["lowering"]
+    assert {"attention", "rotary", "norm", "gelu", "fusions", "target"} <= set(low)
+    assert low["attention"] == {**low["attention"], "lowered_as": "onnx:Attention", "nodes": 2}
+    assert manifest["parity"]["passed"] and manifest["parity"]["cache"]["max_abs"] <= TOL
+    ops = manifest["graphs"]["model"]["ops"]
+    assert "Attention" in ops and "RotaryEmbedding" in ops and "Softmax" not in ops
+    from runtime.artifact import load_artifact
+
+    load_artifact(out, verify=True)  # sha256 of the rewritten files recorded
+    plain = tmp_path / "llama-plain"
+    from compiler.artifact import build_artifact
+
+    build_artifact(zoo.load("llama-tiny"), plain, check_parity=False)
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    cfg = GenerationConfig(max_new_tokens=6, eos=())
+    a = Generator(out, device="cpu").generate(prompts, cfg)
+    b = Generator(plain, device="cpu").generate(prompts, cfg)
+    assert a.tokens == b.tokens
+
+
+def test_additive_score_stays_decomposed_and_correct(tmp_path):
+    """No fused kernel computes v.tanh(Wq q + Wk k): that attention keeps its exported
+    subgraph, the rest of the graph is still lowered, parity holds."""
+    from compiler.artifact import build_artifact
+
+    spec = tiny_spec("decoder-only", score="additive", positional="rope")
+    folder, _, _ = build_artifact(spec, tmp_path / "plain")
+    lowering, graphs = _optimized_copy(folder, tmp_path / "opt", spec, "cpu")
+    ops = _ops(tmp_path / "opt", spec)
+    _check(spec, lowering, graphs, ops, _parity(spec, tmp_path / "opt"))
+    assert lowering["attention"]["lowered_as"] == "decomposed" and lowering["attention"]["decomposed"] == 2
+    assert lowering["rotary"]["nodes"] == 4  # the rest still fuses
+
+
+def test_partial_rotary_keeps_the_unrotated_dims(tmp_path):
+    """RoPE on half of each head (positional.fraction 0.5): RotaryEmbedding with
+    rotary_embedding_dim, the other half passed through."""
+    from compiler.artifact import build_artifact
+
+    spec = zoo.load("llama-tiny", ["positional.fraction=0.5", "decoder.layers=1"])
+    folder, _, _ = build_artifact(spec, tmp_path / "plain")
+    for target in ("cpu", "cuda"):
+        lowering, graphs = _optimized_copy(folder, tmp_path / target, spec, target)
+        ops = _ops(tmp_path / target, spec)
+        _check(spec, lowering, graphs, ops, _parity(spec, tmp_path / target))
+        assert lowering["rotary"]["nodes"] == 2
+        model = onnx.load(str(tmp_path / target / "model.onnx"))
+        dims = {a.i for n in model.graph.node if n.op_type == "RotaryEmbedding" for a in n.attribute if a.name == "rotary_embedding_dim"}
+        assert dims == {spec.rotary_dim("decoder")}
+
+
+def test_unmatched_subgraph_is_left_alone():
+    """A softmax that is not the attention pattern (no mask select before it) stays."""
+    from onnx import TensorProto, helper
+
+    from compiler.optimize import optimize_model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    before = model.SerializeToString()
+    record = optimize_model(model, tiny_spec("decoder-only"), target="cpu")
+    assert record["attention"]["lowered_as"] == "decomposed"
+    assert model.SerializeToString() == before
+
+
+def test_padding_rows_match_torch_exactly(tiny_artifacts, tmp_path):
+    """A left-padded prompt's padding rows are fully masked: torch averages V there, the
+    fused kernel alone would return 0; the rewrite keeps torch's numbers at every slot."""
+    import onnxruntime as ort
+
+    spec = zoo.load("gpt2-tiny")
+    _optimized_copy(tiny_artifacts["gpt2-tiny"], tmp_path / "opt", spec, "cpu")
+    feed = {"input_ids": np.array([[3, 4, 5, 6, 7], [0, 0, 0, 8, 9]]), "attention_mask": np.array([[1] * 5, [0, 0, 0, 1, 1]])}
+    feed.update({f"past.{i}.{k}": np.zeros((2, 4, 0, 16), np.float32) for i in range(2) for k in ("key", "value")})
+    plain = ort.InferenceSession(str(tiny_artifacts["gpt2-tiny"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    opt = ort.InferenceSession(str(tmp_path / "opt" / "model.onnx"), providers=["CPUExecutionProvider"])
+    a, b = plain.run(["logits"], feed)[0], opt.run(["logits"], feed)[0]
+    assert np.abs(a - b).max() <= TOL
+
+
+# --------------------------------------------------------------------------- slow: the rest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in TINY_CATALOG if n not in ("gpt2-tiny", "llama-tiny")])
+def test_cuda_lowering_every_tiny_spec(name, tiny_artifacts, tmp_path):
+    spec = zoo.load(name)
+    lowering, graphs = _optimized_copy(tiny_artifacts[name], tmp_path / name, spec, "cuda")
+    _check(spec, lowering, graphs, _ops(tmp_path / name, spec), _parity(spec, tmp_path / name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TINY_CATALOG)
+def test_build_artifact_optimize_every_tiny_spec(name, tmp_path):
+    """The build path itself (export, parity, optimize, parity again) for each spec."""
+    from compiler.artifact import BuildOptions, build_artifact
+
+    spec = zoo.load(name)
+    folder, manifest, built = build_artifact(spec, tmp_path / name, options=BuildOptions(optimize=True, target="cpu"))
+    assert built and manifest["parity"]["passed"]
+    _check(spec, manifest["build"]["lowering"], manifest["graphs"], _ops(folder, spec), manifest["parity"])
+
+
+VARIANTS = [
+    ("decoder-only", "bilinear", "alibi", {}),
+    ("decoder-only", "dot", "relative-bias", {}),
+    ("decoder-only", "scaled-dot", "rope", {"attention": {"heads": 4, "kv_heads": 2, "window": 3}}),
+    ("decoder-only", "scaled-dot", "rope", {"attention": {"heads": 4, "kv_heads": 1}, "norm": {"kind": "rmsnorm", "placement": "post"}}),
+    ("encoder-only", "scaled-dot", "alibi", {"ffn": {"hidden": 64, "activation": "gelu-tanh"}}),
+    ("encoder-decoder", "scaled-dot", "rope", {}),
+    ("encoder-decoder", "additive", "sinusoidal", {}),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,score,positional,extra", VARIANTS)
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_spec_variants(family, score, positional, extra, target, tmp_path):
+    """Scores, biases, windows, MQA, post-norm, every family: lowered where a fused
+    form exists, decomposed where not, parity either way."""
+    from compiler.artifact import build_artifact
+
+    spec = tiny_spec(family, score=score, positional=positional, **extra)
+    folder, _, _ = build_artifact(spec, tmp_path / "plain")
+    lowering, graphs = _optimized_copy(folder, tmp_path / "opt", spec, target)
+    _check(spec, lowering, graphs, _ops(tmp_path / "opt", spec), _parity(spec, tmp_path / "opt"))
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "optimize.json"
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "optimize.py"), "--spec", "gpt2-tiny", "--reps", "2", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    rows = data["specs"][0]["results"]
+    assert {r["case"] for r in rows} == {"prefill", "decode"}
+    assert all("optimized" in r["ratio"] and r["max_abs_vs_plain"]["optimized"] <= TOL for r in rows)
