@@ -86,7 +86,34 @@ def cache_bytes_per_token(manifest: dict) -> int:
     if not kv:
         return 0
     itemsize = 2 if manifest.get("dtype") in ("float16", "bfloat16") else 4
+    declared = [t["dtype"] for g in manifest["graphs"].values() for t in g.get("inputs", []) if t["name"].startswith("past.")]
+    if declared and declared[0] in ("float16", "bfloat16", "float32"):  # an fp16 build of a float32 spec: float16
+        itemsize = 4 if declared[0] == "float32" else 2
     return kv["layers"] * 2 * kv["kv_heads"] * kv["head_dim"] * itemsize
+
+
+def precision_figures(manifest: dict) -> dict:
+    """The build's precision (fp32, fp16, int8) and, for a reduced precision, its
+    measured cost against the fp32 graphs (compiler.precision): logits error, top-1
+    agreement, speed and size relative to fp32, and where they were measured."""
+    build = manifest.get("build") or {}
+    record = build.get("precision")
+    if not isinstance(record, dict):
+        return {"precision": record if isinstance(record, str) else "fp32", "precision_cost": None}
+    acc = record.get("accuracy") or {}
+    return {
+        "precision": record.get("precision", "fp32"),
+        "precision_cost": {
+            "max_abs_logit": acc.get("max_abs_logit"),
+            "mean_abs_logit": acc.get("mean_abs_logit"),
+            "top1_agreement": acc.get("top1_agreement"),
+            "speed_vs_fp32": record.get("speed_vs_fp32"),
+            "decode_speed_vs_fp32": record.get("decode_speed_vs_fp32"),
+            "size_vs_fp32": record.get("size_vs_fp32"),
+            "provider": record.get("provider"),
+            "io": record.get("io"),
+        },
+    }
 
 
 def static_figures(folder: Path, manifest: dict) -> dict:
@@ -105,6 +132,7 @@ def static_figures(folder: Path, manifest: dict) -> dict:
         "onnx_bytes": sum(manifest["files"][f]["bytes"] for f in files),
         "kv_cache_bytes_per_token": cache_bytes_per_token(manifest),
         "max_seq_len": manifest["model"]["max_seq_len"],
+        **precision_figures(manifest),
     }
 
 

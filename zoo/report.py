@@ -80,6 +80,11 @@ def summary_rows(models: list[dict]) -> tuple[list[str], list[list[str]]]:
         "tok/s batch 1",
         "tok/s batch 8",
         "prefill tok/s",
+        "precision",
+        "max logit err vs fp32",
+        "top-1 vs fp32",
+        "speed vs fp32",
+        "size vs fp32",
     ]
     rows = []
     for m in models:
@@ -101,9 +106,32 @@ def summary_rows(models: list[dict]) -> tuple[list[str], list[list[str]]]:
                 _with_spread(b1),
                 _with_spread(b8),
                 _with_spread(m.get("prefill_tokens_per_s"), 0) + f" ({m['prefill_tokens']} tokens)",
+                *precision_cells(m),
             ]
         )
     return header, rows
+
+
+def precision_cells(m: dict) -> list[str]:
+    """precision, max logit error, top-1 agreement, speed and size relative to the
+    fp32 graphs, as the build measured them (manifest); '-' for an fp32 artifact.
+    Speed: decode step where the model decodes, else one forward pass; x > 1 is faster."""
+    precision = m.get("precision") or "fp32"
+    cost = m.get("precision_cost")
+    if not cost:
+        return [precision, "-", "-", "-", "-"]
+    speed = cost.get("decode_speed_vs_fp32") or cost.get("speed_vs_fp32")
+    where = " (CPU)" if cost.get("provider") == "CPUExecutionProvider" and precision == "fp16" else ""
+    err = cost.get("max_abs_logit")
+    top1 = cost.get("top1_agreement")
+    size = cost.get("size_vs_fp32")
+    return [
+        precision,
+        f"{err:.2g}" if isinstance(err, (int, float)) else "n/a",
+        f"{top1 * 100:.1f}%" if isinstance(top1, (int, float)) else "n/a",
+        f"{speed:.2f}x{where}" if isinstance(speed, (int, float)) else "n/a",
+        f"{size:.2f}x" if isinstance(size, (int, float)) else "n/a",
+    ]
 
 
 def context_rows(models: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -141,6 +169,15 @@ def markdown_report(result: dict, plots: dict[str, str]) -> str:
         + ", ".join(f"{k} {v}" for k, v in pk.items()) + ".",
         f"Medians of {s['reps']} repetitions after {s['warmup']} warm-up (± half the interquartile range); "
         f"prompt {s['prompt']} tokens, {s['new_tokens']} new tokens, greedy.",
+        *(
+            [
+                "Precision columns: the build's own measurement of the converted graphs against its fp32 graphs "
+                "(fixed batch; speed > 1x is faster, decode step where the model decodes; size < 1x is smaller; "
+                "fp16 timed on CPU runs through casts and is not its CUDA speed)."
+            ]
+            if any(m.get("precision_cost") for m in models)
+            else []
+        ),
         "",
         markdown_table(*summary_rows(models)),
         "",

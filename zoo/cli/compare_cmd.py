@@ -39,6 +39,11 @@ def register(sub) -> None:
     c.add_argument("--contexts", default="64,128,256,512,1024,2048", help="context lengths of the latency curve (those below max_seq_len)")
     c.add_argument("--batches", default="1,2,4,8", help="batch sizes of the throughput curve (default 1,2,4,8)")
     c.add_argument("--quick", action="store_true", help="2 repetitions, 8 new tokens, contexts 64,128, batches 1,8: a smoke run")
+    c.add_argument(
+        "--precision", default="fp32", metavar="LIST",
+        help="precisions to build each spec at, comma-separated: fp32, fp16, int8 (default fp32); each is measured as "
+        "a model of its own, labelled NAME (PRECISION); artifact folders are measured as built",
+    )
     c.add_argument("--parity", type=Path, metavar="ARTIFACT", help="compare this artifact's ONNX graphs against torch instead")
     c.add_argument("--weights", type=Path, help="with --parity: the safetensors the artifact was built from (default: its seeded init)")
     c.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
@@ -60,10 +65,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.warmup < 0 or args.threads < 0:
         raise InputError("--warmup and --threads must be >= 0")
     contexts, batches = _ints(args.contexts, "--contexts"), _ints(args.batches, "--batches")
-    labels = [Path(a).name if (Path(a) / "manifest.json").is_file() else a for a in args.models]
+    precisions = _precisions(args.precision)
+    runs = []  # (label, model argument, precision)
+    for a in args.models:
+        if (Path(a) / "manifest.json").is_file():
+            runs.append((Path(a).name, a, None))
+        else:
+            runs += [(a if precisions == ["fp32"] else f"{a} ({p})", a, p) for p in precisions]
+    labels = [label for label, _, _ in runs]
     if len(set(labels)) != len(labels):
         raise InputError("a model is named twice; give each once")
-    folders = [artifact_for(arg, args.overrides) for arg in args.models]
+    folders = [artifact_for(arg, args.overrides, precision=p or "fp32") for _, arg, p in runs]
     from zoo.report import summary_rows, terminal_table, write_report
 
     result = measure_models(
@@ -153,8 +165,16 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
-def artifact_for(arg: str, overrides: list[str]) -> Path:
-    """A model argument -> an artifact folder (built, or found up to date)."""
+def _precisions(text: str) -> list[str]:
+    values = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in values if p not in ("fp32", "fp16", "int8")]
+    if not values or bad:
+        raise InputError(f"--precision: {bad[0] if bad else text!r} is not a precision; give fp32, fp16 or int8, comma-separated")
+    return list(dict.fromkeys(values))
+
+
+def artifact_for(arg: str, overrides: list[str], precision: str = "fp32") -> Path:
+    """A model argument -> an artifact folder (built at ``precision``, or found up to date)."""
     own: list[str] = []
     m = _OWN_SET.match(arg)
     base = arg
@@ -173,7 +193,12 @@ def artifact_for(arg: str, overrides: list[str]) -> Path:
     from zoo.progress import step
 
     spec = zoo.load(base, [*overrides, *own])
-    folder, _, _ = build_artifact(spec, None, step=step)
+    options = None
+    if precision != "fp32":
+        from compiler.artifact import BuildOptions
+
+        options = BuildOptions(precision=precision)
+    folder, _, _ = build_artifact(spec, None, step=step, options=options)
     return folder
 
 
@@ -224,16 +249,18 @@ def _parity(args) -> int:
         print(json.dumps(report, indent=2))
         return 0 if report["passed"] else 1
     print(f"artifact  {args.parity}  ({report['name']}, {report['dtype']}, provider {report['provider']})")
-    print(f"tolerance max abs {report['tolerance']:g}")
+    rule = report.get("tolerance_rule") or {"max_abs": report["tolerance"]}
+    extra = (f" or max rel {rule['max_rel']:g}" if "max_rel" in rule else "") + (f", top-1 at least {rule['top1'] * 100:.0f}%" if "top1" in rule else "")
+    print(f"tolerance max abs {report['tolerance']:g}{extra}" + (f" ({report['precision']} build)" if report.get("precision", "fp32") != "fp32" else ""))
     print(f"  {'padding':<8} {'output':<24} {'max abs':>10} {'max rel':>10} {'top-1':>7}  within")
     for run in report["runs"]:
         for name, e in run["outputs"].items():
             top1 = f"{e['top1'] * 100:.1f}%" if "top1" in e else ""
-            ok = "yes" if e["max_abs"] <= report["tolerance"] else "NO"
+            ok = "yes" if e.get("within", e["max_abs"] <= report["tolerance"]) else "NO"
             print(f"  {run['padding']:<8} {name:<24} {e['max_abs']:>10.2e} {e['max_rel']:>10.2e} {top1:>7}  {ok}")
     print("layers (hidden state after each layer, real positions):")
     for layer in report["layers"]:
-        ok = "yes" if layer["max_abs"] <= report["tolerance"] else "NO"
+        ok = "yes" if layer.get("within", layer["max_abs"] <= report["tolerance"]) else "NO"
         print(f"  {layer['layer']:<24} max abs {layer['max_abs']:.2e}  within {ok}")
     if report["passed"]:
         print("passed: every output within tolerance")

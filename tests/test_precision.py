@@ -1,0 +1,364 @@
+"""Reduced-precision artifacts (issue 8 point 3): fp16 and int8 builds of the tiny
+catalog pass parity at their precision's tolerance and record their measured cost in
+the manifest; the runtime feeds and generates with them; fp16 keeps large values
+finite where a naive conversion returns zeros; zoo compare reports the precision.
+
+Default suite: gpt2-tiny and llama-tiny in both precisions, t5-tiny in fp16; every
+other tiny spec and precision, and the command-line runs, are in the slow target
+(make test-slow).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+
+import zoo
+from compiler.artifact import BuildOptions, build_artifact
+from compiler.builder import build
+from compiler.precision import fp32_nodes, to_fp16
+from runtime.artifact import load_artifact
+from runtime.generate import GenerationConfig, Generator
+from runtime.session import Session
+from tests.conftest import ROOT, TINY_CATALOG
+from zoo.contract import PRECISION_TOLERANCE, within
+from zoo.errors import InputError
+
+DEFAULT = (("gpt2-tiny", "fp16"), ("gpt2-tiny", "int8"), ("t5-tiny", "fp16"), ("llama-tiny", "fp16"), ("llama-tiny", "int8"))
+CASES = [
+    pytest.param(n, p, id=f"{n}-{p}", marks=() if (n, p) in DEFAULT else pytest.mark.slow)
+    for n in TINY_CATALOG
+    for p in ("fp16", "int8")
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """build(name, precision) -> (folder, manifest), each built once per module."""
+    root = tmp_path_factory.mktemp("precision")
+    cache: dict = {}
+
+    def get(name: str, precision: str):
+        if (name, precision) not in cache:
+            options = BuildOptions(precision=precision)
+            folder, manifest, _ = build_artifact(zoo.load(name), root / f"{name}-{precision}", options=options)
+            cache[name, precision] = folder, manifest
+        return cache[name, precision]
+
+    return get
+
+
+# --------------------------------------------------------------------------- builds
+
+
+@pytest.mark.parametrize("name, precision", CASES)
+def test_build_passes_parity_at_its_tolerance_and_records_its_cost(built, name, precision):
+    folder, manifest = built(name, precision)
+    tol = PRECISION_TOLERANCE[precision]
+    parity = manifest["parity"]
+    assert parity["passed"] and parity["precision"] == precision and parity["tolerance"] == tol, parity.get("failures")
+    for run in parity["runs"]:
+        for out, e in run["outputs"].items():
+            assert within(e, tol), (out, e)
+    if parity["cache"] is not None:
+        assert within(parity["cache"], tol), parity["cache"]
+
+    record = manifest["build"]["precision"]
+    assert record["precision"] == precision and record["provider"] == "CPUExecutionProvider"
+    acc = record["accuracy"]
+    assert acc["finite"] and acc["batch"] == 4 and acc["seq"] == 32 and acc["positions"] > 64
+    assert acc["max_abs_logit"] <= tol["max_abs"] and acc["top1_agreement"] >= tol["top1"], acc
+    assert 0 < acc["mean_abs_logit"] <= acc["max_abs_logit"]
+    assert record["speed_vs_fp32"] > 0 and record["forward_ms"]["fp32"] > 0 and record["forward_ms"]["converted"] > 0
+    assert record["size_vs_fp32"] == pytest.approx(record["bytes"]["converted"] / record["bytes"]["fp32"])
+    assert record["size_vs_fp32"] < (0.7 if precision == "fp16" else 0.55)  # tiny graphs: metadata is a third of fp32's file
+    if manifest["kv_cache"]:
+        assert record["decode_speed_vs_fp32"] > 0
+
+    # the artifact holds only the converted graphs, and the manifest declares their IO
+    artifact = load_artifact(folder, verify=True)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*manifest["files"], "manifest.json"])  # no fp32 left over
+    cache_dtype = "float16" if precision == "fp16" else "float32"
+    for g in manifest["graphs"].values():
+        for t in g["inputs"] + g["outputs"]:
+            if t["name"].startswith(("past.", "present.", "cross.")):
+                assert t["dtype"] == cache_dtype, t
+            elif not t["dtype"].startswith("int"):
+                assert t["dtype"] == "float32", t  # logits and hidden states stay float32
+    assert record["io"].get("cache", cache_dtype) == cache_dtype and record["io"]["logits"] == "float32"
+    protos = [onnx.load(str(artifact.path(g.name))) for g in artifact.graphs]
+    elem = {onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.INT8: "int8"}
+    large = [t for p in protos for t in p.graph.initializer if np.prod(t.dims) >= 1024]
+    weights = [elem.get(t.data_type) for t in large]
+    if precision == "fp16":
+        assert weights and all(w == "fp16" for w in weights)  # every large weight stored in fp16
+        kept = set(record["kept_fp32"]["ops"])
+        assert "Softmax" in kept and ({"LayerNormalization", "RMSNormalization"} & kept)
+    else:
+        # MatMul weights and the token embedding; position tables (max_seq_len rows) stay float32
+        assert weights.count("int8") >= 8
+        assert all(t.dims[0] == manifest["model"]["max_seq_len"] for t, w in zip(large, weights) if w != "int8")
+        q = next(iter(record["quantization"].values()))
+        assert q["weight_type"] == "QInt8" and q["per_channel"] and q["matmuls"] >= 8
+        ops = {n.op_type for p in protos for n in p.graph.node}
+        assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+
+
+def test_tied_embedding_is_stored_once_in_int8(built):
+    folder, manifest = built("gpt2-tiny", "int8")
+    entry = manifest["build"]["precision"]["quantization"]["model"]["embeddings"][0]
+    assert entry["tied_projections"] == 1 and not entry["float_copy_kept"]
+    proto = onnx.load(str(folder / "model.onnx"))
+    spec = zoo.load("gpt2-tiny")
+    tables = [t for t in proto.graph.initializer if spec.vocab_size in t.dims and spec.d_model in t.dims]
+    assert len(tables) == 1 and tables[0].data_type == onnx.TensorProto.INT8
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+def _full_forward(session: Session, prompt, generated) -> np.ndarray:
+    """Logits of one uncached pass at the positions that produced each generated token."""
+    ids = np.array([list(prompt) + list(generated[:-1])], dtype=np.int64)
+    out = session.forward({"model": {"input_ids": ids, "attention_mask": np.ones_like(ids)}})
+    return out["logits"][0, len(prompt) - 1 :]
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
+def test_generation_cached_equals_full_forward_and_mostly_agrees_with_fp32(built, name, precision):
+    folder, _ = built(name, precision)
+    session = Session(folder, device="cpu")
+    assert session.float_dtype == (np.float16 if precision == "fp16" else np.float32)
+    tol = PRECISION_TOLERANCE[precision]
+    prompt = [5, 17, 300, 42, 9, 77, 123]
+    res = Generator(session).generate([prompt], GenerationConfig(max_new_tokens=24, eos=()), keep_logits=True)
+    generated = res.tokens[0]
+    assert len(generated) == 24
+    stepped = res.logits[0].astype(np.float64)
+    full = _full_forward(session, prompt, generated).astype(np.float64)
+    diff = np.abs(stepped - full)
+    assert within({"max_abs": float(diff.max()), "max_rel": float(diff.max() / np.abs(full).max())}, tol), diff.max()
+    # greedy tokens against the fp32 torch module, teacher-forced on the same prefix
+    model = build(zoo.load(name), seed=0)
+    ids = torch.tensor([prompt + generated[:-1]])
+    with torch.no_grad():
+        ref = model(ids, torch.ones_like(ids))[0, len(prompt) - 1 :].numpy()
+    agree = float(np.mean(ref.argmax(-1) == np.array(generated)))
+    assert agree >= tol["top1"], agree
+    assert np.abs(stepped - ref).max() <= max(tol["max_abs"], tol["max_rel"] * np.abs(ref).max())
+
+
+def test_encoder_decoder_generates_with_an_fp16_cache(built):
+    folder, _ = built("t5-tiny", "fp16")
+    session = Session(folder, device="cpu")
+    enc = session.run("encoder", input_ids=[[5, 6, 7, 8]], attention_mask=[[1, 1, 1, 1]])
+    assert enc["cross.0.key"].dtype == np.float16 and enc["encoder_hidden_states"].dtype == np.float32
+    res = Generator(session).generate([[5, 6, 7, 8], [9, 10, 11]], GenerationConfig(max_new_tokens=6, eos=()))
+    assert [len(t) for t in res.tokens] == [6, 6]
+
+
+def test_fp16_cache_dtype_is_checked_by_the_manifest(built):
+    folder, _ = built("gpt2-tiny", "fp16")
+    s = Session(folder, device="cpu")
+    past = {k: v.astype(np.float32) for k, v in s.empty_past(1).items()}
+    with pytest.raises(InputError, match=r"past\.0\.key: dtype float32, the artifact's past tensors are float16"):
+        s.run("model", input_ids=[[1, 2]], attention_mask=[[1, 1]], **past)
+    out = s.run("model", input_ids=[[1, 2]], attention_mask=[[1, 1]], **s.empty_past(1))
+    assert out["logits"].dtype == np.float32 and out["present.0.key"].dtype == np.float16
+
+
+def test_fp16_at_max_seq_len_stays_within_tolerance(built):
+    """A sequence as long as the model takes (RoPE angles at every position), against torch."""
+    folder, manifest = built("llama-tiny", "fp16")
+    spec = zoo.load("llama-tiny")
+    ids = np.random.default_rng(3).integers(0, spec.vocab_size, size=(2, spec.max_seq_len))
+    out = Session(folder, device="cpu").forward({"model": {"input_ids": ids, "attention_mask": np.ones_like(ids)}})
+    with torch.no_grad():
+        t = torch.from_numpy(ids)
+        ref = build(spec, seed=0)(t, torch.ones_like(t)).numpy()
+    diff = float(np.abs(out["logits"] - ref).max())
+    assert np.isfinite(out["logits"]).all()
+    assert within({"max_abs": diff, "max_rel": diff / float(np.abs(ref).max())}, PRECISION_TOLERANCE["fp16"]), diff
+
+
+# --------------------------------------------------------------------------- large values
+
+
+def decompose_layer_norms(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """LayerNormalization -> ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul,
+    Add: the norm as other exporters and older opsets write it."""
+    g = proto.graph
+    g.initializer.extend([
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "ln/axes"),
+        numpy_helper.from_array(np.array(2.0, dtype=np.float32), "ln/two"),
+    ])
+    nodes = []
+    for n in g.node:
+        if n.op_type != "LayerNormalization":
+            nodes.append(n)
+            continue
+        x, w, b = n.input
+        t = n.name
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        g.initializer.append(numpy_helper.from_array(np.array(eps, dtype=np.float32), f"{t}/eps"))
+        nodes += [
+            helper.make_node("ReduceMean", [x, "ln/axes"], [f"{t}/mean"], name=f"{t}/mean", keepdims=1),
+            helper.make_node("Sub", [x, f"{t}/mean"], [f"{t}/centered"], name=f"{t}/centered"),
+            helper.make_node("Pow", [f"{t}/centered", "ln/two"], [f"{t}/square"], name=f"{t}/square"),
+            helper.make_node("ReduceMean", [f"{t}/square", "ln/axes"], [f"{t}/var"], name=f"{t}/var", keepdims=1),
+            helper.make_node("Add", [f"{t}/var", f"{t}/eps"], [f"{t}/var_eps"], name=f"{t}/var_eps"),
+            helper.make_node("Sqrt", [f"{t}/var_eps"], [f"{t}/std"], name=f"{t}/std"),
+            helper.make_node("Div", [f"{t}/centered", f"{t}/std"], [f"{t}/normed"], name=f"{t}/normed"),
+            helper.make_node("Mul", [f"{t}/normed", w], [f"{t}/scaled"], name=f"{t}/scaled"),
+            helper.make_node("Add", [f"{t}/scaled", b], [n.output[0]], name=f"{t}/shifted"),
+        ]
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+LARGE = 5000.0  # position embeddings x LARGE: hidden states of a few hundred, squares past fp16's 65504
+
+
+@pytest.fixture(scope="module")
+def large_graph(tmp_path_factory):
+    """gpt2-tiny's fp32 graph with its position table scaled by LARGE (untied, so the
+    logits keep their scale) and an input as long as max_seq_len."""
+    from compiler.export import export_all
+
+    spec = zoo.load("gpt2-tiny")
+    model = build(spec, seed=0)
+    with torch.no_grad():
+        model.decoder.absolute.weight.mul_(LARGE)
+    folder = tmp_path_factory.mktemp("large")
+    export_all(model, spec, folder)
+    proto = onnx.load(str(folder / "model.onnx"))
+    ids = np.random.default_rng(5).integers(0, spec.vocab_size, size=(2, spec.max_seq_len))
+    return proto, ids
+
+
+def _run_ort(proto, ids) -> np.ndarray:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    for i in s.get_inputs():
+        if i.name.startswith("past."):
+            feed[i.name] = np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), dtype=np.float16 if "16" in i.type else np.float32)
+    return s.run(["logits"], feed)[0].astype(np.float64)
+
+
+def _run_native_fp16(proto, ids) -> np.ndarray:
+    """The graph with every op computed in its own dtype (onnx.reference, numpy): what a
+    device that runs fp16 kernels natively does. ONNX Runtime's CPU provider computes
+    most fp16 ops in fp32 behind inserted casts and hides the overflow."""
+    from onnx.reference import ReferenceEvaluator
+
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    for i in proto.graph.input:
+        if i.name.startswith("past."):
+            dims = [d.dim_value for d in i.type.tensor_type.shape.dim]
+            dtype = np.float16 if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else np.float32
+            feed[i.name] = np.zeros((ids.shape[0], dims[1], 0, dims[3]), dtype=dtype)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return ReferenceEvaluator(proto).run(["logits"], feed)[0].astype(np.float64)
+
+
+@pytest.mark.parametrize("norms", ["standard", "decomposed"])
+def test_fp16_large_values_stay_finite_where_naive_fp16_returns_zeros(large_graph, norms):
+    proto, ids = large_graph
+    proto = copy.deepcopy(proto)
+    if norms == "decomposed":
+        proto = decompose_layer_norms(proto)
+        kept = fp32_nodes(copy.deepcopy(proto))
+        assert {f"node_layer_norm/{s}" for s in ("mean", "square", "var", "var_eps", "std", "normed")} <= kept
+    reference = _run_ort(proto, ids)
+    scale = float(np.abs(reference).max())
+    assert np.isfinite(reference).all() and 0.1 < scale < 100  # logits at their usual scale; hidden states are not
+    tol = PRECISION_TOLERANCE["fp16"]
+    ours, _ = to_fp16(copy.deepcopy(proto))
+    naive, _ = to_fp16(copy.deepcopy(proto), naive=True)
+    for run in (_run_ort, _run_native_fp16):
+        got = run(ours, ids)
+        assert np.isfinite(got).all() and not (np.abs(got).max(-1) == 0).any(), run.__name__
+        err = float(np.abs(got - reference).max())
+        assert within({"max_abs": err, "max_rel": err / scale}, tol), (run.__name__, err)
+    bad = _run_native_fp16(naive, ids)  # variance overflows to inf: the norm returns its bias, 0
+    zero_rows = float((np.abs(bad).max(-1) == 0).mean())
+    assert zero_rows > 0.9 or not np.isfinite(bad).all(), zero_rows
+
+
+@pytest.mark.slow
+def test_fp16_build_with_large_weights_passes_parity(tmp_path):
+    spec = zoo.load("gpt2-tiny")
+    model = build(spec, seed=0)
+    with torch.no_grad():
+        model.decoder.absolute.weight.mul_(LARGE)
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", weights=model.state_dict(), options=BuildOptions(precision="fp16"))
+    assert manifest["parity"]["passed"] and manifest["build"]["precision"]["accuracy"]["finite"]
+
+
+# --------------------------------------------------------------------------- zoo compare and zoo build
+
+
+def test_compare_report_has_the_precision_columns(built, tmp_path):
+    from runtime.measure import static_figures
+    from zoo.report import markdown_report, summary_rows, terminal_table
+
+    models = []
+    for name, precision in (("gpt2-tiny", "fp16"), ("gpt2-tiny", "int8")):
+        folder, manifest = built(name, precision)
+        m = static_figures(folder, manifest)
+        assert m["precision"] == precision
+        assert m["precision_cost"]["max_abs_logit"] == manifest["build"]["precision"]["accuracy"]["max_abs_logit"]
+        m.update(label=f"{name} ({precision})", peak_rss_mb=100.0, provider="CPUExecutionProvider", prefill_tokens=64)
+        models.append(m)
+    fp16, int8 = models
+    assert fp16["kv_cache_bytes_per_token"] * 2 == int8["kv_cache_bytes_per_token"]  # the fp16 cache is half
+    header, rows = summary_rows(models)
+    for col in ("precision", "max logit err vs fp32", "top-1 vs fp32", "speed vs fp32", "size vs fp32"):
+        assert col in header
+    by = [dict(zip(header, r)) for r in rows]
+    assert by[0]["precision"] == "fp16" and by[0]["speed vs fp32"].endswith("x (CPU)")
+    assert by[1]["precision"] == "int8" and by[1]["size vs fp32"].endswith("x") and by[1]["top-1 vs fp32"].endswith("%")
+    assert "int8" in terminal_table(header, rows)
+    result = {"models": models, "machine": {"cpu": "x", "cores": 2, "packages": {}}, "settings": {"threads": 2, "reps": 1, "warmup": 0, "prompt": 32, "new_tokens": 8}}
+    md = markdown_report(result, {})
+    assert " precision |" in md and "Precision columns" in md
+
+
+def zoo_cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+
+
+@pytest.mark.slow
+def test_zoo_build_prints_and_zoo_compare_reports_the_precision(built, tmp_path):
+    r = zoo_cli("build", "gpt2-tiny", "--precision", "int8", "-o", tmp_path / "int8")
+    assert r.returncode == 0, r.stderr
+    assert "precision int8" in r.stdout and "top-1 agreement" in r.stdout and "size 0." in r.stdout and "or max rel 0.1" in r.stdout
+    fp16, _ = built("gpt2-tiny", "fp16")
+    out = tmp_path / "cmp"
+    r = zoo_cli("compare", tmp_path / "int8", fp16, "--quick", "--batches", "1", "--contexts", "64", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "size vs fp32" in r.stdout and "int8" in r.stdout
+    data = json.loads((out / "compare.json").read_text())
+    assert [m["precision"] for m in data["models"]] == ["int8", "fp16"]
+    assert all(m["precision_cost"]["top1_agreement"] >= 0.8 for m in data["models"])
+    assert "| int8 |" in (out / "compare.md").read_text()
+    r = zoo_cli("compare", "--parity", fp16)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "fp16 build" in r.stdout and "passed" in r.stdout
