@@ -149,11 +149,13 @@ TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}
 # within when its max abs error is at most ``max_abs`` OR at most ``max_rel`` times
 # its largest |value| (fp16 and int8 errors grow with the values' scale: a fixed
 # absolute bound fits random-init models and not trained ones, whose logits reach the
-# hundreds); logits must also agree on the top-1 token at ``top1`` of the real
-# positions at least. Measured figures and margins: docs/precision.md.
+# hundreds). The logits' top-1 agreement, pooled over every real position of the
+# check, must be at least ``top1``: a floor against gross breakage, set for
+# random-init models whose large vocabularies make near-ties common (a trained
+# model's agreement is higher). Measured figures and margins: docs/precision.md.
 PRECISION_TOLERANCE = {
-    "fp16": {"max_abs": 2e-2, "max_rel": 1e-2, "top1": 0.95},
-    "int8": {"max_abs": 1e-1, "max_rel": 1e-1, "top1": 0.80},
+    "fp16": {"max_abs": 2e-2, "max_rel": 1e-2, "top1": 0.90},
+    "int8": {"max_abs": 1e-1, "max_rel": 1e-1, "top1": 0.75},
 }
 
 
@@ -168,10 +170,8 @@ def tolerance_for(dtype: str, precision: str = "fp32") -> dict:
 
 
 def within(errors: dict, tolerance: dict) -> bool:
-    """Whether one output's errors (max_abs, max_rel, top1 where measured) meet ``tolerance``."""
-    ok = errors["max_abs"] <= tolerance["max_abs"]
-    if not ok and "max_rel" in tolerance:
-        ok = errors.get("max_rel", float("inf")) <= tolerance["max_rel"]
-    if ok and "top1" in tolerance and "top1" in errors:
-        ok = errors["top1"] >= tolerance["top1"]
-    return bool(ok)
+    """Whether one output's error magnitude (max_abs, and max_rel where the tolerance
+    has one) meets ``tolerance``; top-1 agreement is checked pooled, by the caller."""
+    if errors["max_abs"] <= tolerance["max_abs"]:
+        return True
+    return "max_rel" in tolerance and errors.get("max_rel", float("inf")) <= tolerance["max_rel"]
