@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,26 +25,37 @@ VALIDATE_RSS_MB = 300  # pydantic + yaml + the zoo is ~60 MB; a bomb that expand
 BUILD_RSS_MB = 1200  # `zoo build` imports torch before it can refuse a spec too large to allocate
 
 
+# `python -m zoo ARGS` that writes its peak RSS (VmHWM: this process's own memory, which
+# wait4's ru_maxrss is not: that one keeps the pytest parent's size across fork and exec)
+CHILD = """
+import atexit, os, sys
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    with open(os.environ["ZOO_TEST_PEAK"], "w") as out:
+        out.write(str(kb))
+atexit.register(_peak)
+from zoo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def zoo_process(*args, cwd: Path) -> tuple[int, str, str, float, float]:
-    """``zoo ARGS`` in a child process -> (exit code, stdout, stderr, seconds, peak RSS MB).
-    The child is reaped with wait4, whose rusage is that child's alone."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), ZOO_QUIET="1")
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """``zoo ARGS`` in a child process -> (exit code, stdout, stderr, seconds, peak RSS MB)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak = Path(scratch) / "peak"
+        env = dict(os.environ, PYTHONPATH=str(ROOT), ZOO_QUIET="1", ZOO_TEST_PEAK=str(peak))
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
-        )
-        timer = threading.Timer(60, proc.kill)  # a hang fails the test instead of the run
-        timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                stdin=subprocess.DEVNULL, timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"zoo {' '.join(map(str, args))} ran over 60 s") from None
         seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        text = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
-    return proc.returncode, *text, seconds, usage.ru_maxrss / 1024
+        rss = int(peak.read_text()) / 1024 if peak.exists() else float("nan")
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"), seconds, rss
 
 
 BILLION_LAUGHS = "\n".join(
