@@ -7,7 +7,7 @@ OUT     ?= artifacts/$(MODEL)
 PROMPT  ?= 464,2068,7586,21831
 # Parallel test workers are not used: CI has 2 cores and torch already uses both.
 
-.PHONY: demo test test-slow test-all test-fuzz bench install clean
+.PHONY: demo test test-slow test-all test-fuzz bench install install-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,12 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+# CUDA build of ONNX Runtime in place of the CPU one (both are the module `onnxruntime`; only one may be installed)
+install-gpu: install
+	$(BIN)/pip uninstall -y onnxruntime
+	$(BIN)/pip install --quiet 'onnxruntime-gpu[cuda,cudnn]'
+	$(BIN)/python -c "import onnxruntime as o; p = o.get_available_providers(); print(p); assert 'CUDAExecutionProvider' in p, 'no CUDA provider: check the NVIDIA driver'"
 
 demo: install
 	$(BIN)/zoo list
