@@ -380,3 +380,19 @@ def test_precision_on_graphs_optimized_for_cuda(tmp_path, precision):
         assert "SkipLayerNormalization" in record["kept_fp32"]["ops"]
     else:
         assert "MatMulInteger" in ops
+
+
+@pytest.mark.slow
+def test_precision_benchmark_runs_and_writes_every_figure(tmp_path):
+    out = tmp_path / "precision.json"
+    cmd = [sys.executable, "benchmarks/precision.py", "--reps", "2", "--new-tokens", "8", "--artifacts", str(tmp_path / "a"), "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| int8 |" in r.stdout and "decode speed vs fp32" in r.stdout
+    data = json.loads(out.read_text())
+    assert data["spec"] == "gpt2-tiny" and set(data["precisions"]) == {"fp32", "fp16", "int8"}
+    for p, e in data["precisions"].items():
+        assert e["size_mb"] > 0 and e["forward_ms"] > 0 and e["decode_ms_per_token"] > 0, p
+        assert e["parity"]["passed"] and e["greedy_tokens_before_first_difference"] >= 0
+    assert data["precisions"]["int8"]["size_vs_fp32"] < 0.55 and data["precisions"]["fp16"]["size_vs_fp32"] < 0.7
+    assert data["precisions"]["fp16"]["top1_agreement_vs_fp32"] >= PRECISION_TOLERANCE["fp16"]["top1"]
