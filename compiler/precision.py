@@ -108,6 +108,7 @@ def _value_types(proto: onnx.ModelProto) -> dict[str, int]:
 def fp32_nodes(proto: onnx.ModelProto) -> set[str]:
     """Names of the nodes to keep in fp32 (see the module docstring). Op-agnostic:
     decided by op type and by walking the graph from anchors."""
+    _name_nodes(proto)
     g = proto.graph
     types = _value_types(proto)
     producer = {o: n for n in g.node for o in n.output}
@@ -391,10 +392,6 @@ def _quantize_table(proto: onnx.ModelProto, name: str, *, tied: bool) -> dict:
 
 ACCURACY_BATCH, ACCURACY_SEQ, ACCURACY_SEED = 4, 32, 1234
 TIMING_REPS, TIMING_WARMUP = 10, 2
-
-
-def _np_type(ort_type: str):
-    return {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}.get(ort_type, np.float32)
 
 
 def _uncached(sessions: dict, graphs, inputs: dict, cache, batch: int) -> dict[str, np.ndarray]:
