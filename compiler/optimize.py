@@ -11,20 +11,22 @@ Every rewritten graph then goes through the same parity check as the plain one
 (compiler.artifact), on CPU: every op emitted here, for either target, has an ONNX
 Runtime CPU kernel.
 
-Lowering per component and target (``LOWERING``; measured in benchmarks/optimize.py,
-described in docs/optimize.md):
+Lowering per component and target (``LOWERING``; CPU measured with ONNX Runtime 1.32
+in benchmarks/optimize.py, see docs/optimize.md; CUDA chosen from the kernels each
+ONNX Runtime release registers, not measured here):
 
-============  ===================================  =======================================
-component     cpu                                  cuda
-============  ===================================  =======================================
-attention     onnx:Attention (opset 23)            com.microsoft:MultiHeadAttention
-                                                   (kv_heads = heads), onnx:Attention (GQA)
-rotary        onnx:RotaryEmbedding (opset 23)      com.microsoft:RotaryEmbedding
-norm          com.microsoft:SkipLayerNormalization / SkipSimplifiedLayerNormalization
-              (the residual add folded into the norm); lone norms stay LayerNormalization /
-              RMSNormalization
-gelu          com.microsoft:FastGelu (tanh) / BiasGelu (erf), the bias add folded in
-============  ===================================  =======================================
+==========  =====================================  =========================================
+component   cpu                                    cuda
+==========  =====================================  =========================================
+attention   onnx:Attention (opset 23)              com.microsoft:MultiHeadAttention; GQA:
+                                                   onnx:Attention
+rotary      onnx:RotaryEmbedding (opset 23)        com.microsoft:RotaryEmbedding
+norm        as exported: Add + LayerNormalization  com.microsoft:SkipLayerNormalization /
+            / RMSNormalization (Skip* measured     SkipSimplifiedLayerNormalization (the
+            slower on CPU)                         residual add folded in)
+gelu        as exported: Add + Gelu (the session   com.microsoft:FastGelu (tanh) / BiasGelu
+            makes FastGelu of it)                  (erf), the bias add folded in
+==========  =====================================  =========================================
 
 Attention, what matches: ``Softmax(Where(allowed, [Add](Mul(MatMul(q, Transpose(k)),
 scale), [bias]), lowest))`` then ``MatMul(probs, v)``, with or without the grouped
@@ -61,17 +63,19 @@ MS = "com.microsoft"
 ATTENTION = "onnx:Attention"
 MHA = f"{MS}:MultiHeadAttention"
 DECOMPOSED = "decomposed"
+NONE = "none"  # the model has no such component (no RoPE, no GELU)
 
-# What each target gets; per component, in the order tried. "decomposed" leaves the
-# exporter's subgraph as it is. Chosen from benchmarks/optimize.py (CPU) and from
-# which kernels each provider registers (CUDA): see docs/optimize.md.
+# What each target gets, per component. "decomposed" leaves the exporter's subgraph
+# as it is (for norms and GELU that is already one standard op each: LayerNormalization,
+# RMSNormalization, Gelu). CPU: measured with ONNX Runtime 1.32 (benchmarks/optimize.py,
+# docs/optimize.md); CUDA: from the kernels each release registers (no GPU measured here).
 LOWERING: dict[str, dict[str, str]] = {
     "cpu": {
         "attention": ATTENTION,
         "attention_gqa": ATTENTION,
         "rotary": "onnx:RotaryEmbedding",
-        "norm": f"{MS}:Skip*Normalization",
-        "gelu": f"{MS}:FastGelu/BiasGelu",
+        "norm": DECOMPOSED,
+        "gelu": DECOMPOSED,
     },
     "cuda": {
         "attention": MHA,
@@ -83,19 +87,29 @@ LOWERING: dict[str, dict[str, str]] = {
 }
 
 WHY = {
-    ("cpu", "attention"): "ONNX Runtime's CPU kernel of the standard Attention op (opset 23) runs scores, mask, softmax and PV in one node",
-    ("cpu", "attention_gqa"): "the standard Attention op takes kv_heads < heads without repeating the cache",
+    ("cpu", "attention"): "the standard Attention op (opset 23) has an ONNX Runtime CPU kernel: scores, mask, softmax "
+    "and PV in one node, measured at 0.7-0.9x the decomposed subgraph's time (prefill 1x128, 8x32; decode at 64 and "
+    "512 cached tokens); MultiHeadAttention and GroupQueryAttention measured slower than both on CPU",
+    ("cpu", "attention_gqa"): "the standard Attention op takes kv_heads < heads without repeating the cache (measured "
+    "0.7-0.9x for prefill and short-context decode, 1.4x at 512 cached tokens: +20 us a layer, kept for one lowering)",
     ("cuda", "attention"): "MultiHeadAttention has had CUDA kernels (flash / memory-efficient / unfused) for years; "
     "the standard Attention op has a CUDA kernel only in recent ONNX Runtime releases (before that it ran on CPU "
     "inside a CUDA session: onnxruntime issue 28025)",
     ("cuda", "attention_gqa"): "MultiHeadAttention needs kv_heads = heads, GroupQueryAttention's CUDA kernel takes "
     "float16/bfloat16 only and masks by right-padded lengths (the zoo pads left); the standard Attention op's CUDA "
     "kernel covers GQA (ONNX Runtime >= 1.26): check the placement report",
-    ("cpu", "rotary"): "ONNX Runtime's CPU kernel of the standard RotaryEmbedding op (opset 23), cos/sin computed once per graph",
+    ("cpu", "rotary"): "the standard RotaryEmbedding op (opset 23) has an ONNX Runtime CPU kernel, measured at "
+    "0.4-0.65x the decomposed slices, negation and products; cos/sin computed once per graph",
     ("cuda", "rotary"): "com.microsoft RotaryEmbedding has CUDA kernels in every ONNX Runtime release that has the op",
-    "norm": "the residual add folded into the norm (one pass over the hidden state instead of two)",
-    "gelu": "the bias add folded into the activation",
-    "additive": "the additive score (v . tanh(Wq q + Wk k)) has no fused kernel",
+    ("cpu", "norm"): "kept as exported (LayerNormalization / RMSNormalization after a separate residual Add): the CPU "
+    "kernels of SkipLayerNormalization and SkipSimplifiedLayerNormalization measured 7x and 2x slower than Add + the "
+    "standard norm for a prompt (1.5x and 1x for one token; ONNX Runtime 1.32)",
+    ("cuda", "norm"): "the residual add folded into the norm (SkipLayerNormalization / SkipSimplifiedLayerNormalization, "
+    "CUDA kernels): one pass over the hidden state instead of two",
+    ("cpu", "gelu"): "kept as exported (Gelu after the bias Add): FastGelu measured the same as Add + tanh Gelu (the "
+    "session fuses those itself), BiasGelu 1.04-1.2x slower than Add + Gelu on CPU",
+    ("cuda", "gelu"): "the bias add folded into the activation (FastGelu / BiasGelu, CUDA kernels)",
+    "additive": "the additive score (v . tanh(Wq q + Wk k)) has no fused kernel: decomposed",
 }
 
 
@@ -269,29 +283,11 @@ class AttentionMatch:
         self.__dict__.update(kw)
 
 
-def match_attention(g: Graph, softmax: onnx.NodeProto) -> Optional[AttentionMatch]:
-    """The scores -> mask -> softmax -> PV chain around ``softmax``, or None."""
-    if _attr(softmax, "axis", -1) not in (-1, 3):
-        return None
-    where = g.op(softmax.input[0], "Where")
-    if where is None:
-        return None
-    allowed, x, fill = where.input
-    fill_v = g.scalar(fill)
-    if fill_v is None or fill_v > -6.0e4:  # the dtype's lowest value (float32 or float16)
-        return None
-    bias = None
-    node = g.producer.get(x)
-    if node is not None and node.op_type == "Add":
-        for i, j in ((0, 1), (1, 0)):
-            cand = g.producer.get(node.input[i])
-            if cand is not None and cand.op_type in ("Mul", "Div", "MatMul", "Reshape"):
-                x, bias = node.input[i], node.input[j]
-                break
-        else:
-            return None
-        node = g.producer.get(x)
+def _scores(g: Graph, x: str):
+    """x = [Mul by a constant | Div by a constant](q @ Transpose(k)), the q k^T matmul
+    possibly grouped (grouped_qk's reshapes) -> (scale, qk MatMul, q, grouped), or None."""
     scale = 1.0
+    node = g.producer.get(x)
     if node is not None and node.op_type in ("Mul", "Div"):
         c = [g.scalar(i) for i in node.input]
         if node.op_type == "Mul" and c[1] is not None:
@@ -308,16 +304,42 @@ def match_attention(g: Graph, softmax: onnx.NodeProto) -> Optional[AttentionMatc
         grouped, node = True, g.op(node.input[0], "MatMul")
     if node is None or node.op_type != "MatMul":
         return None
-    qk = node
-    q = qk.input[0]
+    q = node.input[0]
     if grouped:
         q_reshape = g.op(q, "Reshape")
         if q_reshape is None:
             return None
         q = q_reshape.input[0]
-    kt = g.op(qk.input[1], "Transpose")
+    kt = g.op(node.input[1], "Transpose")
     if kt is None or list(_attr(kt, "perm", [])) not in ([0, 1, 3, 2], [0, 2, 3, 1]):
         return None
+    return scale, node, q, grouped
+
+
+def match_attention(g: Graph, softmax: onnx.NodeProto) -> Optional[AttentionMatch]:
+    """The scores -> mask -> softmax -> PV chain around ``softmax``, or None."""
+    if _attr(softmax, "axis", -1) not in (-1, 3):
+        return None
+    where = g.op(softmax.input[0], "Where")
+    if where is None:
+        return None
+    allowed, x, fill = where.input
+    fill_v = g.scalar(fill)
+    if fill_v is None or fill_v > -6.0e4:  # the dtype's lowest value (float32 or float16)
+        return None
+    bias = None
+    scores = _scores(g, x)
+    node = g.producer.get(x)
+    if scores is None and node is not None and node.op_type == "Add":  # scores + bias (ALiBi, relative)
+        for i in (0, 1):
+            scores = _scores(g, node.input[i])
+            if scores is not None:
+                bias = node.input[1 - i]
+                break
+    if scores is None:
+        return None
+    scale, qk, q, grouped = scores
+    kt = g.producer[qk.input[1]]
     k = kt.input[0]
     k_layout = "bnsh" if list(_attr(kt, "perm")) == [0, 1, 3, 2] else "bsnh"  # (B, T, KV, hd): two transposes folded
     # forward: probs -> [Reshape] -> MatMul(., v) -> [Reshape] -> y
@@ -431,22 +453,18 @@ def lower_attention(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict
             raise ExportError(f"unknown attention lowering {choice!r}")
         used[choice] += 1
     g.finish()
-    record = {"lowered_as": "+".join(sorted(used)) or DECOMPOSED, "nodes": sum(used.values())}
-    if decomposed:
-        record["decomposed"] = sum(decomposed.values())
-    kinds = {a.score for _, s in spec.stacks() for a in [s.attention]}
     why = []
-    if used:
-        why += [WHY[(target, "attention")]] if any(k == plan["attention"] for k in used) else []
-        why += [WHY[(target, "attention_gqa")]] if any(s.attention.n_kv_heads != s.attention.heads for _, s in spec.stacks()) else []
-    if "additive" in kinds:
+    if any(c == plan["attention"] for c in used):
+        why.append(WHY[(target, "attention")])
+    if any(c == plan["attention_gqa"] for c in used) and any(s.attention.n_kv_heads != s.attention.heads for _, s in spec.stacks()):
+        why.append(WHY[(target, "attention_gqa")])
+    if decomposed.get("additive"):
         why.append(WHY["additive"])
     if decomposed.get("unmatched"):
         why.append(f"{decomposed['unmatched']} attention subgraph(s) did not match the fused pattern: kept decomposed")
     if decomposed.get("by plan"):
-        why.append(f"kept decomposed for {target}: measured faster (benchmarks/optimize.py)")
-    record["why"] = "; ".join(why)
-    return record
+        why.append(f"kept decomposed for {target} by plan")
+    return {"why": why, "decomposed": sum(decomposed.values())}
 
 
 # --------------------------------------------------------------------------- rotary
@@ -589,9 +607,11 @@ def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
         count += 1
     g.finish()
     if count:
-        return {"lowered_as": choice, "nodes": count, "why": WHY[(target, "rotary")]}
-    return {"lowered_as": DECOMPOSED, "nodes": 0, "why": "kept decomposed by plan" if choice == DECOMPOSED and unmatched else
-            ("no rotary embedding in this model" if not unmatched else "the rotary subgraph did not match: kept decomposed")}
+        return {"why": [WHY[(target, "rotary")]], "decomposed": unmatched}
+    if not unmatched:
+        return {"why": []}
+    return {"why": [f"kept decomposed for {target} by plan" if choice == DECOMPOSED else "the rotary subgraph did not match: kept decomposed"],
+            "decomposed": unmatched}
 
 
 # --------------------------------------------------------------------------- norms
@@ -607,7 +627,7 @@ def lower_norms(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
     counts: Counter = Counter()
     lone: Counter = Counter()
     if plan["norm"] == DECOMPOSED:
-        return {"lowered_as": "onnx:LayerNormalization/RMSNormalization", "nodes": 0, "why": "residual add kept apart by plan"}
+        return {"why": [WHY[(target, "norm")]] if any(n.op_type in NORMS for n in g.g.node) else []}
     for norm in [n for n in g.g.node if n.op_type in ("LayerNormalization", "RMSNormalization")]:
         add = g.op(norm.input[0], "Add")
         axis = _attr(norm, "axis", -1)
@@ -633,11 +653,7 @@ def lower_norms(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
             g.node("SkipSimplifiedLayerNormalization", [add.input[0], add.input[1], norm.input[1]], outs, domain=MS, base="zoo_skip_rms", epsilon=eps)
             counts[f"{MS}:SkipSimplifiedLayerNormalization"] += 1
     g.finish()
-    record = {"lowered_as": "+".join(sorted(counts)) or DECOMPOSED, "nodes": sum(counts.values())}
-    if lone:
-        record["standalone"] = dict(lone)  # embedding / final norms: no residual add before them
-    record["why"] = WHY["norm"] if counts else "no residual add before a norm"
-    return record
+    return {"why": [WHY[(target, "norm")]] if counts or lone else []}
 
 
 # --------------------------------------------------------------------------- gelu
@@ -646,7 +662,7 @@ def lower_norms(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
 def lower_gelu(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
     counts: Counter = Counter()
     if plan["gelu"] == DECOMPOSED:
-        return {"lowered_as": DECOMPOSED, "nodes": 0, "why": "kept as exported by plan"}
+        return {"why": [WHY[(target, "gelu")]] if any(n.op_type == "Gelu" for n in g.g.node) else []}
     for gelu in [n for n in g.g.node if n.op_type == "Gelu" and n.domain in ("", "ai.onnx")]:
         approx = _attr(gelu, "approximate", b"none")
         approx = approx.decode() if isinstance(approx, bytes) else approx
@@ -670,10 +686,7 @@ def lower_gelu(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
         g.node(op, [x] + ([bias] if bias else []), [gelu.output[0]], domain=MS, base=f"zoo_{op.lower()}")
         counts[f"{MS}:{op}"] += 1
     g.finish()
-    record = {"lowered_as": "+".join(sorted(counts)) or ("onnx:Gelu" if any(n.op_type == "Gelu" for n in g.g.node) else DECOMPOSED),
-              "nodes": sum(counts.values())}
-    record["why"] = WHY["gelu"] if counts else "no GELU with a bias add (or none at all)"
-    return record
+    return {"why": [WHY[(target, "gelu")]] if counts or any(n.op_type == "Gelu" for n in g.g.node) else []}
 
 
 # --------------------------------------------------------------------------- driver
@@ -688,34 +701,58 @@ def op_counts(model: onnx.ModelProto) -> Counter:
     return Counter((f"{n.domain}:" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node)
 
 
+# The ops that make up each component once lowered (op_counts names: contrib ops with
+# their domain); a component with none of them in a graph is decomposed there.
+COMPONENT_OPS = {
+    "attention": ("Attention", f"{MS}:MultiHeadAttention", f"{MS}:GroupQueryAttention"),
+    "rotary": ("RotaryEmbedding", f"{MS}:RotaryEmbedding"),
+    "norm": ("LayerNormalization", "RMSNormalization", f"{MS}:SkipLayerNormalization", f"{MS}:SkipSimplifiedLayerNormalization"),
+    "gelu": ("Gelu", f"{MS}:FastGelu", f"{MS}:BiasGelu", f"{MS}:Gelu"),
+}
+NORMS = ("LayerNormalization", "RMSNormalization")
+
+
+def _name(op: str) -> str:
+    return op if ":" in op else f"onnx:{op}"
+
+
 def optimize_model(model: onnx.ModelProto, spec, *, target: str = "cpu", plan: Optional[dict] = None) -> dict:
-    """Rewrite ``model`` (one graph of ``spec``) in place; returns per component its record."""
+    """Rewrite ``model`` (one graph of ``spec``) in place; returns per component what it
+    is in the graph now ({lowered_as, nodes[, decomposed], why})."""
     plan = {**LOWERING[target], **(plan or {})}
     g = Graph(model)
     dtype = _float_type(g)
-    record = {
+    notes = {
         "attention": lower_attention(g, spec, target, dtype, plan),
         "rotary": lower_rotary(g, spec, target, dtype, plan),
         "norm": lower_norms(g, spec, target, dtype, plan),
         "gelu": lower_gelu(g, spec, target, dtype, plan),
     }
     _ensure_opset(model)
+    counts = op_counts(model)
+    record = {}
+    for comp, note in notes.items():
+        present = {op: counts[op] for op in COMPONENT_OPS[comp] if counts[op]}
+        absent = not present and not note["why"] and not note.get("decomposed")  # the model has none
+        entry = {"lowered_as": "+".join(sorted(_name(op) for op in present)) or (NONE if absent else DECOMPOSED), "nodes": sum(present.values())}
+        if note.get("decomposed"):
+            entry["decomposed"] = note["decomposed"]
+        entry["why"] = note["why"]
+        record[comp] = entry
     return record
-
-
-FUSED = {"Attention", "MultiHeadAttention", "GroupQueryAttention", "RotaryEmbedding", "SkipLayerNormalization",
-         "SkipSimplifiedLayerNormalization", "FastGelu", "BiasGelu", "LayerNormalization", "RMSNormalization", "Gelu"}
 
 
 def optimize_graphs(spec, folder: Path, graphs: dict, *, target: str = "cpu", plan: Optional[dict] = None) -> dict:
     """Optimize every graph of ``spec`` in ``folder`` for ``target`` (rewritten in place;
     ``graphs``, compiler.export.export_all's record, updated). Returns the lowering record:
-    per component what it became and why, the fused op counts, the target."""
+    per component what it became (op, node count, what stayed decomposed) and why, the
+    fused op counts, the target."""
     from compiler.export import save_graph, weight_bytes
 
     if target not in LOWERING:
         raise ExportError(f"--target must be one of {', '.join(LOWERING)}, got {target!r}")
     per_graph, fusions = {}, Counter()
+    fused_ops = {op for ops in COMPONENT_OPS.values() for op in ops}
     for gspec in graphs_for(spec):
         path = Path(folder) / gspec.file
         model = onnx.load(str(path))
@@ -727,7 +764,7 @@ def optimize_graphs(spec, folder: Path, graphs: dict, *, target: str = "cpu", pl
             raise ExportError(f"{spec.name}: the optimized graph '{gspec.name}' is not valid ONNX: {str(e).splitlines()[0]}") from e
         files = save_graph(model, path)
         counts = op_counts(model)
-        fusions.update({k: v for k, v in counts.items() if k.split(":")[-1] in FUSED})
+        fusions.update({_name(k): v for k, v in counts.items() if k in fused_ops})
         graphs[gspec.name].update(
             files=files,
             nodes=len(model.graph.node),
@@ -736,14 +773,17 @@ def optimize_graphs(spec, folder: Path, graphs: dict, *, target: str = "cpu", pl
             ops=sorted(counts),
         )
     components = {}
-    for comp in ("attention", "rotary", "norm", "gelu"):
+    for comp in COMPONENT_OPS:
         recs = [r[comp] for r in per_graph.values()]
-        lowered = sorted({x for r in recs for x in r["lowered_as"].split("+")} - ({DECOMPOSED} if any(r["nodes"] for r in recs) else set()))
-        entry = {"lowered_as": "+".join(lowered), "nodes": sum(r["nodes"] for r in recs)}
+        lowered = {x for r in recs for x in r["lowered_as"].split("+")}
+        if lowered - {NONE}:
+            lowered -= {NONE}
+        if any(r["nodes"] for r in recs):
+            lowered -= {DECOMPOSED}
+        entry = {"lowered_as": "+".join(sorted(lowered)), "nodes": sum(r["nodes"] for r in recs)}
         if any(r.get("decomposed") for r in recs):
             entry["decomposed"] = sum(r.get("decomposed", 0) for r in recs)
-        whys = list(dict.fromkeys(r["why"] for r in recs if r.get("why")))
-        entry["why"] = "; ".join(whys)
+        entry["why"] = "; ".join(dict.fromkeys(w for r in recs for w in r["why"])) or "not in this model"
         if len(per_graph) > 1:
             entry["per_graph"] = {name: {"lowered_as": r[comp]["lowered_as"], "nodes": r[comp]["nodes"]} for name, r in per_graph.items()}
         components[comp] = entry
@@ -751,6 +791,7 @@ def optimize_graphs(spec, folder: Path, graphs: dict, *, target: str = "cpu", pl
         **components,
         "fusions": dict(sorted(fusions.items())),
         "target": target,
-        "parity": "every op in these graphs has an ONNX Runtime CPU kernel, so the build's parity check runs them "
-        "wherever it runs (CPU here)" + ("; on a CUDA session the runtime checks where each node was placed (runtime.placement)" if target == "cuda" else ""),
+        "plan": {**LOWERING[target], **(plan or {})},
+        "parity": "every op in these graphs has an ONNX Runtime CPU kernel: the build's parity check runs them like the plain ones"
+        + ("; a CUDA session checks where each node was placed (runtime.placement)" if target == "cuda" else ""),
     }

@@ -133,10 +133,23 @@ def cmd_build(args: argparse.Namespace) -> int:
             seq = c["prompt"] + c["steps"]
             print(f"  {c['batch']:>5} {seq:>4}  {label:<22} {c['max_abs']:>10.2e} {c['max_rel']:>10.2e} {c['top1'] * 100:>6.1f}%")
         print(f"  {'passed' if report['passed'] else 'FAILED'}: max abs {report['max_abs']:.2e}")
+    _print_lowering((manifest.get("build") or {}).get("lowering"))
     _print_precision((manifest.get("build") or {}).get("precision"))
     secs = manifest["build_seconds"]
     print("time      " + ", ".join(f"{k} {v:.1f}s" for k, v in secs.items()))
     return 0
+
+
+def _print_lowering(record) -> None:
+    """The optimize lines of ``zoo build --optimize``: what each component became for the target."""
+    if not isinstance(record, dict):
+        return
+    print(f"optimize  for {record['target']}")
+    for comp in ("attention", "rotary", "norm", "gelu"):
+        e = record.get(comp)
+        if e and (e["nodes"] or e.get("decomposed")):
+            left = f", {e['decomposed']} left decomposed" if e.get("decomposed") else ""
+            print(f"  {comp:<10} {e['lowered_as']} x{e['nodes']}{left}")
 
 
 def _print_precision(record) -> None:
