@@ -269,9 +269,11 @@ def build_artifact(
                 report = parity(model, spec, {g.name: partial / g.file for g in graphs_for(spec)}, **options.parity_args())
             times["parity_variant"] = time.perf_counter() - t0
             if not report["passed"]:
+                tol = report["tolerance"]
+                bounds = ", ".join(f"{k} {v:g}" for k, v in tol.items() if isinstance(v, (int, float)))
                 raise ParityError(
-                    f"{spec.name}: the {options.label} graphs differ from torch by max abs {report['max_abs']:.3g} "
-                    f"> tolerance {report['tolerance']['max_abs']:g}; no artifact written"
+                    f"{spec.name}: the {options.label} graphs fail parity against torch ({bounds}): "
+                    f"{'; '.join(report.get('failures') or ['max abs %.3g' % report['max_abs']])}; no artifact written"
                 )
         (partial / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
         if tokenizer is not None:
