@@ -370,7 +370,7 @@ def match_attention(g: Graph, softmax: onnx.NodeProto) -> Optional[AttentionMatc
 def _attention_parts(softmax: onnx.NodeProto, spec) -> tuple[Optional[str], str]:
     """(stack, kind) of an attention from the exporter's scopes: ("decoder", "self")."""
     names, classes = scopes(softmax)
-    stack = next((p for p in ("encoder", "decoder") if any(s.endswith(f"model.{p}") or s == f"model.{p}" for s in names)), None)
+    stack = next((p for p in ("encoder", "decoder") if any(s == p or s.endswith(f".{p}") for s in names)), None)
     kind = "cross" if any(c.endswith("CrossAttention") for c in classes) else "self"
     if stack is None and len(spec.stacks()) == 1:
         stack = spec.stacks()[0][0]
@@ -671,7 +671,7 @@ def lower_gelu(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
         if add is not None and len(g.consumers.get(add.output[0], [])) == 1 and add.output[0] not in g.outputs:
             for i in (0, 1):
                 b = g.const(add.input[i])
-                if b is not None and b.ndim == 1 and g.producer.get(add.input[1 - i]) is not None:
+                if b is not None and b.ndim == 1 and b.size > 1 and g.producer.get(add.input[1 - i]) is not None:
                     x, bias = add.input[1 - i], add.input[i]
                     break
         if approx == "tanh":
