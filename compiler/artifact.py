@@ -126,7 +126,17 @@ class BuildOptions:
 
     @property
     def key(self) -> str:
-        return f"{self.target}:{int(self.optimize)}:{self.precision}"
+        """Part of the artifact id, with the versions of the passes that run."""
+        key = f"{self.target}:{int(self.optimize)}:{self.precision}"
+        if self.optimize:
+            from compiler.optimize import VERSION
+
+            key += f":optimize-v{VERSION}"
+        if self.precision != "fp32":
+            from compiler.precision import VERSION
+
+            key += f":precision-v{VERSION}"
+        return key
 
     @property
     def label(self) -> str:

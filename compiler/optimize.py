@@ -47,6 +47,9 @@ factor per graph and one multiply of q per layer.
 
 from __future__ import annotations
 
+# Part of an artifact's identity: bump when the rewrite rules change, so earlier builds are not reused.
+VERSION = 1
+
 import ast
 from collections import Counter, defaultdict
 from pathlib import Path

@@ -39,6 +39,9 @@ same int8 tensor, so tied weights stay stored once.
 
 from __future__ import annotations
 
+# Part of an artifact's identity: bump when the conversion change, so earlier builds are not reused.
+VERSION = 1
+
 import logging
 import os
 import shutil
