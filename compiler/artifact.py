@@ -31,7 +31,16 @@ import yaml
 from compiler.builder import build
 from compiler.export import export_all
 from compiler.weights import load_weights, weights_digest
-from runtime.artifact import MANIFEST, changed_at, load_artifact, pid_alive, sha256_file, staging_folders, staging_name
+from runtime.artifact import (
+    MANIFEST,
+    changed_at,
+    load_artifact,
+    pid_alive,
+    sha256_file,
+    staging_folders,
+    staging_name,
+    swap_into_place,
+)
 from runtime.compare import parity
 from zoo.contract import FORMAT_VERSION, OPSET, cache_layout, graphs_for
 from zoo.errors import ArtifactError, ParityError, SpecError
@@ -331,18 +340,3 @@ def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, a
         "build_seconds": {k: round(v, 3) for k, v in times.items()},
         "files": files,
     }
-
-
-def swap_into_place(partial: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.parent / staging_name(target.name, "old", os.getpid(), uuid.uuid4().hex[:8])
-        os.replace(target, old)
-    try:
-        os.replace(partial, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

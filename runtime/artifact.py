@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -39,6 +41,24 @@ _STAGING_SUFFIX = re.compile(r"(partial|old)-([0-9]{1,10})-([0-9a-f]{8})")
 
 def staging_name(target: str, kind: str, pid: int, tag: str) -> str:
     return f".{target}.{kind}-{pid}-{tag}"
+
+
+def swap_into_place(partial: Path, target: Path) -> None:
+    """Rename the finished ``partial`` folder to ``target``. A target already there is
+    first moved to ``.NAME.old-PID-TAG`` and removed only once the new one is in place;
+    a kill in between leaves it there for the next build's sweep to put back."""
+    old = None
+    if target.exists():
+        old = target.parent / staging_name(target.name, "old", os.getpid(), uuid.uuid4().hex[:8])
+        os.replace(target, old)
+    try:
+        os.replace(partial, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def staging_folders(target: Path) -> list[tuple[Path, str, int]]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from runtime.artifact import Artifact, load_artifact, staging_name
+from runtime.artifact import Artifact, load_artifact, staging_name, swap_into_place
 from zoo.contract import GraphSpec, TensorSpec
 from zoo.errors import ArtifactError, InputError
 
@@ -378,27 +378,11 @@ def export_triton(artifact: str | Path | Artifact, repo: str | Path, options: Tr
                 linked.append(_copy_checked(art.folder / name, dst, entry, options.link))
         result.linked = bool(linked) and all(linked)
         (partial / "README.md").write_text(readme(art, models, options), encoding="utf-8")
-        _swap(partial, repo)
+        swap_into_place(partial, repo)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return result
-
-
-def _swap(partial: Path, repo: Path) -> None:
-    """Put ``partial`` in place of ``repo`` (absent, empty, or replaced as a whole)."""
-    old = None
-    if repo.exists():
-        old = repo.parent / staging_name(repo.name, "old", os.getpid(), uuid.uuid4().hex[:8])
-        os.replace(repo, old)
-    try:
-        os.replace(partial, repo)
-    except BaseException:
-        if old is not None:
-            os.replace(old, repo)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- README.md
