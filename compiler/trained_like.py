@@ -1,0 +1,365 @@
+"""Trained-like weights: give a randomly initialised transformer (a zoo module or a
+Hugging Face one) the activation statistics of a trained checkpoint, so that parity,
+precision and importer tests see what users' models do to the numbers.
+
+Random init gives logits and hidden states of order 1. Trained decoders have
+(Sun et al. 2024, "Massive activations"; Dettmers et al. 2022, LLM.int8(); Kovaleva
+et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
+
+- logits in the tens: here a logit standard deviation of ``logit_std`` (7);
+- a few residual channels 100-10,000x the median channel, on a few tokens (the
+  "attention sink" tokens: BOS, delimiters): here ``outlier_channels`` (3) channels at
+  ``massive_ratio`` (300x) the median residual channel, on ``outlier_token_share`` (1/8)
+  of the vocabulary, planted in the token embedding and carried by the residual;
+- outlier features in the inputs of the matmuls, on every token, from norm weights
+  that are large in those channels: here ``input_outlier_ratio`` (20x);
+- sharp attention: q and k scaled so that the scores' spread grows ``score_gain`` (4)x;
+- non-zero biases (a missing bias must show) and relative-position tables of a few
+  units (T5's trained tables span about -10..5);
+- depth (24-40 layers): a property of the spec, not of this module.
+
+How it is calibrated: by measurement on the model itself, in four forward passes
+over a fixed random batch (``calibrate``): every Linear gets unit gain (N(0, 1/fan_in)),
+then each norm's weight is set, in a forward pre-hook as the norm runs, so that the
+normal channels of its output have RMS 1 on normal tokens (the norms before it are
+already calibrated, so one pass settles them all); the residual's median channel
+RMS is measured, the outlier channels are planted at ``massive_ratio`` times it,
+the norms are calibrated again, and finally the last norm before the output
+projection is scaled to give the logits ``logit_std``. ``measure`` reports the
+resulting statistics; docs/parity.md lists them per catalog family.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
+KEY_NAMES = ("k", "k_proj", "key", "k_lin")
+FUSED_QKV_NAMES = ("c_attn",)  # GPT-2's Conv1D: out columns [q | k | v]
+
+
+@dataclass(frozen=True)
+class TrainedLike:
+    """The statistics to reach (see the module docstring for their sources)."""
+
+    logit_std: float = 7.0
+    outlier_channels: int = 3
+    massive_ratio: float = 300.0
+    outlier_token_share: float = 0.125
+    input_outlier_ratio: float = 20.0
+    score_gain: float = 4.0
+    bias_std: float = 0.1
+    norm_jitter: float = 0.1
+    embedding_std: float = 0.02
+    relative_bias_std: float = 2.0
+
+
+@dataclass
+class Roles:
+    """What the generator needs to know about a module tree, found by ``find_roles``."""
+
+    embedding: nn.Embedding
+    norms: list[tuple[str, nn.Module]]
+    linears: list[tuple[str, nn.Module]]
+    other_embeddings: list[nn.Module]
+    tables: list[nn.Parameter]  # per-head relative-position tables
+    unscaled: list[nn.Module]  # attention modules whose scores are a plain q·k (T5)
+
+    @property
+    def d_model(self) -> int:
+        return self.embedding.embedding_dim
+
+
+def _is_norm(module: nn.Module, d: int) -> bool:
+    w = getattr(module, "weight", None)
+    return "Norm" in type(module).__name__ and isinstance(w, torch.Tensor) and w.ndim == 1 and w.shape[0] == d
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def find_roles(model: nn.Module) -> Roles:
+    """The token embedding (the largest nn.Embedding), norms, projections, other
+    embeddings (positions, token types) and relative-position tables of ``model``."""
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    if not embeddings:
+        raise ValueError("trained_like: the model has no nn.Embedding")
+    token = max(embeddings, key=lambda m: m.num_embeddings)
+    d = token.embedding_dim
+    norms = [(n, m) for n, m in model.named_modules() if _is_norm(m, d)]
+    linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
+    others = [m for m in embeddings if m is not token and m.embedding_dim == d]
+    tables = [m.weight for m in embeddings if m is not token and m.embedding_dim != d]
+    tables += [m.weight for m in model.modules() if type(m).__name__ == "RelativeBias"]
+    unscaled = [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "q", None), nn.Linear)
+        and (type(getattr(m, "score", None)).__name__ == "Dot" or type(m).__name__ == "T5Attention")
+    ]
+    return Roles(token, norms, linears, others, tables, unscaled)
+
+
+def _fan_in(module: nn.Module) -> int:
+    w = module.weight
+    return w.shape[0] if type(module).__name__ == "Conv1D" else w.shape[1]
+
+
+def _query_key_columns(name: str, module: nn.Module) -> Optional[slice]:
+    """The output columns of ``module`` that are queries or keys, or None."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf in QUERY_NAMES or leaf in KEY_NAMES:
+        return slice(None)
+    if leaf in FUSED_QKV_NAMES:
+        return slice(0, 2 * (module.weight.shape[1] // 3))
+    return None
+
+
+@torch.no_grad()
+def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torch.Tensor) -> None:
+    """Unit-gain projections, q/k sharpened (and reading the outlier ``channels``
+    at 1/input_outlier_ratio, so that those do not decide every score), non-zero
+    biases, embeddings at ``embedding_std``, norms at 1 (calibrated later), tables of
+    a few units."""
+    def normal(shape, std):
+        return torch.randn(shape, generator=gen) * std
+
+    for name, m in roles.linears:
+        m.weight.copy_(normal(m.weight.shape, 1.0 / math.sqrt(_fan_in(m))))
+        cols = _query_key_columns(name, m)
+        if cols is not None:
+            gain = math.sqrt(cfg.score_gain)
+            if type(m).__name__ == "Conv1D":  # (in, out)
+                m.weight[:, cols] *= gain
+                m.weight[channels, cols] /= cfg.input_outlier_ratio
+            else:  # (out, in)
+                m.weight[cols] *= gain
+                m.weight[cols, channels] /= cfg.input_outlier_ratio
+        if getattr(m, "bias", None) is not None:
+            m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
+    for m in roles.unscaled:  # q·k not divided by sqrt(head_dim) (T5): the scale is in the weights
+        m.q.weight /= math.sqrt(getattr(m, "head_dim", None) or m.key_value_proj_dim)
+    for m in [roles.embedding, *roles.other_embeddings]:
+        m.weight.copy_(normal(m.weight.shape, cfg.embedding_std))
+    for t in roles.tables:
+        t.copy_(normal(t.shape, cfg.relative_bias_std))
+    for _, m in roles.norms:
+        m.weight.fill_(1.0)
+        if getattr(m, "bias", None) is not None:
+            m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
+
+
+def _normalized(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the norm computes before its weight: RMS or layer normalization."""
+    x = x.float()
+    eps = float(getattr(module, "eps", getattr(module, "variance_epsilon", 1e-6)))
+    if getattr(module, "bias", None) is not None or isinstance(module, nn.LayerNorm):
+        x = x - x.mean(-1, keepdim=True)
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _normal_mask(x: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """(N,) True for the tokens (rows of x (N, d)) not dominated by the outlier channels."""
+    if channels.numel() == 0:
+        return torch.ones(x.shape[0], dtype=torch.bool)
+    energy = x.pow(2)
+    return energy[:, channels].sum(-1) < 0.5 * energy.sum(-1)
+
+
+def _others(d: int, channels: torch.Tensor) -> torch.Tensor:
+    keep = torch.ones(d, dtype=torch.bool)
+    keep[channels] = False
+    return keep
+
+
+def _batch(vocab: int, outlier_tokens: torch.Tensor, gen: torch.Generator, batch: int = 4, seq: int = 32):
+    """Random ids (batch, seq) with every row holding at least one outlier token, mask of ones."""
+    ids = torch.randint(0, vocab, (batch, seq), generator=gen)
+    if outlier_tokens.numel():
+        ids[:, seq // 3] = outlier_tokens[torch.randint(0, outlier_tokens.numel(), (batch,), generator=gen)]
+    return ids, torch.ones_like(ids)
+
+
+def _run(model: nn.Module, logits_fn: LogitsFn, ids, mask, hooks: list[tuple[nn.Module, Callable]]) -> torch.Tensor:
+    handles = [m.register_forward_pre_hook(fn) for m, fn in hooks]
+    try:
+        with torch.no_grad():
+            return logits_fn(model, ids, mask)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _norm_order(model, roles: Roles, logits_fn, ids, mask) -> list[nn.Module]:
+    """The norms in the order the forward pass calls them (the last feeds the output)."""
+    order: list[nn.Module] = []
+    hooks = [(m, lambda mod, args: order.append(mod) if mod not in order else None) for _, m in roles.norms]
+    _run(model, logits_fn, ids, mask, hooks)
+    return order
+
+
+@torch.no_grad()
+def _calibrate_norms(model, roles, logits_fn, ids, mask, channels, final, cfg, gen) -> None:
+    """One pass: each norm, as it runs, gets the weight that gives the normal channels
+    of its output RMS 1 on normal tokens (with jitter); the outlier channels get
+    ``input_outlier_ratio`` times that, except in the final norm (small there, as in
+    trained models, so that the outlier channels do not decide the logits)."""
+    d = roles.d_model
+    others = _others(d, channels)
+
+    def hook(module, args):
+        flat = args[0].detach().reshape(-1, d).float()
+        rows = flat[_normal_mask(flat, channels)]
+        n = _normalized(module, rows if rows.shape[0] else flat)
+        q = float(n[:, others].pow(2).mean().sqrt()) or 1.0
+        jitter = 1.0 + cfg.norm_jitter * torch.randn(d, generator=gen)
+        w = jitter / q
+        ratio = 1e-3 if module is final else cfg.input_outlier_ratio
+        w[channels] = ratio * float(w[others].abs().mean())
+        module.weight.copy_(w.to(module.weight.dtype))
+
+    _run(model, logits_fn, ids, mask, [(m, hook) for _, m in roles.norms])
+
+
+def _residual(model, roles, logits_fn, ids, mask, channels, placement: str):
+    """Median over the stack's middle norms of (normal-token median |x| of the normal
+    channels, max |x| of the outlier channels): the residual stream (a pre-norm's
+    input, a post-norm's output)."""
+    d = roles.d_model
+    others = _others(d, channels)
+    seen: list[tuple[float, float]] = []
+
+    def record(x):
+        flat = x.detach().reshape(-1, d).float()
+        rows = flat[_normal_mask(flat, channels)]
+        typical = float(rows[:, others].abs().median()) if rows.numel() else float(flat.abs().median())
+        peak = float(flat[:, channels].abs().max()) if channels.numel() else 0.0
+        seen.append((typical, peak))
+
+    handles = []
+    for _, m in roles.norms:
+        if placement == "pre":
+            handles.append(m.register_forward_pre_hook(lambda mod, args: record(args[0])))
+        else:
+            handles.append(m.register_forward_hook(lambda mod, args, out: record(out)))
+    try:
+        with torch.no_grad():
+            logits_fn(model, ids, mask)
+    finally:
+        for h in handles:
+            h.remove()
+    middle = seen[len(seen) // 4 : max(len(seen) // 4 + 1, 3 * len(seen) // 4)]
+    typical = sorted(t for t, _ in middle)[len(middle) // 2]
+    peak = sorted(p for _, p in middle)[len(middle) // 2]
+    return typical, peak
+
+
+def _logit_std(logits: torch.Tensor, ids: torch.Tensor, outlier_tokens: torch.Tensor) -> float:
+    normal = ~torch.isin(ids, outlier_tokens)
+    return float(logits.float()[normal].std())
+
+
+@torch.no_grad()
+def make_trained_like(
+    model: nn.Module,
+    logits_fn: LogitsFn,
+    *,
+    vocab_size: int,
+    placement: str = "pre",
+    config: TrainedLike = TrainedLike(),
+    seed: int = 0,
+) -> dict:
+    """Give ``model`` trained-like weights in place (see the module docstring);
+    ``logits_fn(model, ids, mask)`` returns its logits (B, T, V). ``placement``:
+    "pre" (norm, then sublayer, then residual add) or "post". Returns ``measure``'s
+    statistics and the planted channels and tokens."""
+    if placement not in ("pre", "post"):
+        raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
+    gen = torch.Generator().manual_seed(seed)
+    roles = find_roles(model)
+    model.eval()
+    d = roles.d_model
+    channels = torch.randperm(d, generator=gen)[: config.outlier_channels].sort().values
+    share = max(1, round(config.outlier_token_share * vocab_size))
+    tokens = torch.randperm(vocab_size, generator=gen)[:share].sort().values
+    _reinit(roles, config, gen, channels)
+    ids, mask = _batch(vocab_size, tokens, gen)
+    order = _norm_order(model, roles, logits_fn, ids, mask)
+    final = order[-1] if order else None
+    none = torch.zeros(0, dtype=torch.long)
+    _calibrate_norms(model, roles, logits_fn, ids, mask, none, final, config, gen)
+    typical, _ = _residual(model, roles, logits_fn, ids, mask, none, placement)
+    signs = torch.where(torch.rand(len(channels), generator=gen) < 0.5, -1.0, 1.0)
+    magnitude = config.massive_ratio * typical
+    for _ in range(3):  # the planted value moves the median channel a little: settle it
+        rows = roles.embedding.weight[tokens]
+        rows[:, channels] = signs * magnitude * (1 + 0.1 * torch.rand(len(tokens), len(channels), generator=gen))
+        roles.embedding.weight[tokens] = rows
+        _calibrate_norms(model, roles, logits_fn, ids, mask, channels, final, config, gen)
+        typical, peak = _residual(model, roles, logits_fn, ids, mask, channels, placement)
+        ratio = peak / (typical or 1.0)
+        if abs(math.log(ratio / config.massive_ratio)) < math.log(1.5):
+            break
+        magnitude *= config.massive_ratio / ratio
+    if final is not None:
+        scale = config.logit_std / (_logit_std(logits_fn(model, ids, mask), ids, tokens) or 1.0)
+        final.weight.mul_(scale)
+        if getattr(final, "bias", None) is not None:
+            final.bias.mul_(scale)
+    stats = measure(model, logits_fn, vocab_size=vocab_size, channels=channels, tokens=tokens, placement=placement, seed=seed + 1)
+    return {**stats, "channels": channels.tolist(), "outlier_tokens": len(tokens), "config": asdict(config)}
+
+
+def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, placement: str = "pre", seed: int = 1) -> dict:
+    """The statistics the generator aims at, on a fresh batch: logit std (normal
+    tokens), the residual's outlier ratio (middle layers) and the median channel,
+    and the median over heads and queries of the largest attention weight in the
+    first self-attention (zoo modules; None elsewhere)."""
+    roles = find_roles(model)
+    gen = torch.Generator().manual_seed(seed)
+    channels, tokens = torch.as_tensor(channels, dtype=torch.long), torch.as_tensor(tokens, dtype=torch.long)
+    ids, mask = _batch(vocab_size, tokens, gen)
+    typical, peak = _residual(model, roles, logits_fn, ids, mask, channels, placement)
+    peak_attention: list[float] = []
+    first = next((m for m in model.modules() if hasattr(m, "score") and hasattr(m, "kv_heads")), None)
+
+    def attention(module, args):
+        if peak_attention:
+            return
+        x = args[0]
+        q, k = module.split(module.q(x), module.heads), module.split(module.k(x), module.kv_heads)  # (B, H|KV, T, hd)
+        k = k.repeat_interleave(module.heads // module.kv_heads, dim=1)
+        p = torch.softmax(module.score(q, k).float(), dim=-1)  # (B, H, T, T), unmasked
+        peak_attention.append(float(p.max(-1).values.median()))
+
+    logits = _run(model, logits_fn, ids, mask, [(first, attention)] if first is not None else [])
+    return {
+        "logit_std": _logit_std(logits, ids, tokens),
+        "residual_median": typical,
+        "residual_outlier_ratio": peak / (typical or 1.0),
+        "attention_peak": peak_attention[0] if peak_attention else None,
+    }
+
+
+def zoo_logits(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits (B, T, V) of a zoo module (the family decides the call)."""
+    family = getattr(model, "family", "")
+    if family == "encoder-decoder":
+        return model(ids, mask, ids, mask)
+    out = model(ids, mask)
+    return out[1] if isinstance(out, tuple) else out
+
+
+def zoo_trained_like(model: nn.Module, spec, *, seed: int = 0, config: TrainedLike = TrainedLike()) -> dict:
+    """``make_trained_like`` for a zoo module built from ``spec``."""
+    stacks = [spec.stack(part) for part in ("encoder", "decoder") if getattr(spec, part, None) is not None]
+    placement = "post" if any(s.norm.placement == "post" for s in stacks) else "pre"
+    return make_trained_like(model, zoo_logits, vocab_size=spec.vocab_size, placement=placement, config=config, seed=seed)
