@@ -179,11 +179,14 @@ def test_encoder_decoder_build_killed_between_its_graphs(t5_built):
     load_artifact(target)
 
 
+FAILED_REPORT = {"passed": False, "precision": "fp32", "tolerance": {"rule": "a rule"}, "failures": ["logits: beyond"]}
+
+
 def test_failed_build_leaves_nothing(built, tmp_path, monkeypatch):
     import compiler.artifact as art
 
     monkeypatch.setattr(art, "export_all", copied_export(built))
-    monkeypatch.setattr(art, "parity", lambda *a, **k: {"passed": False, "max_abs": 1.0, "tolerance": {"max_abs": 1e-4}})
+    monkeypatch.setattr(art, "parity", lambda *a, **k: FAILED_REPORT)
     with pytest.raises(ParityError, match="no artifact written"):
         build_artifact(zoo.load("gpt2-tiny"), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
@@ -195,7 +198,7 @@ def test_failed_rebuild_keeps_the_old_artifact(built, tmp_path, monkeypatch):
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
     monkeypatch.setattr(art, "export_all", copied_export(built))
-    monkeypatch.setattr(art, "parity", lambda *a, **k: {"passed": False, "max_abs": 1.0, "tolerance": {"max_abs": 1e-4}})
+    monkeypatch.setattr(art, "parity", lambda *a, **k: FAILED_REPORT)
     with pytest.raises(ParityError):
         build_artifact(zoo.load("gpt2-tiny"), copy, force=True)
     load_artifact(copy)  # still complete and intact
