@@ -30,7 +30,7 @@ import yaml
 
 from compiler.builder import build
 from compiler.export import export_all
-from compiler.weights import load_weights, weights_digest
+from compiler.weights import check_finite, load_weights, weights_digest
 from runtime.artifact import (
     MANIFEST,
     changed_at,
@@ -42,6 +42,7 @@ from runtime.artifact import (
     swap_into_place,
 )
 from runtime.compare import parity
+from runtime.tokenizer import check_tokenizer
 from zoo.contract import FORMAT_VERSION, OPSET, cache_layout, graphs_for
 from zoo.errors import ArtifactError, ParityError, SpecError
 from zoo.params import count_parameters
@@ -223,6 +224,7 @@ def build_artifact(
     with step(f"building {spec.name} ({count_parameters(spec).total:,} parameters, seed {seed})"):
         model = build(spec, seed=seed)
         if isinstance(weights, dict):  # a state dict in zoo names (an imported checkpoint)
+            check_finite(weights, "weights (a state dict)")
             model.load_state_dict(weights, strict=True)
         elif weights is not None:
             load_weights(model, weights)
@@ -235,6 +237,7 @@ def build_artifact(
         tokenizer = Path(tokenizer)
         if not tokenizer.is_file():
             raise ArtifactError(f"{tokenizer}: no such tokenizer file")
+        check_tokenizer(tokenizer)  # one the runtime cannot load is refused, not carried
         identity += ":" + sha256_file(tokenizer)
     artifact_id = hashlib.sha256(identity.encode()).hexdigest()
     target = Path(out) if out is not None else default_folder(spec, artifact_id)

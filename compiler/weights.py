@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -67,23 +68,38 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
         tmp.unlink(missing_ok=True)
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file -> (name -> tensor, metadata)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot read weights: {e.strerror or e}") from None
-    if len(data) < 8:
+def _header(f, path: Path, size: int) -> tuple[dict, int]:
+    """The JSON header of the open safetensors file ``f`` (``size`` bytes in all) and
+    the offset of its tensor bytes."""
+    head = f.read(8)
+    if len(head) < 8:
         raise WeightsError(f"{path}: not a safetensors file (too short)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > min(MAX_HEADER, len(data) - 8):
+    (n,) = struct.unpack("<Q", head)
+    if n > min(MAX_HEADER, size - 8):
         raise WeightsError(f"{path}: not a safetensors file (header length {n} out of range)")
     try:
-        header = json.loads(data[8 : 8 + n])
+        header = json.loads(f.read(n))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise WeightsError(f"{path}: not a safetensors file (bad JSON header)") from None
-    body = memoryview(data)[8 + n :]
+    if not isinstance(header, dict):
+        raise WeightsError(f"{path}: not a safetensors file (the header is not a JSON object)")
+    return header, 8 + n
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file -> (name -> tensor, metadata). Each tensor is read from the
+    file into its own buffer: the file's bytes are held once, never the whole file twice."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _read_body(f, path)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read weights: {e.strerror or e}") from None
+
+
+def _read_body(f, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    size = os.fstat(f.fileno()).st_size
+    header, body = _header(f, path, size)
     metadata = header.pop("__metadata__", None) or {}
     tensors = {}
     for name, info in header.items():
@@ -96,13 +112,40 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         count = 1
         for s in shape:
             count *= s
-        if not 0 <= begin <= end <= len(body) or end - begin != count * torch.empty((), dtype=dtype).element_size():
+        if not 0 <= begin <= end <= size - body or end - begin != count * torch.empty((), dtype=dtype).element_size():
             raise WeightsError(f"{path}: tensor {name!r} has byte range [{begin}, {end}) that does not fit its shape")
         if count == 0:
             tensors[name] = torch.empty(shape, dtype=dtype)
-        else:
-            tensors[name] = torch.frombuffer(bytearray(body[begin:end]), dtype=dtype).reshape(shape)
+            continue
+        buf = bytearray(end - begin)
+        f.seek(body + begin)
+        if f.readinto(buf) != len(buf):
+            raise WeightsError(f"{path}: tensor {name!r}: the file ends before its bytes (truncated while read?)")
+        tensors[name] = torch.frombuffer(buf, dtype=dtype).reshape(shape)
     return tensors, metadata
+
+
+def non_finite(t: torch.Tensor) -> tuple[int, int]:
+    """(NaN count, inf count) of a floating tensor; (0, 0) for a finite or non-float one.
+    One torch.isfinite pass over the tensor; the counts only when it fails."""
+    if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0 or bool(torch.isfinite(t).all()):
+        return 0, 0
+    nan = int(torch.isnan(t).sum())
+    return nan, int(torch.isinf(t).sum())
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], source: str | Path, *, doing: str = "build", note: str = "") -> None:
+    """Refuse weights holding NaN or inf (WeightsError, exit 2): the one check of every
+    way weights come in (load_weights, the importers' reading of a checkpoint,
+    compiler.artifact.build_artifact's state dict), run before anything is exported.
+    The message names ``source`` (the file) and the first bad tensor, in ``tensors``'
+    order, and how many others are bad; ``note`` follows the counts."""
+    bad = [(name, *counts) for name, t in tensors.items() if isinstance(t, torch.Tensor) and any(counts := non_finite(t))]
+    if not bad:
+        return
+    name, nan, inf = bad[0]
+    more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+    raise WeightsError(f"{source}: tensor {name} holds {nan} NaN and {inf} inf values{note}{more}; refusing to {doing}")
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -127,9 +170,14 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
         problems.append(f"shape mismatch {len(wrong)} ({'; '.join(wrong[:3])})")
     if problems:
         raise WeightsError(f"{path}: weights do not fit the model: " + "; ".join(problems))
+    check_finite(tensors, path)
     with torch.no_grad():
         for k, t in own.items():
             t.copy_(tensors[k].to(t.dtype))
+    converted = {k: t for k, t in own.items() if t.dtype != tensors[k].dtype}
+    if converted:  # float32 values past float16's range become inf
+        dtype = str(next(iter(converted.values())).dtype).removeprefix("torch.")
+        check_finite(converted, path, note=f" once converted to the model's {dtype} (values beyond its range)")
     return metadata
 
 

@@ -141,17 +141,18 @@ def _version_error(path: Path, version) -> ArtifactError:
     )
 
 
-def _file_in(folder: Path, name, where: str, path: Path) -> Path:
+def _file_in(folder: Path, name, where: str, path: Path, rule: str = "the manifest names files inside the artifact folder") -> Path:
     """``folder / name`` for a manifest file name that is a plain relative name inside
-    the folder (no absolute path, no '..', no link that leads out of it)."""
+    the folder (no absolute path, no '..', no link that leads out of it); ``rule`` ends
+    the message of a refusal."""
     if not isinstance(name, str) or not name:
         raise ArtifactError(f"{path}: {where}: file name {name!r} is not a non-empty string")
     posix, win = PurePosixPath(name), PureWindowsPath(name)
     if posix.is_absolute() or win.is_absolute() or win.drive or name.startswith(("/", "\\")):
-        raise ArtifactError(f"{path}: {where}: file name {name!r} is an absolute path; the manifest names files inside the artifact folder")
+        raise ArtifactError(f"{path}: {where}: file name {name!r} is an absolute path; {rule}")
     parts = name.replace("\\", "/").split("/")
     if ".." in parts:
-        raise ArtifactError(f"{path}: {where}: file name {name!r} has a '..' component; the manifest names files inside the artifact folder")
+        raise ArtifactError(f"{path}: {where}: file name {name!r} has a '..' component; {rule}")
     if "\\" in name or "\0" in name or any(p in ("", ".") for p in parts):
         raise ArtifactError(f"{path}: {where}: file name {name!r} is not a plain relative name")
     file = folder / name
@@ -242,6 +243,35 @@ def _verify(folder: Path, files: dict[str, tuple[Path, dict]]) -> None:
             raise ArtifactError(f"{file}: sha256 differs from the manifest; the file is corrupted or was changed")
 
 
+_INSIDE = "a graph's external data must be a file inside the artifact folder"
+
+
+def check_external_data(folder: Path, manifest: dict) -> None:
+    """Refuse (ArtifactError) a graph whose tensors keep their bytes in a file outside
+    ``folder`` (an absolute path, a '..', a link leading out) or in one the manifest does
+    not list (no sha256), before ONNX Runtime opens it; reads the graph files'
+    external_data locations without onnx (runtime.external_data)."""
+    from runtime.external_data import MalformedGraph, external_references
+
+    for graph, g in manifest["graphs"].items():
+        path = folder / g["files"][0]
+        try:
+            refs = external_references(path)
+        except OSError as e:
+            raise ArtifactError(f"{path}: cannot read graph {graph!r}: {e.strerror or e}") from None
+        except MalformedGraph as e:
+            raise ArtifactError(f"{path}: not a readable ONNX graph ({e})") from None
+        for ref in refs:
+            where = f"tensor {ref.tensor!r} external data"
+            if ref.location is None:
+                if not ref.external:
+                    continue  # entries without a location, bytes inside: nothing is opened
+                raise ArtifactError(f"{path}: {where} names no location; {_INSIDE}")
+            _file_in(folder, ref.location, where, path, _INSIDE)
+            if ref.location not in manifest["files"]:
+                raise ArtifactError(f"{path}: {where} file {ref.location!r} is not among the manifest's files (no sha256 to check it against)")
+
+
 @dataclass(frozen=True)
 class Artifact:
     folder: Path
@@ -293,7 +323,8 @@ class Artifact:
 
 def load_artifact(folder: str | Path, *, verify: bool = True) -> Artifact:
     """Open an artifact folder; ``verify`` checks every file's size and sha256. The
-    manifest's structure and file names are checked either way."""
+    manifest's structure and file names, and the graphs' external data locations
+    (check_external_data), are checked either way."""
     folder = Path(folder)
     if not folder.exists():
         raise _missing(folder)
@@ -306,4 +337,5 @@ def load_artifact(folder: str | Path, *, verify: bool = True) -> Artifact:
     files = _check_manifest(folder, path, manifest)
     if verify:
         _verify(folder, files)
+    check_external_data(folder, manifest)  # before ONNX Runtime opens a graph
     return Artifact(folder, manifest)

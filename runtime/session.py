@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from runtime.artifact import Artifact, load_artifact
+from runtime.artifact import Artifact, check_external_data, load_artifact
 from runtime.validate import CACHE, check_feed, check_outputs
 from zoo.errors import InputError
 
@@ -56,7 +56,11 @@ class Session:
     def __init__(
         self, artifact: Artifact | str | Path, *, device: str = "auto", threads: int | None = None, verify: bool = True, strict: bool = False
     ):
-        self.artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact, verify=verify)
+        if isinstance(artifact, Artifact):
+            check_external_data(artifact.folder, artifact.manifest)  # load_artifact does it otherwise
+            self.artifact = artifact
+        else:
+            self.artifact = load_artifact(artifact, verify=verify)
         providers = choose_providers(device)
         opts = session_options(threads)
         if providers[0] != PROVIDERS["cpu"]:

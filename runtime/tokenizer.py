@@ -4,8 +4,48 @@ runtime still runs token ids, and asking for text says what to install."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from runtime.artifact import Artifact
-from zoo.errors import InputError
+from zoo.errors import ArtifactError, InputError
+
+MAX_TOKENIZER_BYTES = 1 << 30  # the largest real tokenizer.json files are a few tens of MB
+
+
+def check_tokenizer(path: str | Path) -> None:
+    """Refuse (ArtifactError, exit 2, one line naming ``path``) a tokenizer.json the
+    ``tokenizers`` package cannot load: garbage, JSON that is not a tokenizer, a truncated
+    file. Builds and imports call it before carrying the file into an artifact."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such tokenizer file")
+    size = path.stat().st_size
+    if size > MAX_TOKENIZER_BYTES:
+        raise ArtifactError(f"{path}: {size:,} bytes, more than a tokenizer.json may have ({MAX_TOKENIZER_BYTES >> 20} MiB); refusing it")
+    try:
+        import tokenizers
+    except ImportError:
+        tokenizers = None
+    if tokenizers is not None:
+        try:
+            tokenizers.Tokenizer.from_file(str(path))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for every bad file
+            raise ArtifactError(f"{path}: not a tokenizer the 'tokenizers' package can load ({_first_line(e)}); refusing to carry it") from None
+        return
+    # Without the tokenizers package (it is optional) the file cannot be fully checked here:
+    # refuse at least what is not a JSON object with a "model" key, as every tokenizer.json has.
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"{path}: not a tokenizer.json (unreadable JSON: {_first_line(e)}); refusing to carry it") from None
+    if not isinstance(value, dict) or "model" not in value:
+        raise ArtifactError(f"{path}: not a tokenizer.json (not a JSON object with a 'model' key); refusing to carry it")
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
 
 
 class Tokenizer:
@@ -19,7 +59,10 @@ class Tokenizer:
             raise InputError(
                 "text input needs the 'tokenizers' package: pip install 'transformer-zoo[tokenizer]' (or pass token ids with --ids)"
             ) from None
-        self._tok = tokenizers.Tokenizer.from_file(str(artifact.folder / name))
+        try:
+            self._tok = tokenizers.Tokenizer.from_file(str(artifact.folder / name))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for every bad file
+            raise ArtifactError(f"{artifact.folder / name}: the 'tokenizers' package cannot load it ({_first_line(e)})") from None
 
     def encode(self, text: str) -> list[int]:
         ids = self._tok.encode(text).ids

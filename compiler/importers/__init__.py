@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from compiler.importers import bart, bert, gpt2, llama, roberta, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
+from compiler.weights import check_finite
 from zoo.spec import ModelSpec
 
 FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
@@ -133,7 +134,10 @@ def import_folder(folder: str | Path, *, name: Optional[str] = None, dtype: str 
     wrong = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in mapped.items() if v.shape != own[k].shape]
     if wrong:
         raise CheckpointError(f"{folder}: tensor shapes disagree with the config: {'; '.join(wrong[:3])}")
+    narrowed = {k for k, v in mapped.items() if v.is_floating_point() and v.dtype != DTYPES[spec.dtype]}
     mapped = {k: v.to(DTYPES[spec.dtype]) for k, v in mapped.items()}
+    # the files were checked as read (common._read_one); a narrower dtype can overflow to inf
+    check_finite({k: mapped[k] for k in narrowed}, folder, doing="import", note=f" once converted to {spec.dtype} (values beyond its range)")
     return Imported(spec, mapped, config["model_type"], folder)
 
 

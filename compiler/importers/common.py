@@ -61,6 +61,18 @@ def read_config(folder: Path) -> dict:
 
 
 def _read_one(path: Path) -> dict[str, torch.Tensor]:
+    """One weights file of a checkpoint, refused if a tensor holds NaN or inf."""
+    from compiler.weights import WeightsError, check_finite
+
+    state = _read_file(path)
+    try:
+        check_finite(state, path, doing="import")
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from None
+    return state
+
+
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from compiler.weights import WeightsError, load_tensors
 

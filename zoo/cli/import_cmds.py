@@ -45,6 +45,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     with step(f"importing {args.folder}"):
         imported = import_folder(args.folder, name=args.name, dtype=args.dtype)
+    if imported.tokenizer:
+        from runtime.tokenizer import check_tokenizer
+
+        check_tokenizer(imported.tokenizer)  # one the runtime cannot load is refused, not copied
     spec = imported.spec
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / staging_name(out.name, "partial", os.getpid(), uuid.uuid4().hex[:8])
