@@ -7,7 +7,7 @@ OUT     ?= artifacts/$(MODEL)
 PROMPT  ?= 464,2068,7586,21831
 # Parallel test workers are not used: CI has 2 cores and torch already uses both.
 
-.PHONY: demo test test-slow test-all test-fuzz bench install install-gpu clean
+.PHONY: demo test test-slow test-all test-fuzz test-fuzz-trained bench install install-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,10 @@ test-slow: install
 # Property tests with many random examples (hypothesis profile `long`), ~30 min
 test-fuzz: install
 	ZOO_HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/test_properties.py --hypothesis-show-statistics
+
+# The same, every valid build on trained-like weights (compiler.trained_like), ~30 min
+test-fuzz-trained: install
+	ZOO_HYPOTHESIS_PROFILE=trained $(BIN)/python -m pytest -q tests/test_properties.py -k valid_spec --hypothesis-show-statistics
 
 test-all: install
 	$(BIN)/python -m pytest -q -m 'slow or not slow'

@@ -1,7 +1,7 @@
 """What the parity rule must allow, measured: the exported graphs against their torch
 module, random-init and trained-like weights (compiler.trained_like), per family,
 depth, dtype and precision. For each check it prints the smallest ``r`` such that
-``|onnx - torch| <= r*|torch| + r*median|torch|`` holds (the rule of zoo.contract
+``|onnx - torch| <= r*|torch| + r*rms(torch vector)`` holds (the rule of zoo.contract
 with rtol = atol = r), next to the rule's own values, and writes the table as JSON.
 docs/parity.md reads its results.
 

@@ -266,10 +266,7 @@ def build_artifact(
                 report = parity(model, spec, paths)
             times["parity"] = time.perf_counter() - t0
             if not report["passed"]:
-                raise ParityError(
-                    f"{spec.name}: ONNX Runtime differs from torch by max abs {report['max_abs']:.3g} "
-                    f"> tolerance {report['tolerance']['max_abs']:g} ({spec.dtype}); no artifact written"
-                )
+                raise parity_failure(spec, report, "the exported graphs")
         build_info = options.to_json()
         if options.optimize:
             from compiler.optimize import optimize_graphs
@@ -291,12 +288,7 @@ def build_artifact(
                 report = parity(model, spec, {g.name: partial / g.file for g in graphs_for(spec)}, **options.parity_args())
             times["parity_variant"] = time.perf_counter() - t0
             if not report["passed"]:
-                tol = report["tolerance"]
-                bounds = ", ".join(f"{k} {v:g}" for k, v in tol.items() if isinstance(v, (int, float)))
-                raise ParityError(
-                    f"{spec.name}: the {options.label} graphs fail parity against torch ({bounds}): "
-                    f"{'; '.join(report.get('failures') or ['max abs %.3g' % report['max_abs']])}; no artifact written"
-                )
+                raise parity_failure(spec, report, f"the {options.label} graphs")
         (partial / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
         if tokenizer is not None:
             shutil.copyfile(tokenizer, partial / TOKENIZER)
@@ -310,6 +302,17 @@ def build_artifact(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return target, manifest, True
+
+
+def parity_failure(spec: ModelSpec, report: dict, what: str) -> ParityError:
+    """The error of a failed parity check: a headline naming the rule, then every
+    failing check on its own line (``others``: the CLI prints one line each)."""
+    err = ParityError(
+        f"{spec.name}: {what} fail parity against torch ({spec.dtype}, {report['precision']}; "
+        f"rule {report['tolerance']['rule']}); {len(report['failures'])} failing check(s) below; no artifact written"
+    )
+    err.others = [ParityError(f"{spec.name}: {line}") for line in report["failures"]]
+    return err
 
 
 def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, artifact_id, seed, times) -> dict:

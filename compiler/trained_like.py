@@ -94,6 +94,9 @@ def find_roles(model: nn.Module) -> Roles:
         raise ValueError("trained_like: the model has no nn.Embedding")
     token = max(embeddings, key=lambda m: m.num_embeddings)
     d = token.embedding_dim
+    # tied copies of the token embedding (T5's, BART's per-stack embed_tokens) and frozen
+    # tables (Marian's sinusoids: computed, not trained) are not other embeddings
+    embeddings = [m for m in embeddings if m is token or (m.weight is not token.weight and m.weight.requires_grad)]
     norms = [(n, m) for n, m in model.named_modules() if _is_norm(m, d)]
     linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
     others = [m for m in embeddings if m is not token and m.embedding_dim == d]
@@ -276,10 +279,12 @@ def make_trained_like(
     placement: str = "pre",
     config: TrainedLike = TrainedLike(),
     seed: int = 0,
+    seq: int = 32,
 ) -> dict:
     """Give ``model`` trained-like weights in place (see the module docstring);
     ``logits_fn(model, ids, mask)`` returns its logits (B, T, V). ``placement``:
-    "pre" (norm, then sublayer, then residual add) or "post". Returns ``measure``'s
+    "pre" (norm, then sublayer, then residual add) or "post"; ``seq``: the length of
+    the calibration batch (at most the model's longest sequence). Returns ``measure``'s
     statistics and the planted channels and tokens."""
     if placement not in ("pre", "post"):
         raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
@@ -291,7 +296,7 @@ def make_trained_like(
     share = max(1, round(config.outlier_token_share * vocab_size))
     tokens = torch.randperm(vocab_size, generator=gen)[:share].sort().values
     _reinit(roles, config, gen, channels)
-    ids, mask = _batch(vocab_size, tokens, gen)
+    ids, mask = _batch(vocab_size, tokens, gen, seq=seq)
     order = _norm_order(model, roles, logits_fn, ids, mask)
     final = order[-1] if order else None
     none = torch.zeros(0, dtype=torch.long)
@@ -314,11 +319,11 @@ def make_trained_like(
         final.weight.mul_(scale)
         if getattr(final, "bias", None) is not None:
             final.bias.mul_(scale)
-    stats = measure(model, logits_fn, vocab_size=vocab_size, channels=channels, tokens=tokens, placement=placement, seed=seed + 1)
+    stats = measure(model, logits_fn, vocab_size=vocab_size, channels=channels, tokens=tokens, placement=placement, seed=seed + 1, seq=seq)
     return {**stats, "channels": channels.tolist(), "outlier_tokens": len(tokens), "config": asdict(config)}
 
 
-def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, placement: str = "pre", seed: int = 1) -> dict:
+def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, placement: str = "pre", seed: int = 1, seq: int = 32) -> dict:
     """The statistics the generator aims at, on a fresh batch: logit std (normal
     tokens), the residual's outlier ratio (middle layers) and the median channel,
     and the median over heads and queries of the largest attention weight in the
@@ -326,7 +331,7 @@ def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, pl
     roles = find_roles(model)
     gen = torch.Generator().manual_seed(seed)
     channels, tokens = torch.as_tensor(channels, dtype=torch.long), torch.as_tensor(tokens, dtype=torch.long)
-    ids, mask = _batch(vocab_size, tokens, gen)
+    ids, mask = _batch(vocab_size, tokens, gen, seq=seq)
     typical, peak = _residual(model, roles, logits_fn, ids, mask, channels, placement)
     peak_attention: list[float] = []
     first = next((m for m in model.modules() if hasattr(m, "score") and hasattr(m, "kv_heads")), None)
@@ -362,4 +367,6 @@ def zoo_trained_like(model: nn.Module, spec, *, seed: int = 0, config: TrainedLi
     """``make_trained_like`` for a zoo module built from ``spec``."""
     stacks = [spec.stack(part) for part in ("encoder", "decoder") if getattr(spec, part, None) is not None]
     placement = "post" if any(s.norm.placement == "post" for s in stacks) else "pre"
-    return make_trained_like(model, zoo_logits, vocab_size=spec.vocab_size, placement=placement, config=config, seed=seed)
+    return make_trained_like(
+        model, zoo_logits, vocab_size=spec.vocab_size, placement=placement, config=config, seed=seed, seq=min(32, spec.max_seq_len)
+    )

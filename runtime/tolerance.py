@@ -1,16 +1,20 @@
 """Judging one ONNX output against torch's by the parity rule (zoo.contract.ParityRule):
 elementwise, the numpy.allclose form with an absolute term that scales with the
-output,
+vector each element belongs to,
 
-    |onnx - torch| <= rtol * |torch| + atol * median(|torch|)
+    |onnx - torch| <= rtol * |torch| + atol * rms(torch's vector)
 
-over the real (unpadded) positions. numpy only: the runtime's ``zoo compare
+over the real (unpadded) positions; a vector is the last axis (one token's hidden
+state or logits, one head's key). Rounding error in an element comes from the dot
+products and norms that made it, so it grows with the size of its whole vector: a
+token whose residual carries a channel in the thousands has errors of that order's
+share in its small channels too, while a token without one keeps a tight bound. numpy only: the runtime's ``zoo compare
 --parity`` and the build's parity check use the same function.
 
 Figures of one output (``judge``):
 
 - ``max_abs``: max |onnx - torch|; ``max_rel``: max_abs / max |torch|;
-- ``scale``: median |torch| (the unit of the absolute term);
+- ``scale``: the median over vectors of rms(torch's vector) (the absolute term's unit);
 - ``worst``: max over elements of |onnx - torch| / allowed; the output is within the
   rule when ``worst <= 1``; ``worst_row``: the batch row where that is, and
   ``allowed`` / ``error`` / ``value``: the bound, the error and torch's value there;
@@ -53,8 +57,10 @@ def judge(got: np.ndarray, ref: np.ndarray, rule, mask: np.ndarray | None = None
     diff[~np.isfinite(a)] = np.inf
     diff = np.where(keep, diff, 0.0)
     values = np.abs(b[keep]) if keep.any() else np.zeros(1)
-    scale = float(np.median(values))
-    allowed = rule.rtol * np.abs(b) + max(rule.atol * scale, TINY)
+    rms = np.sqrt(np.mean(b * b, axis=-1, keepdims=True)) if b.ndim else np.abs(b)
+    real_rms = rms[np.broadcast_to(keep.any(axis=-1, keepdims=True), rms.shape)] if b.ndim else rms
+    scale = float(np.median(real_rms)) if np.size(real_rms) else 0.0
+    allowed = np.maximum(rule.rtol * np.abs(b) + rule.atol * rms, TINY)
     ratio = np.where(keep, diff / allowed, 0.0)
     flat = int(np.argmax(ratio)) if ratio.size else 0
     where = np.unravel_index(flat, b.shape) if ratio.size else (0,)

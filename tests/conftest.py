@@ -79,18 +79,20 @@ def tiny_artifacts(tmp_path_factory):
 
 # Profiles: `ci` (default) is derandomized, so CI runs the same examples each time and a
 # failure reproduces; `long` (make test-fuzz, or ZOO_HYPOTHESIS_PROFILE=long) draws new
-# random examples each run, hundreds of builds and thousands of bad inputs.
+# random examples each run, hundreds of builds and thousands of bad inputs; `trained`
+# (make test-fuzz-trained) is `long` with every valid build on trained-like weights.
 from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
 _hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True)
 _hypothesis_settings.register_profile("long", deadline=None, print_blob=True)
+_hypothesis_settings.register_profile("trained", deadline=None, print_blob=True)  # long, trained-like weights only
 PROFILE = os.environ.get("ZOO_HYPOTHESIS_PROFILE", "ci")
 _hypothesis_settings.load_profile(PROFILE)
 
 
 def examples(*, ci: int, long: int) -> int:
     """How many examples a property test draws under the active profile."""
-    return long if PROFILE == "long" else ci
+    return long if PROFILE in ("long", "trained") else ci
 
 
 REFUSALS: dict[str, list[float]] = {}

@@ -8,8 +8,11 @@
   bounded time.
 
 The number of examples comes from the hypothesis profile: ``ci`` (the default,
-derandomized so CI is reproducible) or ``long`` (``make test-fuzz``: hundreds of
-builds, thousands of invalid specs, random each run). See tests/conftest.py.
+derandomized so CI is reproducible), ``long`` (``make test-fuzz``: hundreds of
+builds, thousands of invalid specs, random each run) or ``trained`` (``make
+test-fuzz-trained``: as long, every valid build with trained-like weights). The valid
+builds draw random-init or trained-like weights (compiler.trained_like). See
+tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from zoo.loader import load_spec
 # A failing build is shrunk only under the long profile: each shrink step is a whole
 # build (seconds), and CI prints the failing spec without minimizing it.
 BUILD_PHASES = tuple(Phase) if PROFILE == "long" else (Phase.explicit, Phase.reuse, Phase.generate)
+# The weights of the valid builds: random init and trained-like (compiler.trained_like),
+# drawn per case; the `trained` profile draws trained-like weights only.
+WEIGHTS = ("trained-like",) if PROFILE == "trained" else ("random", "trained-like")
 REFUSAL_SECONDS = 2.0  # the slowest bad spec must still be refused within this
 
 
@@ -92,21 +98,28 @@ def cached_equals_full(folder: Path, spec) -> float:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     phases=BUILD_PHASES,
 )
-@given(data=valid_specs())
-def test_every_valid_spec_builds_exports_and_matches_torch(data):
+@given(data=valid_specs(), weights=st.sampled_from(WEIGHTS))
+def test_every_valid_spec_builds_exports_and_matches_torch(data, weights):
+    from compiler import build
     from compiler.artifact import build_artifact
+    from compiler.trained_like import zoo_trained_like
     from tests.test_export import check_artifact
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         spec = load_spec(write_spec(Path(tmp), data))
-        folder, manifest, built = build_artifact(spec, Path(tmp) / "artifact")
+        state = None
+        if weights == "trained-like":
+            model = build(spec, seed=0)
+            zoo_trained_like(model, spec)
+            state = model.state_dict()
+        folder, manifest, built = build_artifact(spec, Path(tmp) / "artifact", weights=state)
         assert built
         check_artifact(folder, manifest, spec)  # parity <= fp32 tolerance, cached parity, graph IO
         assert manifest["parameters"]["total"] == spec.parameter_count()
         if spec.family != "encoder-only":
             assert cached_equals_full(folder, spec) <= 1.0  # of the fp32 rule's bound
-    record_case(f"valid spec built and checked ({spec.family})", time.perf_counter() - t0)
+    record_case(f"valid spec built and checked ({spec.family}, {weights} weights)", time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- invalid specs

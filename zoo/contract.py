@@ -148,12 +148,13 @@ class ParityRule:
     """How far an ONNX output may be from the torch module's, elementwise over the
     real positions (runtime.tolerance.judge):
 
-        |onnx - torch| <= rtol * |torch| + atol * median(|torch|)
+        |onnx - torch| <= rtol * |torch| + atol * rms(torch's vector)
 
-    The numpy.allclose form, with the absolute term in units of the output's median
-    magnitude, so that the bound follows the values it judges: logits in the tens
-    and residual channels in the thousands get a bound of their size, and an output
-    of order 1 keeps a tight one. ``top1``: the floor on the logits' top-1 agreement,
+    The numpy.allclose form, with the absolute term in units of the RMS of the
+    vector the element belongs to (the last axis: a token's hidden state or logits),
+    so that the bound follows the values it judges: logits in the tens and residual
+    channels in the thousands get a bound of their size, and a vector of order 1
+    keeps a tight one. ``top1``: the floor on the logits' top-1 agreement,
     pooled over every real position checked. The same rule judges the outputs,
     cached decoding and the per-layer hidden states of ``zoo compare --parity``.
     Values chosen by measurement on random-init and trained-like weights:
@@ -164,7 +165,7 @@ class ParityRule:
     top1: float | None = None
 
     def describe(self) -> str:
-        text = f"|onnx - torch| <= {self.rtol:g}*|torch| + {self.atol:g}*median|torch|"
+        text = f"|onnx - torch| <= {self.rtol:g}*|torch| + {self.atol:g}*rms(torch vector)"
         return text + (f", top-1 at least {self.top1 * 100:.0f}%" if self.top1 is not None else "")
 
     def to_json(self) -> dict:
