@@ -53,8 +53,6 @@ def measure_case(name: str, overrides: list[str], weights: str, precision: str, 
     spec = zoo.load(name, overrides)
     model = build(spec, seed=0)
     stats = zoo_trained_like(model, spec) if weights == "trained-like" else None
-    if spec.dtype != "float32":
-        model = model.to({"float16": __import__("torch").float16, "bfloat16": __import__("torch").bfloat16}[spec.dtype])
     folder, _, _ = build_artifact(spec, tmp / f"{name}-{weights}-{precision}", weights=model.state_dict(), check_parity=False, options=BuildOptions(precision=precision))
     paths = {g.name: folder / g.file for g in graphs_for(spec)}
     report = parity(model, spec, paths, precision=precision, rule=MEASURE)

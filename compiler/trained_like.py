@@ -367,6 +367,10 @@ def zoo_trained_like(model: nn.Module, spec, *, seed: int = 0, config: TrainedLi
     """``make_trained_like`` for a zoo module built from ``spec``."""
     stacks = [spec.stack(part) for part in ("encoder", "decoder") if getattr(spec, part, None) is not None]
     placement = "post" if any(s.norm.placement == "post" for s in stacks) else "pre"
-    return make_trained_like(
+    dtype = next(model.parameters()).dtype
+    model.float()  # calibrated in float32; a float16 / bfloat16 spec gets the rounded weights
+    stats = make_trained_like(
         model, zoo_logits, vocab_size=spec.vocab_size, placement=placement, config=config, seed=seed, seq=min(32, spec.max_seq_len)
     )
+    model.to(dtype)
+    return stats

@@ -34,7 +34,8 @@ def output_masks(family: str, inputs: dict) -> dict[str, np.ndarray | None]:
         enc, dec = inputs["encoder"]["attention_mask"], inputs["decoder"]["decoder_attention_mask"]
         return {"encoder_hidden_states": enc, "logits": dec}
     mask = inputs["model"]["attention_mask"]
-    return {"last_hidden_state": mask, "logits": mask, "pooler_output": None}
+    # the pooler reads the first position: a row padded on the left pools a padding slot
+    return {"last_hidden_state": mask, "logits": mask, "pooler_output": mask[:, 0]}
 
 
 def torch_outputs(model, family: str, inputs: dict[str, dict[str, np.ndarray]], dtype) -> dict[str, np.ndarray]:

@@ -32,11 +32,14 @@ TINY = float(np.finfo(np.float32).tiny)  # the bound of an all-zero output: exac
 
 def real_elements(shape: tuple[int, ...], mask: np.ndarray | None) -> np.ndarray | None:
     """A boolean array broadcastable to ``shape`` selecting the real tokens of ``mask``
-    (B, T): outputs laid out (B, T, ...) or (B, heads, T, head_dim) (a cache); None
+    (B, T): outputs laid out (B, T, ...) or (B, heads, T, head_dim) (a cache); a mask
+    (B,) selects rows (B, ...) (an output pooled from one position); None
     when ``mask`` does not describe the output (every element counts)."""
     if mask is None:
         return None
     m = mask.astype(bool)
+    if m.ndim == 1 and len(shape) >= 1 and shape[0] == m.shape[0]:  # one value per row (a pooled output)
+        return m.reshape(m.shape + (1,) * (len(shape) - 1))
     if len(shape) >= 2 and tuple(shape[:2]) == m.shape:
         return m.reshape(m.shape + (1,) * (len(shape) - 2))
     if len(shape) == 4 and shape[0] == m.shape[0] and shape[2] == m.shape[1]:

@@ -265,5 +265,8 @@ def _parity(args) -> int:
         return 0
     first = report.get("first_divergent_layer")
     where = f"; first layer beyond the rule: {first}" if first else "; every layer within the rule, so the divergence is after the last layer"
+    rule = report["tolerance"]
+    if report["top1"] is not None and rule.get("top1") is not None and report["top1"] < rule["top1"]:
+        print(f"FAILED: top-1 agreement {report['top1'] * 100:.1f}% < {rule['top1'] * 100:.0f}%")
     print(f"FAILED: largest error {report['worst']:.3g}x its bound{where}")
     return 1
