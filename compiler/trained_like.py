@@ -25,7 +25,9 @@ normal channels of its output have RMS 1 on normal tokens (the norms before it a
 already calibrated, so one pass settles them all); the residual's median channel
 RMS is measured, the outlier channels are planted at ``massive_ratio`` times it,
 the norms are calibrated again, and finally the last norm before the output
-projection is scaled to give the logits ``logit_std``. ``measure`` reports the
+projection is scaled to give the logits ``logit_std`` (the final norm reads the outlier channels
+at weight 0, so the logits are spread over the whole vocabulary, not over the rows
+that carry them). ``measure`` reports the
 resulting statistics; docs/parity.md lists them per catalog family.
 """
 
@@ -213,8 +215,9 @@ def _norm_order(model, roles: Roles, logits_fn, ids, mask) -> list[nn.Module]:
 def _calibrate_norms(model, roles, logits_fn, ids, mask, channels, final, cfg, gen) -> None:
     """One pass: each norm, as it runs, gets the weight that gives the normal channels
     of its output RMS 1 on normal tokens (with jitter); the outlier channels get
-    ``input_outlier_ratio`` times that, except in the final norm (small there, as in
-    trained models, so that the outlier channels do not decide the logits)."""
+    ``input_outlier_ratio`` times that, except in the final norm (0 there: trained
+    final norms all but drop those channels; with a tied output the embedding rows
+    that carry them would otherwise decide every logit)."""
     d = roles.d_model
     others = _others(d, channels)
 
@@ -225,9 +228,11 @@ def _calibrate_norms(model, roles, logits_fn, ids, mask, channels, final, cfg, g
         q = float(n[:, others].pow(2).mean().sqrt()) or 1.0
         jitter = 1.0 + cfg.norm_jitter * torch.randn(d, generator=gen)
         w = jitter / q
-        ratio = 1e-3 if module is final else cfg.input_outlier_ratio
+        ratio = 0.0 if module is final else cfg.input_outlier_ratio
         w[channels] = ratio * float(w[others].abs().mean())
         module.weight.copy_(w.to(module.weight.dtype))
+        if module is final and getattr(module, "bias", None) is not None:
+            module.bias[channels] = 0.0
 
     _run(model, logits_fn, ids, mask, [(m, hook) for _, m in roles.norms])
 
@@ -346,8 +351,10 @@ def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, pl
         peak_attention.append(float(p.max(-1).values.median()))
 
     logits = _run(model, logits_fn, ids, mask, [(first, attention)] if first is not None else [])
+    normal = logits.float()[~torch.isin(ids, tokens)]
     return {
         "logit_std": _logit_std(logits, ids, tokens),
+        "logit_median_abs": float(normal.abs().median()) if normal.numel() else 0.0,
         "residual_median": typical,
         "residual_outlier_ratio": peak / (typical or 1.0),
         "attention_peak": peak_attention[0] if peak_attention else None,
