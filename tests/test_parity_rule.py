@@ -45,7 +45,7 @@ def test_the_bound_scales_with_the_vector():
     assert judge(got, ref, FP32)["max_abs"] > 1e-3  # beyond any fixed bound that fits order-1 values
     assert judge(got, ref, FP32)["within"]
     got = ref.copy()
-    got[0, 2, 7] += 1e-2  # the same absolute error on an order-1 token is a bug
+    got[0, 2, 7] += 5e-2  # an absolute error far smaller on an order-1 token is a bug
     figures = judge(got, ref, FP32)
     assert not figures["within"] and figures["worst"] > 10 and figures["worst_row"] == 0
     assert figures["rows"][0] > 1 >= figures["rows"][1]
