@@ -1,7 +1,12 @@
 """Hugging Face checkpoints imported into the zoo, verified against transformers:
-a small random model is saved with save_pretrained, imported, and its outputs
-compared with transformers for the zoo's torch module and its ONNX artifact, on a
-batch padded on the right (and on the left for decoders, positions from the mask)."""
+a small model, with random-init and with trained-like weights (tests/hf_trained_like.py:
+logits of std ~7, massive residual channels), is saved with save_pretrained, imported,
+and its outputs compared with transformers for the zoo's torch module and its ONNX
+artifact by the fp32 parity rule (zoo.contract.parity_rule), on a batch padded on the
+right (and on the left for decoders, positions from the mask). Trained-like decoders
+also generate 16 greedy tokens equal to transformers' generate. Marked slow: a 24-layer
+Llama and a 12 + 12-layer T5 at hidden 64, and the trained-like Llama and T5 built at
+fp16 and int8."""
 
 from __future__ import annotations
 
@@ -17,14 +22,17 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from compiler import build  # noqa: E402
-from compiler.artifact import build_artifact  # noqa: E402
 from compiler.importers import CheckpointError, import_folder  # noqa: E402
-from runtime import load  # noqa: E402
+from runtime.generate import GenerationConfig, Generator  # noqa: E402
 from tests.conftest import ROOT, without_module  # noqa: E402
+from tests.hf_trained_like import (  # noqa: E402
+    FP32, INT8_XFAIL, LOGIT_STD_FLOOR, WEIGHTS, assert_matches, build_session, greedy_agreement, logit_std, prepare,
+)
+from zoo.contract import parity_rule  # noqa: E402
 
-TOL = 1e-4
 V = 100
 SMALL = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+DEEP = dict(SMALL, hidden_size=64, num_hidden_layers=24, intermediate_size=128)  # trained-like depth at small width
 CAUSAL = {
     "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=V, n_positions=64)),
     "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=500.0, **SMALL)),
@@ -32,17 +40,27 @@ CAUSAL = {
     "mistral-window": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(num_key_value_heads=2, sliding_window=4, **SMALL)),
     "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(num_key_value_heads=2, **SMALL)),
 }
+DEEP_LLAMA = lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=1e5, **DEEP))  # noqa: E731
 T5 = {
     "t5": dict(feed_forward_proj="relu"),
     "t5-v1.1": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
 }
+T5_SMALL = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3, num_heads=4, vocab_size=V)
+T5_DEEP = dict(T5_SMALL, d_model=64, d_kv=16, d_ff=128, num_layers=12, num_decoder_layers=12)
+T5_FP16_XFAIL = "fp16 build parity of a trained-like T5 v1.1: logits 1.2-1.6x the fp16 bound from decoder.layers.2 (the last) on: issue 13"
 
 
-def save(model, folder, **kw):
+def save(model, folder, weights: str = "random", **kw):
+    """``model`` given ``weights`` (random init or trained-like), saved with save_pretrained."""
     torch.manual_seed(0)
-    model.eval()
+    prepare(model, weights)
     model.save_pretrained(folder, **kw)
     return model
+
+
+def checkpoint(make, weights: str, folder):
+    torch.manual_seed(0)
+    return save(make(), folder, weights)
 
 
 def batch(seq=9):
@@ -58,61 +76,157 @@ def batch(seq=9):
 def zoo_module(imported):
     model = build(imported.spec)
     model.load_state_dict(imported.state, strict=True)
-    return model
+    return model.eval()
 
 
-def max_err(a, b, mask) -> float:
-    real = mask.bool().numpy()
-    return float(np.abs(np.asarray(a)[real] - np.asarray(b)[real]).max())
+def decoder_inputs(ids, mask) -> dict:
+    return {"model": {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}}
 
 
-def onnx_artifact(imported, tmp_path):
-    folder, manifest, _ = build_artifact(imported.spec, tmp_path / "artifact", weights=imported.state)
-    assert manifest["parity"]["passed"]
-    return load(folder)
-
-
-@pytest.mark.parametrize("kind", sorted(CAUSAL))
-def test_decoder_checkpoint_matches_transformers(kind, tmp_path):
-    torch.manual_seed(0)
-    hf = save(CAUSAL[kind](), tmp_path / "hf")
-    imported = import_folder(tmp_path / "hf")
+def check_decoder(label, hf, imported, session, weights, rule=FP32):
+    """Logits of the zoo's torch module and of ``session`` against transformers on a batch
+    padded right and left (positions from the mask); the trained-like logits are large."""
     ids, mask = batch()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        expected = hf(input_ids=ids, attention_mask=mask, position_ids=positions).logits.numpy()
-        ours = zoo_module(imported)(ids, mask).numpy()
-    got = onnx_artifact(imported, tmp_path).forward({"model": {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}})["logits"]
-    print(f"\n{kind}: max abs vs transformers: torch {max_err(ours, expected, mask):.2e}, onnx {max_err(got, expected, mask):.2e}")
-    assert max_err(ours, expected, mask) <= TOL
-    assert max_err(got, expected, mask) <= TOL
-    assert np.abs(expected).max() > 1e-2
+        expected = hf(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        ours = zoo_module(imported)(ids, mask)
+    got = session.forward(decoder_inputs(ids, mask))["logits"]
+    if rule is FP32:
+        assert_matches(f"{label} {weights} torch", ours, expected, mask)
+    figures = assert_matches(f"{label} {weights} onnx", got, expected, mask, rule)
+    if rule.top1 is not None:
+        assert figures["top1"] >= rule.top1, figures
+    assert np.abs(expected.numpy()).max() > 1e-2
+    if weights == "trained":
+        assert logit_std(expected, mask) >= LOGIT_STD_FLOOR
 
 
-@pytest.mark.parametrize("kind", sorted(T5))
-def test_t5_checkpoint_matches_transformers(kind, tmp_path):
-    torch.manual_seed(0)
-    config = transformers.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3, num_heads=4, vocab_size=V, **T5[kind])
-    hf = save(transformers.T5ForConditionalGeneration(config), tmp_path / "hf")
+def check_greedy(label, hf, session):
+    """16 greedy tokens of the zoo artifact (runtime.generate, cached decoding) equal
+    transformers' generate(do_sample=False), per prompt, no EOS stop on either side."""
+    gen = torch.Generator().manual_seed(11)
+    prompts = [torch.randint(1, V, (n,), generator=gen).tolist() for n in (5, 8, 3)]
+    ours = Generator(session).generate(prompts, GenerationConfig(max_new_tokens=16, eos=())).tokens
+    hf.generation_config.eos_token_id = None  # a config passed to generate would be merged with this one
+    theirs = []
+    for p in prompts:
+        ids = torch.tensor([p])
+        with torch.no_grad():
+            out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False, pad_token_id=0)
+        theirs.append(out[0, len(p) :].tolist())
+    print(f"{label} greedy: zoo {ours}, transformers {theirs}")
+    assert all(len(t) == 16 for t in theirs)
+    assert greedy_agreement(ours, theirs) == 1.0, (ours, theirs)
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+@pytest.mark.parametrize("kind", sorted(CAUSAL))
+def test_decoder_checkpoint_matches_transformers(kind, weights, tmp_path):
+    """Logits within the fp32 rule; with trained-like weights (logits far from ties) also
+    the greedy tokens equal transformers'."""
+    hf = checkpoint(CAUSAL[kind], weights, tmp_path / "hf")
     imported = import_folder(tmp_path / "hf")
-    assert imported.spec.embedding.scale_output_by_inv_sqrt_d == (kind == "t5")  # v1.1 does not rescale
+    session = build_session(imported, tmp_path / "artifact")
+    check_decoder(kind, hf, imported, session, weights)
+    if weights == "trained":
+        check_greedy(kind, hf, session)
+
+
+@pytest.fixture(scope="module")
+def deep_llama(tmp_path_factory):
+    """A 24-layer, hidden-64 Llama with trained-like weights, imported and built (fp32)."""
+    folder = tmp_path_factory.mktemp("deep-llama")
+    hf = checkpoint(DEEP_LLAMA, "trained", folder / "hf")
+    imported = import_folder(folder / "hf")
+    return hf, imported, build_session(imported, folder / "artifact")
+
+
+@pytest.mark.slow
+def test_deep_trained_like_llama_matches_transformers(deep_llama):
+    """Slow: about 70 CPU-s of export for 24 layers with a cache."""
+    check_decoder("llama-24", *deep_llama, "trained")
+
+
+@pytest.mark.slow
+def test_deep_trained_like_llama_greedy_tokens_equal_transformers(deep_llama):
+    hf, _, session = deep_llama
+    check_greedy("llama-24", hf, session)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "precision", ["fp16", pytest.param("int8", marks=pytest.mark.xfail(reason=INT8_XFAIL, strict=False))]
+)
+def test_trained_like_llama_builds_at_reduced_precision(precision, tmp_path):
+    """A trained-like Llama builds with --precision fp16 / int8 (the build's parity at that
+    precision), and its logits stay within that precision's rule of transformers'. Slow
+    (two exports); the default suite's reduced-precision case is BERT's."""
+    hf = checkpoint(CAUSAL["llama"], "trained", tmp_path / "hf")
+    imported = import_folder(tmp_path / "hf")
+    session = build_session(imported, tmp_path / "artifact", precision=precision)
+    check_decoder("llama", hf, imported, session, "trained", parity_rule("float32", precision))
+
+
+def t5_checkpoint(config: dict, weights: str, folder):
+    return checkpoint(lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(**config)), weights, folder)
+
+
+def check_t5(label, hf, imported, session, weights, rule=FP32):
     src, src_mask = batch(9)
     src_mask[2] = 1  # encoder: right padding only, the transformers convention
     tgt, tgt_mask = batch(6)
     tgt_mask[2] = 1
     with torch.no_grad():
-        expected = hf(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask).logits.numpy()
-        ours = zoo_module(imported)(src, src_mask, tgt, tgt_mask).numpy()
-    assert max_err(ours, expected, tgt_mask) <= TOL
-    session = onnx_artifact(imported, tmp_path)
+        expected = hf(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask).logits
+        ours = zoo_module(imported)(src, src_mask, tgt, tgt_mask)
     got = session.forward(
         {
             "encoder": {"input_ids": src.numpy(), "attention_mask": src_mask.numpy()},
             "decoder": {"decoder_input_ids": tgt.numpy(), "decoder_attention_mask": tgt_mask.numpy(), "encoder_attention_mask": src_mask.numpy()},
         }
     )["logits"]
-    print(f"\n{kind}: max abs vs transformers: torch {max_err(ours, expected, tgt_mask):.2e}, onnx {max_err(got, expected, tgt_mask):.2e}")
-    assert max_err(got, expected, tgt_mask) <= TOL
+    if rule is FP32:
+        assert_matches(f"{label} {weights} torch", ours, expected, tgt_mask)
+    figures = assert_matches(f"{label} {weights} onnx", got, expected, tgt_mask, rule)
+    if rule.top1 is not None:
+        assert figures["top1"] >= rule.top1, figures
+    if weights == "trained":
+        assert logit_std(expected, tgt_mask) >= LOGIT_STD_FLOOR
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+@pytest.mark.parametrize("kind", sorted(T5))
+def test_t5_checkpoint_matches_transformers(kind, weights, tmp_path):
+    hf = t5_checkpoint({**T5_SMALL, **T5[kind]}, weights, tmp_path / "hf")
+    imported = import_folder(tmp_path / "hf")
+    assert imported.spec.embedding.scale_output_by_inv_sqrt_d == (kind == "t5")  # v1.1 does not rescale
+    check_t5(kind, hf, imported, build_session(imported, tmp_path / "artifact"), weights)
+
+
+@pytest.mark.slow
+def test_deep_trained_like_t5_matches_transformers(tmp_path):
+    """T5 v1.1 with 12 + 12 layers at hidden 64, trained-like: 24 layers of relative-bias,
+    unscaled-dot attention with massive residual channels (slow: about 100 s of export)."""
+    hf = t5_checkpoint({**T5_DEEP, **T5["t5-v1.1"]}, "trained", tmp_path / "hf")
+    imported = import_folder(tmp_path / "hf")
+    check_t5("t5-v1.1-24", hf, imported, build_session(imported, tmp_path / "artifact"), "trained")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "precision",
+    [
+        pytest.param("fp16", marks=pytest.mark.xfail(reason=T5_FP16_XFAIL, strict=False)),
+        pytest.param("int8", marks=pytest.mark.xfail(reason=INT8_XFAIL, strict=False)),
+    ],
+)
+def test_trained_like_t5_builds_at_reduced_precision(precision, tmp_path):
+    """The encoder-decoder family's default-suite case is BART (test_import_bert_bart.py)."""
+    hf = t5_checkpoint({**T5_SMALL, **T5["t5-v1.1"]}, "trained", tmp_path / "hf")
+    imported = import_folder(tmp_path / "hf")
+    session = build_session(imported, tmp_path / "artifact", precision=precision)
+    check_t5("t5-v1.1", hf, imported, session, "trained", parity_rule("float32", precision))
 
 
 def test_pytorch_bin_and_sharded_checkpoints(tmp_path):
