@@ -82,7 +82,8 @@ def table():
     yield
     if not RESULTS:
         return
-    print("\n\nplanted bugs: worst element's error / its bound (>1 fails the build; MARGIN %g)" % MARGIN)
+    rules = "; ".join(sorted({r["rule"] for r in RESULTS}))
+    print(f"\n\nplanted bugs: worst element's error / its bound (>1 fails the build; MARGIN {MARGIN:g}); rule {rules}")
     print(f"{'bug':20s} {'spec':11s} {'size':16s} {'weights':13s} {'worst/bound':>11s}  {'seconds':>7s}  where")
     for r in RESULTS:
         print(
@@ -100,7 +101,7 @@ def _build(bug_name: str, layers: int, weights: str, tmp_path, weights_for):
     worst, where = worst_check(report)
     RESULTS.append(
         {"bug": bug_name, "spec": bug.spec, "size": _size(layers), "weights": weights, "worst": worst, "where": where,
-         "seconds": time.perf_counter() - t0, "passed": err is None}
+         "seconds": time.perf_counter() - t0, "passed": err is None, "rule": report["tolerance"]["rule"]}
     )
     return err, report, worst, where
 
