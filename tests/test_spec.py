@@ -18,6 +18,7 @@ CATALOG = [
     "bert-tiny",
     "gpt2-small",
     "gpt2-tiny",
+    "llama-135m",
     "llama-small",
     "llama-tiny",
     "t5-small",
@@ -111,6 +112,11 @@ def test_bert_t5_llama_alibi_values():
     assert (att.heads, att.kv_heads, att.bias) == (12, 4, False)
     assert (ffn.hidden, ffn.activation, ffn.gated, ffn.bias) == (2048, "silu", True, False)
     assert llama.decoder.norm.kind == "rmsnorm"
+
+    smol = load_spec("llama-135m")  # SmolLM-135M's structure
+    assert (smol.vocab_size, smol.d_model, smol.decoder.layers, smol.positional.theta) == (49152, 576, 30, 1e5)
+    assert (smol.decoder.attention.heads, smol.decoder.attention.kv_heads, smol.decoder.ffn.hidden) == (9, 3, 1536)
+    assert smol.embedding.tie_output and human(smol.parameter_count()) == "134.52M"
 
     alibi = load_spec("alibi-small")
     assert (alibi.vocab_size, alibi.max_seq_len, alibi.positional.kind) == (50257, 2048, "alibi")
