@@ -24,6 +24,16 @@ from zoo.contract import parity_rule
 from zoo.errors import ParityError
 
 WEIGHTS = ("random", "trained")
+
+
+def kind_weight_cases(kinds, random_kinds) -> list:
+    """pytest params (kind, weights) for every kind with both weights: the trained-like
+    case of every kind and the random-init case of ``random_kinds`` in the default suite,
+    the other random-init cases in the slow target (make test-slow)."""
+    import pytest
+
+    return [pytest.param(k, w, id=f"{k}-{w}", marks=() if w == "trained" or k in random_kinds else pytest.mark.slow)
+            for k in kinds for w in WEIGHTS]
 PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "t5": "pre", "bert": "post", "roberta": "post", "bart": "post", "marian": "post"}
 LOGIT_STD_FLOOR = 5.0  # issue 13 point 4: trained checkpoints have logits in the tens
 OUTLIER_RATIO = (50.0, 2000.0)  # residual outlier channels / median channel (target 300x)

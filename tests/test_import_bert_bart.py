@@ -22,7 +22,7 @@ from compiler.importers import CheckpointError, import_folder  # noqa: E402
 from compiler.weights import save_tensors  # noqa: E402
 from runtime import load  # noqa: E402
 from tests.hf_trained_like import (  # noqa: E402
-    FP32, INT8_XFAIL, LOGIT_STD_FLOOR, WEIGHTS, assert_matches, build_session, logit_std, prepare,
+    FP32, INT8_XFAIL, LOGIT_STD_FLOOR, kind_weight_cases, assert_matches, build_session, logit_std, prepare,
 )
 from zoo.contract import parity_rule  # noqa: E402
 
@@ -104,8 +104,7 @@ def check_bert(kind, weights, hf, imported, session, rule=FP32):
         assert logit_std(ref["logits"] if mlm else ref["last_hidden_state"], mask) >= LOGIT_STD_FLOOR
 
 
-@pytest.mark.parametrize("weights", WEIGHTS)
-@pytest.mark.parametrize("kind", ["bert", "bert-mlm", "roberta", "roberta-mlm"])
+@pytest.mark.parametrize("kind, weights", kind_weight_cases(["bert", "bert-mlm", "roberta", "roberta-mlm"], ["bert"]))
 def test_bert_matches_transformers(kind, weights, tmp_path):
     hf = make(kind, tmp_path / "hf", weights)
     imported = import_folder(tmp_path / "hf")
@@ -165,8 +164,7 @@ def check_seq2seq(kind, weights, hf, imported, session, rule=FP32):
         assert logit_std(want, tgt_mask) >= LOGIT_STD_FLOOR
 
 
-@pytest.mark.parametrize("weights", WEIGHTS)
-@pytest.mark.parametrize("kind", ["bart", "marian"])
+@pytest.mark.parametrize("kind, weights", kind_weight_cases(["bart", "marian"], ["bart"]))
 def test_seq2seq_matches_transformers(kind, weights, tmp_path):
     hf = make(kind, tmp_path / "hf", weights)
     imported = import_folder(tmp_path / "hf")

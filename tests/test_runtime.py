@@ -10,18 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-import zoo
-from compiler.artifact import build_artifact
 from tests.conftest import ROOT, without_module
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rt")
-    out = {}
-    for name in ("gpt2-tiny", "bert-tiny", "t5-tiny"):
-        out[name], _, _ = build_artifact(zoo.load(name), root / name)
-    return out
+def artifacts(tiny_artifacts):
+    """The session's tiny catalog artifacts (conftest), read only here."""
+    return tiny_artifacts
 
 
 def zoo_cli(*args, env_extra=None):
