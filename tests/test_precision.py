@@ -1,11 +1,16 @@
-"""Reduced-precision artifacts (issue 8 point 3): fp16 and int8 builds of the tiny
+"""Reduced-precision artifacts (issue 8 point 3, issue 13 point 4): fp16 and int8 builds of the tiny
 catalog pass parity at their precision's tolerance and record their measured cost in
 the manifest; the runtime feeds and generates with them; fp16 keeps large values
 finite where a naive conversion returns zeros; zoo compare reports the precision.
 
-Default suite: gpt2-tiny and llama-tiny in both precisions, t5-tiny in fp16; every
-other tiny spec and precision, and the command-line runs, are in the slow target
-(make test-slow).
+Every build runs with random-init and with trained-like weights (compiler.trained_like:
+logits in the tens, massive residual channels, outlier features into the matmuls),
+with default options. Default suite: random-init gpt2-tiny and llama-tiny in both
+precisions and t5-tiny in fp16, trained-like gpt2-tiny int8 and llama-tiny in both;
+every other tiny spec, precision and weights, the trained-like llama-135m and the
+command-line runs are in the slow target (make test-slow). int8's own checks
+(outlier channels, VERSION 1's dynamic quantization failing the floor, llama-135m
+agreement on text): tests/test_int8.py.
 """
 
 from __future__ import annotations
@@ -15,34 +20,47 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import helper, numpy_helper
 
 import zoo
 from compiler.artifact import BuildOptions, build_artifact
 from compiler.builder import build
 from compiler.precision import fp32_nodes, to_fp16
+from compiler.precision.matmuls import score_projections
+from compiler.trained_like import zoo_trained_like
 from runtime.artifact import load_artifact
 from runtime.generate import GenerationConfig, Generator
 from runtime.session import Session
-from tests.conftest import ROOT, TINY_CATALOG
 from runtime.tolerance import judge
+from tests.conftest import ROOT, TINY_CATALOG
+from tests.precision_graphs import decompose_layer_norms, run_native_fp16, run_ort
 from zoo.contract import parity_rule
+from zoo.errors import InputError
 
 
 def within(got, ref, precision: str, mask=None) -> bool:
     """``got`` within the parity rule of ``precision`` against ``ref``."""
     return judge(got, ref, parity_rule("float32", precision), mask)["within"]
-from zoo.errors import InputError
+
 
 DEFAULT = (("gpt2-tiny", "fp16"), ("gpt2-tiny", "int8"), ("t5-tiny", "fp16"), ("llama-tiny", "fp16"), ("llama-tiny", "int8"))
+TRAINED_DEFAULT = (("gpt2-tiny", "int8"), ("llama-tiny", "fp16"), ("llama-tiny", "int8"))
+# int8 of a trained-like T5 needs r = 0.68 (docs/precision.md): beyond the int8 rule, issue 13 point 5
+T5_INT8_XFAIL = pytest.mark.xfail(reason="int8 of trained-like T5 (unscaled scores, relative bias): issue 13 point 5", strict=False)
+
+
+def _marks(name: str, precision: str, weights: str) -> list:
+    marks = [] if (name, precision) in (DEFAULT if weights == "random" else TRAINED_DEFAULT) else [pytest.mark.slow]
+    return marks + ([T5_INT8_XFAIL] if (name, precision, weights) == ("t5-tiny", "int8", "trained-like") else [])
+
+
 CASES = [
-    pytest.param(n, p, id=f"{n}-{p}", marks=() if (n, p) in DEFAULT else pytest.mark.slow)
+    pytest.param(n, p, w, id=f"{n}-{p}-{w}", marks=_marks(n, p, w))
+    for w in ("random", "trained-like")
     for n in TINY_CATALOG
     for p in ("fp16", "int8")
 ]
@@ -50,16 +68,23 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """build(name, precision) -> (folder, manifest), each built once per module."""
+    """build(name, precision, weights) -> (folder, manifest), each built once per module,
+    with default options; ``weights``: "random" (seed 0) or "trained-like"
+    (compiler.trained_like on the seed-0 module)."""
     root = tmp_path_factory.mktemp("precision")
     cache: dict = {}
 
-    def get(name: str, precision: str):
-        if (name, precision) not in cache:
+    def get(name: str, precision: str, weights: str = "random"):
+        if (name, precision, weights) not in cache:
+            spec, state = zoo.load(name), None
+            if weights == "trained-like":
+                model = build(spec, seed=0)
+                zoo_trained_like(model, spec)
+                state = model.state_dict()
             options = BuildOptions(precision=precision)
-            folder, manifest, _ = build_artifact(zoo.load(name), root / f"{name}-{precision}", options=options)
-            cache[name, precision] = folder, manifest
-        return cache[name, precision]
+            folder, manifest, _ = build_artifact(spec, root / f"{name}-{precision}-{weights}", weights=state, options=options)
+            cache[name, precision, weights] = folder, manifest
+        return cache[name, precision, weights]
 
     return get
 
@@ -67,28 +92,50 @@ def built(tmp_path_factory):
 # --------------------------------------------------------------------------- builds
 
 
-@pytest.mark.parametrize("name, precision", CASES)
-def test_build_passes_parity_at_its_tolerance_and_records_its_cost(built, name, precision):
-    folder, manifest = built(name, precision)
+def _check_parity(parity: dict, precision: str) -> None:
     tol = parity_rule("float32", precision)
-    parity = manifest["parity"]
     assert parity["passed"] and parity["precision"] == precision and parity["tolerance"] == tol.to_json(), parity.get("failures")
     for run in parity["runs"]:
         for out, e in run["outputs"].items():
             assert e["within"] and e["worst"] <= 1.0, (out, e)
     if parity["cache"] is not None:
         assert parity["cache"]["within"], parity["cache"]
+    assert parity["top1"] >= tol.top1 and not parity["failures"]
 
+
+def _check_weights(protos, record: dict, precision: str, max_seq_len: int) -> None:
+    """fp16: every large weight in fp16; int8: MatMulNBits on uint8 blocks (the matmul
+    weights and the token embedding); the float32 left: position tables (max_seq_len
+    rows), block scales and the outlier channels kept in float32."""
+    large = [t for p in protos for t in p.graph.initializer if np.prod(t.dims) >= 1024]
+    if precision == "fp16":
+        assert large and all(t.data_type == onnx.TensorProto.FLOAT16 for t in large)
+        kept = set(record["kept_fp32"]["ops"])
+        assert "Softmax" in kept and ({"LayerNormalization", "RMSNormalization"} & kept)
+        return
+    assert sum(t.data_type == onnx.TensorProto.UINT8 for t in large) >= 8
+    scores = {n.input[1] for p in protos for n in p.graph.node if n.name in score_projections(p)}  # q and k: float32 by choice
+    floats = [t for t in large if t.data_type == onnx.TensorProto.FLOAT and t.name not in scores]
+    assert all(t.dims[0] == max_seq_len or t.name.endswith(("/int8_scales", "/int8_kept", "/int8_kept_t")) for t in floats), [t.name for t in floats]
+    q = next(iter(record["quantization"].values()))
+    assert q["block_size"] == 32 and q["accuracy_level"] == 4 and q["scores_fp32"] and q["matmuls"] >= 4 and q["fp32_matmuls"] == len(scores)
+    ops = {n.op_type for p in protos for n in p.graph.node}
+    assert "MatMulNBits" in ops and not {"MatMulInteger", "DynamicQuantizeLinear"} & ops
+
+
+@pytest.mark.parametrize("name, precision, weights", CASES)
+def test_build_passes_parity_at_its_tolerance_and_records_its_cost(built, name, precision, weights):
+    folder, manifest = built(name, precision, weights)
+    _check_parity(manifest["parity"], precision)
     record = manifest["build"]["precision"]
     assert record["precision"] == precision and record["provider"] == "CPUExecutionProvider"
     acc = record["accuracy"]
     assert acc["finite"] and acc["batch"] == 4 and acc["seq"] == 32 and acc["positions"] > 64
-    assert acc["top1_agreement"] >= tol.top1, acc
-    assert parity["top1"] >= tol.top1 and not parity["failures"]
+    assert acc["top1_agreement"] >= parity_rule("float32", precision).top1, acc
     assert 0 < acc["mean_abs_logit"] <= acc["max_abs_logit"]
     assert record["speed_vs_fp32"] > 0 and record["forward_ms"]["fp32"] > 0 and record["forward_ms"]["converted"] > 0
     assert record["size_vs_fp32"] == pytest.approx(record["bytes"]["converted"] / record["bytes"]["fp32"])
-    assert record["size_vs_fp32"] < (0.7 if precision == "fp16" else 0.55)  # tiny graphs: metadata is a third of fp32's file
+    assert record["size_vs_fp32"] < (0.7 if precision == "fp16" else 0.65)  # tiny graphs: metadata is a third of fp32's file; q, k in fp32
     if manifest["kv_cache"]:
         assert record["decode_speed_vs_fp32"] > 0
 
@@ -103,32 +150,19 @@ def test_build_passes_parity_at_its_tolerance_and_records_its_cost(built, name, 
             elif not t["dtype"].startswith("int"):
                 assert t["dtype"] == "float32", t  # logits and hidden states stay float32
     assert record["io"].get("cache", cache_dtype) == cache_dtype and record["io"]["logits"] == "float32"
-    protos = [onnx.load(str(artifact.path(g.name))) for g in artifact.graphs]
-    elem = {onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.INT8: "int8"}
-    large = [t for p in protos for t in p.graph.initializer if np.prod(t.dims) >= 1024]
-    weights = [elem.get(t.data_type) for t in large]
-    if precision == "fp16":
-        assert weights and all(w == "fp16" for w in weights)  # every large weight stored in fp16
-        kept = set(record["kept_fp32"]["ops"])
-        assert "Softmax" in kept and ({"LayerNormalization", "RMSNormalization"} & kept)
-    else:
-        # MatMul weights and the token embedding; position tables (max_seq_len rows) stay float32
-        assert weights.count("int8") >= 8
-        assert all(t.dims[0] == manifest["model"]["max_seq_len"] for t, w in zip(large, weights) if w != "int8")
-        q = next(iter(record["quantization"].values()))
-        assert q["weight_type"] == "QInt8" and q["per_channel"] and q["matmuls"] >= 8
-        ops = {n.op_type for p in protos for n in p.graph.node}
-        assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    _check_weights([onnx.load(str(artifact.path(g.name))) for g in artifact.graphs], record, precision, manifest["model"]["max_seq_len"])
 
 
 def test_tied_embedding_is_stored_once_in_int8(built):
+    """The embedding Gather and the tied output projection read one uint8 table."""
     folder, manifest = built("gpt2-tiny", "int8")
     entry = manifest["build"]["precision"]["quantization"]["model"]["embeddings"][0]
     assert entry["tied_projections"] == 1 and not entry["float_copy_kept"]
     proto = onnx.load(str(folder / "model.onnx"))
     spec = zoo.load("gpt2-tiny")
-    tables = [t for t in proto.graph.initializer if spec.vocab_size in t.dims and spec.d_model in t.dims]
-    assert len(tables) == 1 and tables[0].data_type == onnx.TensorProto.INT8
+    tables = [t for t in proto.graph.initializer if t.dims and t.dims[0] == spec.vocab_size and np.prod(t.dims) >= spec.vocab_size * spec.d_model]
+    assert len(tables) == 1 and tables[0].data_type == onnx.TensorProto.UINT8
+    assert sorted(n.op_type for n in proto.graph.node if tables[0].name in n.input) == ["Gather", "MatMulNBits"]
 
 
 # --------------------------------------------------------------------------- runtime
@@ -201,40 +235,6 @@ def test_fp16_at_max_seq_len_stays_within_tolerance(built):
 # --------------------------------------------------------------------------- large values
 
 
-def decompose_layer_norms(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """LayerNormalization -> ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul,
-    Add: the norm as other exporters and older opsets write it."""
-    g = proto.graph
-    g.initializer.extend([
-        numpy_helper.from_array(np.array([-1], dtype=np.int64), "ln/axes"),
-        numpy_helper.from_array(np.array(2.0, dtype=np.float32), "ln/two"),
-    ])
-    nodes = []
-    for n in g.node:
-        if n.op_type != "LayerNormalization":
-            nodes.append(n)
-            continue
-        x, w, b = n.input
-        t = n.name
-        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
-        g.initializer.append(numpy_helper.from_array(np.array(eps, dtype=np.float32), f"{t}/eps"))
-        nodes += [
-            helper.make_node("ReduceMean", [x, "ln/axes"], [f"{t}/mean"], name=f"{t}/mean", keepdims=1),
-            helper.make_node("Sub", [x, f"{t}/mean"], [f"{t}/centered"], name=f"{t}/centered"),
-            helper.make_node("Pow", [f"{t}/centered", "ln/two"], [f"{t}/square"], name=f"{t}/square"),
-            helper.make_node("ReduceMean", [f"{t}/square", "ln/axes"], [f"{t}/var"], name=f"{t}/var", keepdims=1),
-            helper.make_node("Add", [f"{t}/var", f"{t}/eps"], [f"{t}/var_eps"], name=f"{t}/var_eps"),
-            helper.make_node("Sqrt", [f"{t}/var_eps"], [f"{t}/std"], name=f"{t}/std"),
-            helper.make_node("Div", [f"{t}/centered", f"{t}/std"], [f"{t}/normed"], name=f"{t}/normed"),
-            helper.make_node("Mul", [f"{t}/normed", w], [f"{t}/scaled"], name=f"{t}/scaled"),
-            helper.make_node("Add", [f"{t}/scaled", b], [n.output[0]], name=f"{t}/shifted"),
-        ]
-    del g.node[:]
-    g.node.extend(nodes)
-    onnx.checker.check_model(proto)
-    return proto
-
-
 LARGE = 5000.0  # position embeddings x LARGE: hidden states of a few hundred, squares past fp16's 65504
 
 
@@ -255,34 +255,6 @@ def large_graph(tmp_path_factory):
     return proto, ids
 
 
-def _run_ort(proto, ids) -> np.ndarray:
-    import onnxruntime as ort
-
-    s = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    for i in s.get_inputs():
-        if i.name.startswith("past."):
-            feed[i.name] = np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), dtype=np.float16 if "16" in i.type else np.float32)
-    return s.run(["logits"], feed)[0].astype(np.float64)
-
-
-def _run_native_fp16(proto, ids) -> np.ndarray:
-    """The graph with every op computed in its own dtype (onnx.reference, numpy): what a
-    device that runs fp16 kernels natively does. ONNX Runtime's CPU provider computes
-    most fp16 ops in fp32 behind inserted casts and hides the overflow."""
-    from onnx.reference import ReferenceEvaluator
-
-    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    for i in proto.graph.input:
-        if i.name.startswith("past."):
-            dims = [d.dim_value for d in i.type.tensor_type.shape.dim]
-            dtype = np.float16 if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else np.float32
-            feed[i.name] = np.zeros((ids.shape[0], dims[1], 0, dims[3]), dtype=dtype)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        return ReferenceEvaluator(proto).run(["logits"], feed)[0].astype(np.float64)
-
-
 @pytest.mark.parametrize("norms", ["standard", "decomposed"])
 def test_fp16_large_values_stay_finite_where_naive_fp16_returns_zeros(large_graph, norms):
     proto, ids = large_graph
@@ -291,16 +263,16 @@ def test_fp16_large_values_stay_finite_where_naive_fp16_returns_zeros(large_grap
         proto = decompose_layer_norms(proto)
         kept = fp32_nodes(copy.deepcopy(proto))
         assert {f"node_layer_norm/{s}" for s in ("mean", "square", "var", "var_eps", "std", "normed")} <= kept
-    reference = _run_ort(proto, ids)
+    reference = run_ort(proto, ids)
     scale = float(np.abs(reference).max())
     assert np.isfinite(reference).all() and 0.1 < scale < 100  # logits at their usual scale; hidden states are not
     ours, _ = to_fp16(copy.deepcopy(proto))
     naive, _ = to_fp16(copy.deepcopy(proto), naive=True)
-    for run in (_run_ort, _run_native_fp16):
+    for run in (run_ort, run_native_fp16):
         got = run(ours, ids)
         assert np.isfinite(got).all() and not (np.abs(got).max(-1) == 0).any(), run.__name__
         assert within(got, reference, "fp16"), (run.__name__, float(np.abs(got - reference).max()))
-    bad = _run_native_fp16(naive, ids)  # variance overflows to inf: the norm returns its bias, 0
+    bad = run_native_fp16(naive, ids)  # variance overflows to inf: the norm returns its bias, 0
     zero_rows = float((np.abs(bad).max(-1) == 0).mean())
     assert zero_rows > 0.9 or not np.isfinite(bad).all(), zero_rows
 
@@ -382,7 +354,7 @@ def test_precision_on_graphs_optimized_for_cuda(tmp_path, precision):
     if precision == "fp16":
         assert "SkipLayerNormalization" in record["kept_fp32"]["ops"]
     else:
-        assert "MatMulInteger" in ops
+        assert "MatMulNBits" in ops
 
 
 @pytest.mark.slow
@@ -399,3 +371,15 @@ def test_precision_benchmark_runs_and_writes_every_figure(tmp_path):
         assert e["parity"]["passed"] and e["greedy_tokens_before_first_difference"] >= 0
     assert data["precisions"]["int8"]["size_vs_fp32"] < 0.55 and data["precisions"]["fp16"]["size_vs_fp32"] < 0.7
     assert data["precisions"]["fp16"]["top1_agreement_vs_fp32"] >= parity_rule("float32", "fp16").top1
+
+
+@pytest.mark.slow
+def test_trained_like_llama_135m_builds_in_fp16(tmp_path):
+    """The realistic size (30 layers, d_model 576, tied 49152 vocabulary) with
+    trained-like weights: the fp16 build passes its rule with default options."""
+    spec = zoo.load("llama-135m")
+    model = build(spec, seed=0)
+    zoo_trained_like(model, spec)
+    _, manifest, _ = build_artifact(spec, tmp_path / "fp16", weights=model.state_dict(), options=BuildOptions(precision="fp16"))
+    _check_parity(manifest["parity"], "fp16")
+    assert manifest["build"]["precision"]["accuracy"]["top1_agreement"] >= 0.95

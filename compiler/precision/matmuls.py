@@ -1,0 +1,105 @@
+"""Finding the weights of the int8 pass in a graph, by op type and graph walks (never
+by node name, so plain and optimized graphs alike): the MatMuls with a constant weight
+(a tied output projection's Transpose of the embedding included), the token
+embedding Gathers, the query and key projections, and the activations to calibrate."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto
+
+def constant_matmuls(proto: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, bool]]:
+    """(MatMul, weight initialiser, transposed) for every MatMul whose B is a 2-D
+    float32 initialiser (transposed False) or a Transpose of one (a tied output
+    projection: transposed True)."""
+    g = proto.graph
+    inits = {t.name: t for t in g.initializer}
+    transposes = {}
+    for n in g.node:
+        if n.op_type == "Transpose" and n.input[0] in inits:
+            perm = list(next((a.ints for a in n.attribute if a.name == "perm"), [1, 0]))
+            if perm == [1, 0]:
+                transposes[n.output[0]] = n.input[0]
+    out = []
+    for n in g.node:
+        if n.op_type != "MatMul" or len(n.input) != 2:
+            continue
+        b = n.input[1]
+        name, transposed = (b, False) if b in inits else (transposes.get(b), True)
+        if name is None:
+            continue
+        t = inits[name]
+        if len(t.dims) == 2 and t.data_type == TensorProto.FLOAT:
+            out.append((n, name, transposed))
+    return out
+
+
+def embedding_gathers(proto: onnx.ModelProto, vocab_size: int) -> list[tuple[onnx.NodeProto, str]]:
+    """(Gather, table) for Gathers on axis 0 of a float32 (vocab_size, d) initialiser."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    out = []
+    for n in proto.graph.node:
+        if n.op_type == "Gather" and n.input[0] in inits:
+            t = inits[n.input[0]]
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+            if axis == 0 and t.data_type == TensorProto.FLOAT and len(t.dims) == 2 and t.dims[0] == vocab_size:
+                out.append((n, n.input[0]))
+    return out
+
+
+ATTENTION_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+_SCORE_PATH_OPS = frozenset(
+    "Add Sub Mul Div Neg Cast Reshape Unsqueeze Squeeze Transpose Expand Concat Slice Split Identity Where "
+    "RotaryEmbedding Tile".split()
+)
+
+
+def score_projections(proto: onnx.ModelProto) -> set[str]:
+    """Names of the constant-weight MatMuls that make queries and keys: walking back
+    from both inputs of each Q·Kᵀ MatMul (the activation x activation MatMul that a
+    Softmax's scores come from) or from the first two inputs of a fused attention
+    op, through reshapes, rotary embedding, scaling and the cache Concat."""
+    g = proto.graph
+    inits = {t.name for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    constant = {n.name for n, _, _ in constant_matmuls(proto)}
+    starts: list[str] = []
+    for node in g.node:
+        if node.op_type in ATTENTION_OPS:
+            starts += [i for i in node.input[:2] if i]
+        elif node.op_type == "Softmax":
+            scores = _walk_to(node.input[0], producer, lambda n: n.op_type == "MatMul" and not set(n.input) & inits)
+            starts += list(scores.input) if scores is not None else []
+    found: set[str] = set()
+    for start in starts:
+        stack, seen = [start], set()
+        while stack:
+            node = producer.get(stack.pop())
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.name in constant:
+                found.add(node.name)
+            elif node.op_type in _SCORE_PATH_OPS:
+                stack.extend(i for i in node.input if i and i not in inits)
+    return found
+
+
+def _walk_to(value: str, producer: dict, wanted) -> onnx.NodeProto | None:
+    """The first node satisfying ``wanted`` walking back from ``value`` through score-path ops."""
+    stack, seen = [value], set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if wanted(node):
+            return node
+        if node.op_type in _SCORE_PATH_OPS:
+            stack.extend(i for i in node.input if i)
+    return None
+
+
+def calibration_taps(proto: onnx.ModelProto) -> list[str]:
+    """The activations to calibrate: the A input of every constant-weight MatMul."""
+    return sorted({n.input[0] for n, _, _ in constant_matmuls(proto)})
