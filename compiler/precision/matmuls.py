@@ -72,32 +72,28 @@ def score_projections(proto: onnx.ModelProto) -> set[str]:
             starts += list(scores.input) if scores is not None else []
     found: set[str] = set()
     for start in starts:
-        stack, seen = [start], set()
-        while stack:
-            node = producer.get(stack.pop())
-            if node is None or node.name in seen:
-                continue
-            seen.add(node.name)
-            if node.name in constant:
-                found.add(node.name)
-            elif node.op_type in _SCORE_PATH_OPS:
-                stack.extend(i for i in node.input if i and i not in inits)
+        found |= {n.name for n in _walk_back(start, producer, lambda n: n.name in constant, skip=inits)}
     return found
 
 
-def _walk_to(value: str, producer: dict, wanted) -> onnx.NodeProto | None:
-    """The first node satisfying ``wanted`` walking back from ``value`` through score-path ops."""
+def _walk_back(value: str, producer: dict, stop, skip=frozenset()):
+    """The nodes satisfying ``stop`` reached walking back from ``value`` through
+    score-path ops (not through a ``stop`` node, nor into the values in ``skip``)."""
     stack, seen = [value], set()
     while stack:
         node = producer.get(stack.pop())
         if node is None or node.name in seen:
             continue
         seen.add(node.name)
-        if wanted(node):
-            return node
-        if node.op_type in _SCORE_PATH_OPS:
-            stack.extend(i for i in node.input if i)
-    return None
+        if stop(node):
+            yield node
+        elif node.op_type in _SCORE_PATH_OPS:
+            stack.extend(i for i in node.input if i and i not in skip)
+
+
+def _walk_to(value: str, producer: dict, wanted) -> onnx.NodeProto | None:
+    """The first node satisfying ``wanted`` walking back from ``value`` through score-path ops."""
+    return next(_walk_back(value, producer, wanted), None)
 
 
 def calibration_taps(proto: onnx.ModelProto) -> list[str]:
