@@ -47,7 +47,6 @@ T5 = {
 }
 T5_SMALL = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3, num_heads=4, vocab_size=V)
 T5_DEEP = dict(T5_SMALL, d_model=64, d_kv=16, d_ff=128, num_layers=12, num_decoder_layers=12)
-T5_FP16_XFAIL = "fp16 build parity of a trained-like T5 v1.1: logits 1.2-1.6x the fp16 bound from decoder.layers.2 (the last) on: issue 13"
 
 
 def save(model, folder, weights: str = "random", **kw):
@@ -154,9 +153,7 @@ def test_deep_trained_like_llama_greedy_tokens_equal_transformers(deep_llama):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "precision", ["fp16", pytest.param("int8", marks=pytest.mark.xfail(reason=INT8_XFAIL, strict=False))]
-)
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_trained_like_llama_builds_at_reduced_precision(precision, tmp_path):
     """A trained-like Llama builds with --precision fp16 / int8 (the build's parity at that
     precision), and its logits stay within that precision's rule of transformers'. Slow
@@ -215,7 +212,7 @@ def test_deep_trained_like_t5_matches_transformers(tmp_path):
 @pytest.mark.parametrize(
     "precision",
     [
-        pytest.param("fp16", marks=pytest.mark.xfail(reason=T5_FP16_XFAIL, strict=False)),
+        "fp16",
         pytest.param("int8", marks=pytest.mark.xfail(reason=INT8_XFAIL, strict=False)),
     ],
 )

@@ -49,13 +49,8 @@ def within(got, ref, precision: str, mask=None) -> bool:
 
 DEFAULT = (("gpt2-tiny", "fp16"), ("gpt2-tiny", "int8"), ("t5-tiny", "fp16"), ("llama-tiny", "fp16"), ("llama-tiny", "int8"))
 TRAINED_DEFAULT = (("gpt2-tiny", "int8"), ("llama-tiny", "fp16"), ("llama-tiny", "int8"))
-# int8 of a trained-like T5 needs r = 0.68 (docs/precision.md): beyond the int8 rule, issue 13 point 5
-T5_INT8_XFAIL = pytest.mark.xfail(reason="int8 of trained-like T5 (unscaled scores, relative bias): issue 13 point 5", strict=False)
-
-
 def _marks(name: str, precision: str, weights: str) -> list:
-    marks = [] if (name, precision) in (DEFAULT if weights == "random" else TRAINED_DEFAULT) else [pytest.mark.slow]
-    return marks + ([T5_INT8_XFAIL] if (name, precision, weights) == ("t5-tiny", "int8", "trained-like") else [])
+    return [] if (name, precision) in (DEFAULT if weights == "random" else TRAINED_DEFAULT) else [pytest.mark.slow]
 
 
 CASES = [
@@ -115,10 +110,12 @@ def _check_weights(protos, record: dict, precision: str, max_seq_len: int) -> No
         return
     assert sum(t.data_type == onnx.TensorProto.UINT8 for t in large) >= 8
     scores = {n.input[1] for p in protos for n in p.graph.node if n.name in score_projections(p)}  # q and k: float32 by choice
-    floats = [t for t in large if t.data_type == onnx.TensorProto.FLOAT and t.name not in scores]
+    gemms = {n.input[1] for p in protos for n in p.graph.node if n.op_type == "Gemm"}  # BERT's pooler: one small matmul, float32
+    floats = [t for t in large if t.data_type == onnx.TensorProto.FLOAT and t.name not in scores | gemms]
     assert all(t.dims[0] == max_seq_len or t.name.endswith(("/int8_scales", "/int8_kept", "/int8_kept_t")) for t in floats), [t.name for t in floats]
-    q = next(iter(record["quantization"].values()))
-    assert q["block_size"] == 32 and q["accuracy_level"] == 4 and q["scores_fp32"] and q["matmuls"] >= 4 and q["fp32_matmuls"] == len(scores)
+    graphs = record["quantization"].values()
+    assert all(q["block_size"] == 32 and q["accuracy_level"] == 4 and q["scores_fp32"] and q["matmuls"] >= 4 for q in graphs)
+    assert sum(q["fp32_matmuls"] for q in graphs) == sum(len(score_projections(p)) for p in protos)  # q, k (and cross keys)
     ops = {n.op_type for p in protos for n in p.graph.node}
     assert "MatMulNBits" in ops and not {"MatMulInteger", "DynamicQuantizeLinear"} & ops
 
@@ -325,7 +322,7 @@ def zoo_cli(*args):
 def test_zoo_build_prints_and_zoo_compare_reports_the_precision(built, tmp_path):
     r = zoo_cli("build", "gpt2-tiny", "--precision", "int8", "-o", tmp_path / "int8")
     assert r.returncode == 0, r.stderr
-    assert "precision int8" in r.stdout and "top-1 agreement" in r.stdout and "size 0." in r.stdout and "or max rel 0.1" in r.stdout
+    assert "precision int8" in r.stdout and "top-1 agreement" in r.stdout and "size 0." in r.stdout and parity_rule("float32", "int8").describe() in r.stdout
     fp16, _ = built("gpt2-tiny", "fp16")
     out = tmp_path / "cmp"
     r = zoo_cli("compare", tmp_path / "int8", fp16, "--quick", "--batches", "1", "--contexts", "64", "-o", out)
@@ -369,7 +366,7 @@ def test_precision_benchmark_runs_and_writes_every_figure(tmp_path):
     for p, e in data["precisions"].items():
         assert e["size_mb"] > 0 and e["forward_ms"] > 0 and e["decode_ms_per_token"] > 0, p
         assert e["parity"]["passed"] and e["greedy_tokens_before_first_difference"] >= 0
-    assert data["precisions"]["int8"]["size_vs_fp32"] < 0.55 and data["precisions"]["fp16"]["size_vs_fp32"] < 0.7
+    assert data["precisions"]["int8"]["size_vs_fp32"] < 0.65 and data["precisions"]["fp16"]["size_vs_fp32"] < 0.7
     assert data["precisions"]["fp16"]["top1_agreement_vs_fp32"] >= parity_rule("float32", "fp16").top1
 
 

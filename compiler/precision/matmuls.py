@@ -58,12 +58,14 @@ def score_projections(proto: onnx.ModelProto) -> set[str]:
     """Names of the constant-weight MatMuls that make queries and keys: walking back
     from both inputs of each Q·Kᵀ MatMul (the activation x activation MatMul that a
     Softmax's scores come from) or from the first two inputs of a fused attention
-    op, through reshapes, rotary embedding, scaling and the cache Concat."""
+    op, through reshapes, rotary embedding, scaling and the cache Concat; and from an
+    encoder graph's cross-attention key outputs."""
     g = proto.graph
     inits = {t.name for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
     constant = {n.name for n, _, _ in constant_matmuls(proto)}
-    starts: list[str] = []
+    # an encoder graph's cross-attention keys are graph outputs (``cross.{i}.key``): the decoder's scores read them
+    starts: list[str] = [o.name for o in g.output if o.name.startswith("cross.") and o.name.endswith(".key")]
     for node in g.node:
         if node.op_type in ATTENTION_OPS:
             starts += [i for i in node.input[:2] if i]

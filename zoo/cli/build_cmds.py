@@ -159,8 +159,9 @@ def _print_precision(record) -> None:
     if "kept_fp32" in record:
         print(f"  kept in fp32: {', '.join(record['kept_fp32']['ops'])}")
     for graph, q in (record.get("quantization") or {}).items():
-        tables = ", ".join(f"{e['table']} ({'tied, ' if e['tied_projections'] else ''}per row)" for e in q.get("embeddings", []))
-        print(f"  {graph}: {q['matmuls']} MatMuls int8 ({q['weight_type']}, {'per channel' if q['per_channel'] else 'per tensor'})" + (f"; embeddings {tables}" if tables else ""))
+        tables = ", ".join(f"{e['table']} ({'tied, ' if e['tied_projections'] else ''}{e.get('scheme', 'per row')})" for e in q.get("embeddings", []))
+        kept = f"; float32: {q['fp32_matmuls']} q/k MatMuls, outlier channels in {q['weights_with_kept_channels']} weights" if "fp32_matmuls" in q else ""
+        print(f"  {graph}: {q['matmuls']} MatMuls int8 ({q['weight_type']})" + kept + (f"; embeddings {tables}" if tables else ""))
     a = record["accuracy"]
     print(
         f"  vs fp32 (batch {a['batch']} x {a['seq']}, {a['positions']} positions): max logit error {a['max_abs_logit']:.2e}, "
