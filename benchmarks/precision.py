@@ -63,12 +63,10 @@ def model_and_weights(spec, weights: str, generator: dict | None = None):
     model = build(spec, seed=0)
     if weights == "random":
         return model, None
-    from compiler.trained_like import TrainedLike, find_roles, zoo_trained_like
+    from compiler.trained_like import TrainedLike, zoo_trained_like
 
     stats = zoo_trained_like(model, spec, config=TrainedLike(**(generator or {})))
-    table = find_roles(model).embedding.weight.detach().numpy()
-    peak = np.abs(table[:, stats["channels"]]).max(1)
-    return model, np.flatnonzero(peak > 10 * np.median(np.abs(table).max(1)))  # median: 1/8 of the rows are massive
+    return model, np.array(stats["outlier_token_ids"], dtype=np.int64)
 
 
 def build(spec, model, precisions, root: Path | None) -> dict[str, Path]:
@@ -119,6 +117,7 @@ def _agreement(entry: dict, logits: np.ndarray, ref: np.ndarray, mask, tf: dict,
 
 def measure(folders: dict[str, Path], rows: dict, *, device: str, threads: int | None, reps: int, warmup: int, new_tokens: int,
             batch: int = 4, seq: int = 32, prompt: int = 32, unverified: tuple = ()) -> dict:
+    from runtime.compare import output_masks
     from runtime.generate import GenerationConfig, Generator
     from runtime.inputs import graph_inputs
     from runtime.session import Session
@@ -128,7 +127,7 @@ def measure(folders: dict[str, Path], rows: dict, *, device: str, threads: int |
     model, family = first.artifact.model, first.family
     seq, prompt = min(seq, model["max_seq_len"]), min(prompt, model["max_seq_len"] // 2)
     inputs = graph_inputs(family, vocab=model["vocab_size"], batch=batch, seq=seq, src_seq=seq, seed=7)
-    mask = (inputs["decoder"]["decoder_attention_mask"] if family == "encoder-decoder" else inputs["model"]["attention_mask"]).astype(bool)
+    mask = output_masks(family, inputs)["logits"].astype(bool)
     gens = {p: Generator(s) for p, s in sessions.items()} if family != "encoder-only" else {}
     prompts = np.random.default_rng(0).integers(0, model["vocab_size"], size=(1, prompt)).tolist()
     config = GenerationConfig(max_new_tokens=new_tokens, eos=())

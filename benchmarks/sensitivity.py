@@ -37,13 +37,11 @@ PROMPT = 8
 def trained_like(spec, config: dict):
     """The seed-0 module with trained-like weights and its massive-activation token ids."""
     from compiler.builder import build
-    from compiler.trained_like import TrainedLike, find_roles, zoo_trained_like
+    from compiler.trained_like import TrainedLike, zoo_trained_like
 
     model = build(spec, seed=0)
     stats = zoo_trained_like(model, spec, config=TrainedLike(**config))
-    table = find_roles(model).embedding.weight.detach().numpy()
-    peak = np.abs(table[:, stats["channels"]]).max(1)
-    return model, stats, np.flatnonzero(peak > 10 * np.median(np.abs(table).max(1)))
+    return model, stats, np.array(stats["outlier_token_ids"], dtype=np.int64)
 
 
 def logits_of(model, ids: np.ndarray) -> np.ndarray:

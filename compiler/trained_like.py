@@ -290,7 +290,7 @@ def make_trained_like(
     ``logits_fn(model, ids, mask)`` returns its logits (B, T, V). ``placement``:
     "pre" (norm, then sublayer, then residual add) or "post"; ``seq``: the length of
     the calibration batch (at most the model's longest sequence). Returns ``measure``'s
-    statistics and the planted channels and tokens."""
+    statistics and the planted channels and tokens (their count and ids)."""
     if placement not in ("pre", "post"):
         raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
     gen = torch.Generator().manual_seed(seed)
@@ -325,7 +325,8 @@ def make_trained_like(
         if getattr(final, "bias", None) is not None:
             final.bias.mul_(scale)
     stats = measure(model, logits_fn, vocab_size=vocab_size, channels=channels, tokens=tokens, placement=placement, seed=seed + 1, seq=seq)
-    return {**stats, "channels": channels.tolist(), "outlier_tokens": len(tokens), "config": asdict(config)}
+    return {**stats, "channels": channels.tolist(), "outlier_tokens": len(tokens), "outlier_token_ids": tokens.tolist(),
+            "config": asdict(config)}
 
 
 def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, placement: str = "pre", seed: int = 1, seq: int = 32) -> dict:

@@ -19,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.precision.graph import name_nodes, quiet_logs, reinfer, topological_sort, weight_bytes
+from compiler.precision.matmuls import embedding_gathers
 
 INT8_WEIGHT_TYPE = "QInt8"  # measured against QUInt8: see docs/precision.md
 INT8_PER_CHANNEL = True
@@ -61,14 +62,7 @@ def to_int8_dynamic(proto: onnx.ModelProto, out: Path, *, vocab_size: int, weigh
 
 def _embedding_tables(proto: onnx.ModelProto, vocab_size: int) -> list[str]:
     """Float initialisers of shape (vocab_size, d) that a Gather reads (token embeddings)."""
-    inits = {t.name: t for t in proto.graph.initializer}
-    out = []
-    for node in proto.graph.node:
-        if node.op_type == "Gather" and node.input[0] in inits:
-            t = inits[node.input[0]]
-            if t.data_type == TensorProto.FLOAT and len(t.dims) == 2 and t.dims[0] == vocab_size and node.input[0] not in out:
-                out.append(node.input[0])
-    return out
+    return list(dict.fromkeys(table for _, table in embedding_gathers(proto, vocab_size)))
 
 
 def _tied_tables(proto: onnx.ModelProto, vocab_size: int) -> set[str]:

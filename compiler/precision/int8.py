@@ -259,9 +259,9 @@ class _Rewriter:
 # --------------------------------------------------------------------------- the pass
 
 
-def _plan(proto: onnx.ModelProto, vocab_size: int, activations: dict, options: Int8Options):
+def _plan(proto: onnx.ModelProto, tables: list, activations: dict, options: Int8Options):
     """The weights to quantize: (weight, transposed) -> (rows (N, K), channels, users),
-    and the embedding Gathers -> their table's key."""
+    and the embedding Gathers (``tables``: embedding_gathers) -> their table's key."""
     inits = {t.name: t for t in proto.graph.initializer}
     users: dict[tuple[str, bool], list[onnx.NodeProto]] = {}
     skip = score_projections(proto) if options.scores_fp32 else set()
@@ -270,7 +270,7 @@ def _plan(proto: onnx.ModelProto, vocab_size: int, activations: dict, options: I
             users.setdefault((weight, transposed), []).append(node)
     if options.embedding not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {options.embedding!r}")
-    gathers = {n.name: (table, True) for n, table in embedding_gathers(proto, vocab_size)} if options.embedding == "int8" else {}
+    gathers = {n.name: (table, True) for n, table in tables} if options.embedding == "int8" else {}
     plan = {}
     for key in dict.fromkeys([*users, *gathers.values()]):
         w = numpy_helper.to_array(inits[key[0]]).astype(np.float32)
@@ -290,7 +290,8 @@ def to_int8(proto: onnx.ModelProto, *, vocab_size: int, activations: dict | None
     name -> ``activation_scores`` of that input, from ``calibrate``. Returns the new
     proto and what was quantized."""
     name_nodes(proto)
-    plan, gathers = _plan(proto, vocab_size, activations or {}, options)
+    tables = embedding_gathers(proto, vocab_size)
+    plan, gathers = _plan(proto, tables, activations or {}, options)
     rw = _Rewriter(proto, options)
     replace: dict[str, list] = {}
     for (weight, transposed), (rows, channels, users) in plan.items():
@@ -298,7 +299,7 @@ def to_int8(proto: onnx.ModelProto, *, vocab_size: int, activations: dict | None
         for node in users:
             replace[node.name] = rw.matmul(node, r)
     g = proto.graph
-    half = {n.name for n, _ in embedding_gathers(proto, vocab_size)} if options.embedding == "fp16" else set()
+    half = {n.name for n, _ in tables} if options.embedding == "fp16" else set()
     for node in g.node:
         if node.name in gathers:
             replace[node.name] = rw.gather(node, rw.rows[gathers[node.name][0]])
@@ -318,6 +319,7 @@ def to_int8(proto: onnx.ModelProto, *, vocab_size: int, activations: dict | None
 def _info(proto: onnx.ModelProto, options: Int8Options, rw: "_Rewriter", plan: dict, gathers: dict) -> dict:
     """What ``to_int8`` did, for the manifest."""
     g = proto.graph
+    inits = {t.name for t in g.initializer}
     kept = [len(r.channels) for r in rw.rows.values()]
     used = {i for n in g.node for i in n.input}
     tables = [{"table": t, "scheme": "int8 blocks", "tied_projections": len(plan[(t, True)][2]), "kept_channels": len(rw.rows[t].channels),
@@ -330,7 +332,7 @@ def _info(proto: onnx.ModelProto, options: Int8Options, rw: "_Rewriter", plan: d
         "weight_type": f"int8 symmetric, blocks of {options.block_size} along K",  # what zoo build prints
         "per_channel": True,  # every output channel has its own scales (one per block)
         "matmuls": sum(1 for n in g.node if n.op_type == "MatMulNBits"),
-        "fp32_matmuls": sum(1 for n in g.node if n.op_type == "MatMul" and n.input[1] in {t.name for t in g.initializer}
+        "fp32_matmuls": sum(1 for n in g.node if n.op_type == "MatMul" and n.input[1] in inits
                             and not n.name.endswith(("/kept", "/place"))),
         "weights_with_kept_channels": sum(1 for k in kept if k),
         "kept_channels_max": max(kept, default=0),

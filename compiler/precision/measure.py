@@ -15,12 +15,6 @@ ACCURACY_BATCH, ACCURACY_SEQ, ACCURACY_SEED = 4, 32, 1234
 TIMING_REPS, TIMING_WARMUP = 10, 2
 
 
-def _uncached(sessions: dict, graphs, inputs: dict, cache, batch: int) -> dict[str, np.ndarray]:
-    from runtime.compare import run_graphs
-
-    return run_graphs(sessions, graphs, inputs, cache, batch)
-
-
 def measure(spec, fp32_paths: dict[str, Path], new_paths: dict[str, Path], *, device: str = "auto",
             batch: int = ACCURACY_BATCH, seq: int = ACCURACY_SEQ, seed: int = ACCURACY_SEED,
             reps: int = TIMING_REPS, warmup: int = TIMING_WARMUP) -> dict:
@@ -30,6 +24,7 @@ def measure(spec, fp32_paths: dict[str, Path], new_paths: dict[str, Path], *, de
     median time of one decode step after a ``seq``-token prefill."""
     import onnxruntime as ort
 
+    from runtime.compare import output_masks, run_graphs
     from runtime.inputs import graph_inputs
     from runtime.session import choose_providers, session_options
     from zoo.contract import cache_layout
@@ -42,9 +37,9 @@ def measure(spec, fp32_paths: dict[str, Path], new_paths: dict[str, Path], *, de
     opts = session_options()
     s32 = {g.name: ort.InferenceSession(str(fp32_paths[g.name]), sess_options=opts, providers=providers) for g in graphs}
     s_new = {g.name: ort.InferenceSession(str(new_paths[g.name]), sess_options=opts, providers=providers) for g in graphs}
-    a = _uncached(s32, graphs, inputs, cache, batch)["logits"].astype(np.float64)
-    b = _uncached(s_new, graphs, inputs, cache, batch)["logits"].astype(np.float64)
-    mask = (inputs["decoder"]["decoder_attention_mask"] if spec.family == "encoder-decoder" else inputs["model"]["attention_mask"]).astype(bool)
+    a = run_graphs(s32, graphs, inputs, cache, batch)["logits"].astype(np.float64)
+    b = run_graphs(s_new, graphs, inputs, cache, batch)["logits"].astype(np.float64)
+    mask = output_masks(spec.family, inputs)["logits"].astype(bool)
     diff = np.abs(a - b)[mask]
     finite = bool(np.isfinite(b).all())
     accuracy = {
@@ -60,8 +55,8 @@ def measure(spec, fp32_paths: dict[str, Path], new_paths: dict[str, Path], *, de
         "seed": seed,
         "reference": "the fp32 graphs in ONNX Runtime",
     }
-    forward = _interleaved({"fp32": lambda: _uncached(s32, graphs, inputs, cache, batch),
-                            "converted": lambda: _uncached(s_new, graphs, inputs, cache, batch)}, reps, warmup)
+    forward = _interleaved({"fp32": lambda: run_graphs(s32, graphs, inputs, cache, batch),
+                            "converted": lambda: run_graphs(s_new, graphs, inputs, cache, batch)}, reps, warmup)
     out = {"accuracy": accuracy, "forward_ms": {**forward, "batch": batch, "seq": seq, "reps": reps}}
     if cache is not None:
         out["decode_ms"] = {**_interleaved({"fp32": _decode_step(s32, spec, graphs, cache, seq, seed),
@@ -85,6 +80,7 @@ def _interleaved(fns: dict, reps: int, warmup: int) -> dict[str, float]:
 
 def _decode_step(sessions: dict, spec, graphs, cache, context: int, seed: int):
     """A function that runs one decode step (batch 1) on a ``context``-token cache."""
+    from runtime.compare import run_graphs
     from runtime.inputs import graph_inputs
 
     context = max(1, min(context, spec.max_seq_len - 1))
@@ -93,7 +89,7 @@ def _decode_step(sessions: dict, spec, graphs, cache, context: int, seed: int):
         for k in part:
             if k.endswith("attention_mask"):
                 part[k][:] = 1
-    got = _uncached(sessions, graphs, inputs, cache, 1)
+    got = run_graphs(sessions, graphs, inputs, cache, 1)
     dec = graphs[-1].name
     sess = sessions[dec]
     feed = {k: v for k, v in got.items() if k.startswith("cross.")}
