@@ -16,7 +16,10 @@ et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
 - sharp attention: q and k scaled so that the scores' spread grows ``score_gain`` (4)x;
 - non-zero biases (a missing bias must show) and relative-position tables of a few
   units (T5's trained tables span about -10..5);
-- depth (24-40 layers): a property of the spec, not of this module.
+- depth (24-40 layers): a property of the spec, not of this module;
+- optionally (``residual_rank`` < 1, off by default) a low-rank residual stream aligned
+  with the weights, which sets how much elementwise weight error costs
+  (``_subspace``; calibrated in benchmarks/anchors.py).
 
 How it is calibrated: by measurement on the model itself, in four forward passes
 over a fixed random batch (``calibrate``): every Linear gets unit gain (N(0, 1/fan_in)),
@@ -40,6 +43,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from compiler.residual_subspace import align_residual
+
 LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
@@ -61,6 +66,8 @@ class TrainedLike:
     norm_jitter: float = 0.1
     embedding_std: float = 0.02
     relative_bias_std: float = 2.0
+    residual_rank: float = 1.0
+    off_subspace: float = 0.3
 
 
 @dataclass
@@ -160,6 +167,7 @@ def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torc
         m.weight.fill_(1.0)
         if getattr(m, "bias", None) is not None:
             m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
+    align_residual(roles, cfg.residual_rank, cfg.off_subspace, gen)
 
 
 def _normalized(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -212,3 +212,21 @@ def test_compare_parity_judges_layers_by_the_same_rule_on_trained_like_weights(t
     assert len(report["layers"]) == 4 and all(e["within"] for e in report["layers"])
     assert max(e["max_abs"] for e in report["layers"]) > 0 and max(e["scale"] for e in report["layers"]) > 10
     assert report["passed"] == (all(e["within"] for r in report["runs"] for e in r["outputs"].values()) and all(e["within"] for e in report["layers"]))
+
+
+def test_trained_like_low_rank_residual_keeps_the_statistics():
+    """The anchored generator setting (benchmarks/anchors.py): the same logit and outlier
+    statistics, and the residual stream concentrated in the chosen share of d_model."""
+    from compiler.trained_like import TrainedLike, zoo_trained_like
+
+    spec = zoo.load("llama-tiny")
+    model = build(spec, seed=0)
+    config = TrainedLike(score_gain=1.5, input_outlier_ratio=4.0, residual_rank=0.125, off_subspace=0.1)
+    stats = zoo_trained_like(model, spec, config=config)
+    assert stats["logit_std"] >= 5.0 and 100 <= stats["residual_outlier_ratio"] <= 1000, stats
+    normal = torch.ones(spec.vocab_size, dtype=torch.bool)
+    normal[stats["outlier_token_ids"]] = False
+    w = model.embed.weight.detach().double()[normal]  # the massive-activation rows would dominate
+    energy = torch.linalg.svdvals(w) ** 2
+    top = round(0.125 * w.shape[1])
+    assert float(energy[:top].sum() / energy.sum()) > 0.8
