@@ -30,20 +30,16 @@ def align_residual(roles, rank: float, off: float, gen: torch.Generator) -> None
     reader = proj + off * (torch.eye(d) - proj)
     m = reader / math.sqrt(r / d + off ** 2 * (1 - r / d))
     for name, lin in roles.linears:
-        w = lin.weight if type(lin).__name__ != "Conv1D" else lin.weight.T  # (out, in)
+        conv = type(lin).__name__ == "Conv1D"  # GPT-2's (in, out) layout
+        w = lin.weight.T if conv else lin.weight  # (out, in)
         out, fan_in = w.shape
-        leaf = name.rsplit(".", 1)[-1]
-        writer = out == d and (fan_in != d or leaf in SQUARE_WRITERS)
-        new = w
-        if fan_in == d and not writer:
-            new = new @ reader
+        writer = out == d and (fan_in != d or name.rsplit(".", 1)[-1] in SQUARE_WRITERS)
         if writer:
-            new = m @ new
+            w = m @ w
             if getattr(lin, "bias", None) is not None:
                 lin.bias.copy_(m @ lin.bias)
-        if type(lin).__name__ == "Conv1D":
-            lin.weight.copy_(new.T)
-        else:
-            lin.weight.copy_(new)
+        elif fan_in == d:
+            w = w @ reader
+        lin.weight.copy_(w.T if conv else w)
     for e in [roles.embedding, *roles.other_embeddings]:
         e.weight.copy_(e.weight @ m)

@@ -19,7 +19,7 @@ et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
 - depth (24-40 layers): a property of the spec, not of this module;
 - optionally (``residual_rank`` < 1, off by default) a low-rank residual stream aligned
   with the weights, which sets how much elementwise weight error costs
-  (``_subspace``; calibrated in benchmarks/anchors.py).
+  (compiler.residual_subspace; calibrated in benchmarks/anchors.py).
 
 How it is calibrated: by measurement on the model itself, in four forward passes
 over a fixed random batch (``calibrate``): every Linear gets unit gain (N(0, 1/fan_in)),
@@ -67,7 +67,7 @@ class TrainedLike:
     embedding_std: float = 0.02
     relative_bias_std: float = 2.0
     residual_rank: float = 1.0
-    off_subspace: float = 0.3
+    off_subspace: float = 0.1
 
 
 @dataclass
