@@ -261,13 +261,13 @@ def candidate_graphs(spec, fp32_graph: Path, scratch: Path) -> dict:
         "dynamic, per-tensor weights": dynamic(False),
         "dynamic, per-channel weights (VERSION 1)": dynamic(True),
         "dynamic, outlier-input matmuls fp32": dynamic(True, True),
-        "MatMulNBits b32 int8 compute, no fp32 channels": nbits(outlier_ratio=None),
-        "MatMulNBits b32 int8 compute + fp32 outlier channels (chosen)": nbits(),
-        "MatMulNBits b16 int8 compute + fp32 outlier channels": nbits(block_size=16),
+        "MatMulNBits b16 int8 compute, no fp32 channels": nbits(outlier_ratio=None),
+        "MatMulNBits b16 int8 compute + fp32 outlier channels (chosen)": nbits(),
+        "MatMulNBits b32 int8 compute + fp32 outlier channels": nbits(block_size=32),
         "MatMulNBits b64 int8 compute + fp32 outlier channels": nbits(block_size=64),
         "MatMulNBits b128 int8 compute + fp32 outlier channels": nbits(block_size=128),
-        "MatMulNBits b32 fp32 compute + fp32 outlier channels": nbits(accuracy_level=0),
-        "MatMulNBits b32 int8 compute + fp32 outlier channels, embedding fp32": nbits(embedding="fp32"),
+        "MatMulNBits b16 fp32 compute + fp32 outlier channels": nbits(accuracy_level=0),
+        "MatMulNBits b16 int8 compute + fp32 outlier channels, embedding fp32": nbits(embedding="fp32"),
     }
 
 

@@ -6,45 +6,49 @@ Random init gives logits and hidden states of order 1. Trained decoders have
 (Sun et al. 2024, "Massive activations"; Dettmers et al. 2022, LLM.int8(); Kovaleva
 et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
 
-- logits in the tens: here a logit standard deviation of ``logit_std`` (7);
-- a few residual channels 100-10,000x the median channel, on a few tokens (the
-  "attention sink" tokens: BOS, delimiters): here ``outlier_channels`` (3) channels at
-  ``massive_ratio`` (300x) the median residual channel, on ``outlier_token_share`` (1/8)
+- logits in the tens: a logit standard deviation of ``logit_std`` (7);
+- a few residual channels 100-10,000x the median one on a few tokens (BOS, delimiters):
+  ``outlier_channels`` (3) at ``massive_ratio`` (300x) on ``outlier_token_share`` (1/8)
   of the vocabulary, planted in the token embedding and carried by the residual;
 - outlier features in the inputs of the matmuls, on every token, from norm weights
-  that are large in those channels: here ``input_outlier_ratio`` (20x);
-- sharp attention: q and k scaled so that the scores' spread grows ``score_gain`` (4)x;
-- non-zero biases (a missing bias must show) and relative-position tables of a few
-  units (T5's trained tables span about -10..5);
-- depth (24-40 layers): a property of the spec, not of this module;
-- optionally (``residual_rank`` < 1, off by default) a low-rank residual stream aligned
-  with the weights, which sets how much elementwise weight error costs
-  (compiler.residual_subspace; calibrated in benchmarks/anchors.py).
+  that are large in those channels: ``input_outlier_ratio`` (4x; post-norm: POST_NORM);
+- sharp attention with wide margins: attention sinks on the massive tokens
+  (compiler.attention_sinks, ``sink_margin`` 6), q and k otherwise scaled so that the
+  scores' spread grows ``score_gain`` (1.5)x;
+- non-zero biases and relative-position tables of a few units (T5's span -10..5);
+- a residual stream of rank ``residual_rank`` (d_model / 8) aligned with the weights
+  (compiler.residual_subspace): it sets what elementwise weight error costs.
 
-How it is calibrated: by measurement on the model itself, in four forward passes
-over a fixed random batch (``calibrate``): every Linear gets unit gain (N(0, 1/fan_in)),
-then each norm's weight is set, in a forward pre-hook as the norm runs, so that the
-normal channels of its output have RMS 1 on normal tokens (the norms before it are
-already calibrated, so one pass settles them all); the residual's median channel
-RMS is measured, the outlier channels are planted at ``massive_ratio`` times it,
-the norms are calibrated again, and finally the last norm before the output
-projection is scaled to give the logits ``logit_std`` (the final norm reads the outlier channels
-at weight 0, so the logits are spread over the whole vocabulary, not over the rows
-that carry them). ``measure`` reports the
-resulting statistics; docs/parity.md lists them per catalog family.
+The defaults are calibrated against the real 135M checkpoint of issue 13: its fp32
+ONNX-vs-torch difference and its int8 losses (benchmarks/anchors.py, docs/precision.md).
+
+How it is calibrated: by measurement on the model itself, in forward passes over a
+fixed random batch: every Linear gets unit gain (N(0, 1/fan_in)); each norm's weight is
+set, in a forward pre-hook as the norm runs, so that the normal channels of its output
+have RMS 1 on normal tokens (one pass settles them all); the outlier channels are
+planted at ``massive_ratio`` times the residual's median channel, the sinks set layer
+by layer, the norms calibrated again; the last norm is scaled to give the logits
+``logit_std`` (it reads the outlier channels at weight 0, so the logits are spread over
+the vocabulary, not over the rows that carry them). ``measure`` reports the statistics
+(docs/parity.md lists them per catalog family).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 
+from compiler.attention_sinks import plant_shared_channels, plant_sinks
 from compiler.residual_subspace import align_residual
 
+# Post-norm stacks renormalize the residual after every sublayer: only large norm weights
+# keep the channels massive, and then they dominate every token's normalized input, so
+# the sinks and the low-rank stream (calibrated on a pre-norm decoder) do not apply.
+POST_NORM = {"input_outlier_ratio": 20.0, "score_gain": 4.0, "residual_rank": 1.0, "sink_margin": 0.0}
 LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
@@ -60,14 +64,15 @@ class TrainedLike:
     outlier_channels: int = 3
     massive_ratio: float = 300.0
     outlier_token_share: float = 0.125
-    input_outlier_ratio: float = 20.0
-    score_gain: float = 4.0
+    input_outlier_ratio: float = 4.0
+    score_gain: float = 1.5
     bias_std: float = 0.1
     norm_jitter: float = 0.1
     embedding_std: float = 0.02
     relative_bias_std: float = 2.0
-    residual_rank: float = 1.0
+    residual_rank: float = 0.125
     off_subspace: float = 0.1
+    sink_margin: float = 6.0
 
 
 @dataclass
@@ -187,12 +192,6 @@ def _normal_mask(x: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
     return energy[:, channels].sum(-1) < 0.5 * energy.sum(-1)
 
 
-def _others(d: int, channels: torch.Tensor) -> torch.Tensor:
-    keep = torch.ones(d, dtype=torch.bool)
-    keep[channels] = False
-    return keep
-
-
 def _batch(vocab: int, outlier_tokens: torch.Tensor, gen: torch.Generator, batch: int = 4, seq: int = 32):
     """Random ids (batch, seq) with every row holding at least one outlier token, mask of ones."""
     ids = torch.randint(0, vocab, (batch, seq), generator=gen)
@@ -227,7 +226,7 @@ def _calibrate_norms(model, roles, logits_fn, ids, mask, channels, final, cfg, g
     final norms all but drop those channels; with a tied output the embedding rows
     that carry them would otherwise decide every logit)."""
     d = roles.d_model
-    others = _others(d, channels)
+    others = torch.ones(d, dtype=torch.bool).index_fill_(0, channels, False)
 
     def hook(module, args):
         flat = args[0].detach().reshape(-1, d).float()
@@ -250,7 +249,7 @@ def _residual(model, roles, logits_fn, ids, mask, channels, placement: str):
     channels, max |x| of the outlier channels): the residual stream (a pre-norm's
     input, a post-norm's output)."""
     d = roles.d_model
-    others = _others(d, channels)
+    others = torch.ones(d, dtype=torch.bool).index_fill_(0, channels, False)
     seen: list[tuple[float, float]] = []
 
     def record(x):
@@ -301,6 +300,8 @@ def make_trained_like(
     statistics and the planted channels and tokens (their count and ids)."""
     if placement not in ("pre", "post"):
         raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
+    if placement == "post":
+        config = replace(config, **POST_NORM)
     gen = torch.Generator().manual_seed(seed)
     roles = find_roles(model)
     model.eval()
@@ -322,11 +323,15 @@ def make_trained_like(
         rows[:, channels] = signs * magnitude * (1 + 0.1 * torch.rand(len(tokens), len(channels), generator=gen))
         roles.embedding.weight[tokens] = rows
         _calibrate_norms(model, roles, logits_fn, ids, mask, channels, final, config, gen)
+        if config.sink_margin > 0:
+            plant_shared_channels(roles.embedding, tokens, channels, signs)
+            run = lambda hooks: _run(model, logits_fn, ids, mask, hooks)  # noqa: E731
+            plant_sinks(model, roles.unscaled, channels, config.sink_margin, run, _normal_mask, gen)
+            _calibrate_norms(model, roles, logits_fn, ids, mask, channels, final, config, gen)
         typical, peak = _residual(model, roles, logits_fn, ids, mask, channels, placement)
-        ratio = peak / (typical or 1.0)
-        if abs(math.log(ratio / config.massive_ratio)) < math.log(1.5):
+        if abs(math.log(peak / (typical or 1.0) / config.massive_ratio)) < math.log(1.5):
             break
-        magnitude *= config.massive_ratio / ratio
+        magnitude *= config.massive_ratio * (typical or 1.0) / peak
     if final is not None:
         scale = config.logit_std / (_logit_std(logits_fn(model, ids, mask), ids, tokens) or 1.0)
         final.weight.mul_(scale)
@@ -340,33 +345,35 @@ def make_trained_like(
 def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, placement: str = "pre", seed: int = 1, seq: int = 32) -> dict:
     """The statistics the generator aims at, on a fresh batch: logit std (normal
     tokens), the residual's outlier ratio (middle layers) and the median channel,
-    and the median over heads and queries of the largest attention weight in the
-    first self-attention (zoo modules; None elsewhere)."""
+    and the median over self-attention layers of the median over heads and queries of
+    the largest attention weight, on normal tokens after a massive one (zoo modules)."""
     roles = find_roles(model)
     gen = torch.Generator().manual_seed(seed)
     channels, tokens = torch.as_tensor(channels, dtype=torch.long), torch.as_tensor(tokens, dtype=torch.long)
     ids, mask = _batch(vocab_size, tokens, gen, seq=seq)
     typical, peak = _residual(model, roles, logits_fn, ids, mask, channels, placement)
     peak_attention: list[float] = []
-    first = next((m for m in model.modules() if hasattr(m, "score") and hasattr(m, "kv_heads")), None)
+    layers = [m for m in model.modules() if type(m).__name__ == "SelfAttention"]  # zoo modules
 
     def attention(module, args):
-        if peak_attention:
-            return
         x = args[0]
         q, k = module.split(module.q(x), module.heads), module.split(module.k(x), module.kv_heads)  # (B, H|KV, T, hd)
         k = k.repeat_interleave(module.heads // module.kv_heads, dim=1)
         p = torch.softmax(module.score(q, k).float(), dim=-1)  # (B, H, T, T), unmasked
         peak_attention.append(float(p.max(-1).values.median()))
 
-    logits = _run(model, logits_fn, ids, mask, [(first, attention)] if first is not None else [])
+    logits = _run(model, logits_fn, ids, mask, [])
+    pool = torch.ones(vocab_size, dtype=torch.bool).index_fill_(0, tokens, False).nonzero()[:, 0]
+    text = pool[torch.randint(0, len(pool), ids.shape, generator=gen)]  # normal tokens after a massive one, as text has
+    text[:, 0] = tokens[0] if tokens.numel() else text[:, 0]
+    _run(model, logits_fn, text, mask, [(m, attention) for m in layers])
     normal = logits.float()[~torch.isin(ids, tokens)]
     return {
         "logit_std": _logit_std(logits, ids, tokens),
         "logit_median_abs": float(normal.abs().median()) if normal.numel() else 0.0,
         "residual_median": typical,
         "residual_outlier_ratio": peak / (typical or 1.0),
-        "attention_peak": peak_attention[0] if peak_attention else None,
+        "attention_peak": sorted(peak_attention)[len(peak_attention) // 2] if peak_attention else None,
     }
 
 

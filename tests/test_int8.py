@@ -25,7 +25,7 @@ from compiler.builder import build
 from compiler.precision.dynamic import to_int8_dynamic
 from compiler.precision.int8 import Int8Options, activation_scores, dequantize_rows, outlier_channels, quantize_rows, to_int8
 from compiler.precision.measure import natural_text, top1_agreement
-from compiler.trained_like import zoo_trained_like
+from compiler.trained_like import POST_NORM, TrainedLike, zoo_trained_like
 from runtime.compare import parity
 from runtime.session import Session
 from zoo.contract import graphs_for, parity_rule
@@ -95,11 +95,15 @@ def trained_llama(tmp_path_factory):
     return spec, model, folder
 
 
-def test_dynamic_int8_fails_the_top1_floor_on_trained_like_weights(trained_llama, tmp_path):
+def test_dynamic_int8_fails_the_top1_floor_on_trained_like_weights(tmp_path):
     """VERSION 1's int8 (quantize_dynamic: uint8 activations, one scale per tensor) on
-    trained-like weights: the floor stops it; the default int8 build of the same
-    weights passes the same rule."""
-    spec, model, fp32 = trained_llama
+    trained-like weights with outlier features of 20x into every matmul (POST_NORM, the
+    setting of post-norm stacks; the calibrated 4x costs a 2-layer model too little):
+    the floor stops it; the default int8 build of the same weights passes the same rule."""
+    spec = zoo.load("llama-tiny")
+    model = build(spec, seed=0)
+    zoo_trained_like(model, spec, config=TrainedLike(**POST_NORM))
+    fp32, _, _ = build_artifact(spec, tmp_path / "fp32", weights=model.state_dict())
     rule = parity_rule("float32", "int8")
     paths = {}
     for g in graphs_for(spec):
@@ -116,7 +120,6 @@ def test_dynamic_int8_fails_the_top1_floor_on_trained_like_weights(trained_llama
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 13 point 5: 64% measured on the default trained-like generator (docs/precision.md)", strict=False)
 def test_trained_like_llama_135m_int8_builds_and_agrees_with_fp32_on_its_own_text(tmp_path):
     """The realistic size (30 layers, d_model 576, GQA 9/3, tied 49152 vocabulary):
     the default int8 build passes parity, and teacher-forced on 3 x 128 tokens of the

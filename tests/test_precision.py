@@ -114,7 +114,7 @@ def _check_weights(protos, record: dict, precision: str, max_seq_len: int) -> No
     floats = [t for t in large if t.data_type == onnx.TensorProto.FLOAT and t.name not in scores | gemms]
     assert all(t.dims[0] == max_seq_len or t.name.endswith(("/int8_scales", "/int8_kept", "/int8_kept_t")) for t in floats), [t.name for t in floats]
     graphs = record["quantization"].values()
-    assert all(q["block_size"] == 32 and q["accuracy_level"] == 4 and q["scores_fp32"] and q["matmuls"] >= 4 for q in graphs)
+    assert all(q["block_size"] == 16 and q["accuracy_level"] == 4 and q["scores_fp32"] and q["matmuls"] >= 4 for q in graphs)
     assert sum(q["fp32_matmuls"] for q in graphs) == sum(len(score_projections(p)) for p in protos)  # q, k (and cross keys)
     ops = {n.op_type for p in protos for n in p.graph.node}
     assert "MatMulNBits" in ops and not {"MatMulInteger", "DynamicQuantizeLinear"} & ops

@@ -9,7 +9,7 @@ after: the artifact holds only the converted graphs.
 
 - ``fp16`` (compiler.precision.fp16): float16 weights and compute; norms, softmax
   with its scores and position math stay float32; float16 cache, float32 logits.
-- ``int8`` (compiler.precision.int8): weight-only int8 in blocks of 32 (ONNX Runtime's
+- ``int8`` (compiler.precision.int8): weight-only int8 in blocks of 16 (ONNX Runtime's
   MatMulNBits, int8 compute), the outlier input channels of each matmul in float32,
   found by calibration (compiler.precision.calibrate); the token embedding and a tied
   output projection share one int8 table. The dynamic quantization of VERSION 1
