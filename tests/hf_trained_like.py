@@ -38,7 +38,6 @@ PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "t
 LOGIT_STD_FLOOR = 5.0  # issue 13 point 4: trained checkpoints have logits in the tens
 OUTLIER_RATIO = (50.0, 2000.0)  # residual outlier channels / median channel (target 300x)
 FP32 = parity_rule("float32")
-INT8_XFAIL = "int8 of a trained-like encoder-decoder checkpoint (BART, T5 v1.1): logits 1.4-1.8x the int8 rule from decoder.layers.1: issue 13 point 5"
 
 
 def hf_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from compiler.importers import CheckpointError, import_folder  # noqa: E402
 from runtime.generate import GenerationConfig, Generator  # noqa: E402
 from tests.conftest import ROOT, without_module  # noqa: E402
 from tests.hf_trained_like import (  # noqa: E402
-    FP32, INT8_XFAIL, LOGIT_STD_FLOOR, kind_weight_cases, assert_matches, build_session, greedy_agreement, logit_std, prepare,
+    FP32, LOGIT_STD_FLOOR, kind_weight_cases, assert_matches, build_session, greedy_agreement, logit_std, prepare,
 )
 from zoo.contract import parity_rule  # noqa: E402
 
@@ -209,13 +209,7 @@ def test_deep_trained_like_t5_matches_transformers(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "precision",
-    [
-        "fp16",
-        pytest.param("int8", marks=pytest.mark.xfail(reason=INT8_XFAIL, strict=False)),
-    ],
-)
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_trained_like_t5_builds_at_reduced_precision(precision, tmp_path):
     """The encoder-decoder family's default-suite case is BART (test_import_bert_bart.py)."""
     hf = t5_checkpoint({**T5_SMALL, **T5["t5-v1.1"]}, "trained", tmp_path / "hf")

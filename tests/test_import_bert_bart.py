@@ -22,7 +22,7 @@ from compiler.importers import CheckpointError, import_folder  # noqa: E402
 from compiler.weights import save_tensors  # noqa: E402
 from runtime import load  # noqa: E402
 from tests.hf_trained_like import (  # noqa: E402
-    FP32, INT8_XFAIL, LOGIT_STD_FLOOR, kind_weight_cases, assert_matches, build_session, logit_std, prepare,
+    FP32, LOGIT_STD_FLOOR, kind_weight_cases, assert_matches, build_session, logit_std, prepare,
 )
 from zoo.contract import parity_rule  # noqa: E402
 
@@ -45,7 +45,6 @@ MODELS = {
     ),
 }
 REDUCED = ["fp16", "int8"]
-REDUCED_SEQ2SEQ = ["fp16", pytest.param("int8", marks=pytest.mark.xfail(reason=INT8_XFAIL, strict=False))]
 
 
 @torch.no_grad()
@@ -177,7 +176,7 @@ def test_seq2seq_matches_transformers(kind, weights, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", REDUCED_SEQ2SEQ)
+@pytest.mark.parametrize("precision", REDUCED)
 def test_trained_like_bart_builds_at_reduced_precision(precision, tmp_path):
     """Slow (two encoder-decoder exports); the default suite's case is BERT's."""
     hf = make("bart", tmp_path / "hf", "trained")

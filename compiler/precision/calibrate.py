@@ -20,14 +20,19 @@ CALIBRATION_BATCH, CALIBRATION_SEQ, CALIBRATION_SEED = 4, 32, 4321
 IN_MEMORY_LIMIT = 1_800_000_000  # bytes of weights a serialized proto can hold (protobuf: 2 GB)
 
 
-def _tapped(proto: onnx.ModelProto, taps: list[str]) -> onnx.ModelProto:
-    """A copy of ``proto`` that also outputs ``taps`` (graph outputs are left as they are)."""
+def _tap_name(graph: str, tensor: str) -> str:
+    return f"calibration.{graph}.{tensor}"
+
+
+def _tapped(proto: onnx.ModelProto, taps: list[str], graph: str) -> onnx.ModelProto:
+    """A copy of ``proto`` that also outputs each of ``taps`` under ``_tap_name``: the
+    graphs of one spec run together, and an encoder and a decoder may name a tensor
+    alike (graph outputs are left as they are)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    have = {o.name for o in copy.graph.output}
     for name in taps:
-        if name not in have:
-            copy.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+        copy.graph.node.append(helper.make_node("Identity", [name], [_tap_name(graph, name)]))
+        copy.graph.output.append(helper.make_tensor_value_info(_tap_name(graph, name), TensorProto.FLOAT, None))
     return copy
 
 
@@ -58,13 +63,14 @@ def calibrate(spec, protos: dict[str, onnx.ModelProto], *, batch: int = CALIBRAT
     inputs = graph_inputs(spec.family, vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=seq, seed=seed)
     taps = {g.name: calibration_taps(protos[g.name]) for g in graphs}
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        sessions = {g.name: _session(_tapped(protos[g.name], taps[g.name]), Path(tmp), g.name) for g in graphs}
+        sessions = {g.name: _session(_tapped(protos[g.name], taps[g.name], g.name), Path(tmp), g.name) for g in graphs}
         got = run_graphs(sessions, graphs, inputs, cache_layout(spec), batch)
         del sessions
     masks = _masks(spec, inputs)
     out: dict[str, dict[str, np.ndarray]] = {}
     for g in graphs:
-        out[g.name] = {t: activation_scores(_real(got[t], masks.get(g.name))) for t in taps[g.name] if t in got}
+        out[g.name] = {t: activation_scores(_real(got[_tap_name(g.name, t)], masks.get(g.name)))
+                       for t in taps[g.name] if _tap_name(g.name, t) in got}
     return out
 
 
