@@ -141,3 +141,25 @@ def test_trained_like_llama_135m_int8_builds_and_agrees_with_fp32_on_its_own_tex
     session = Session(folder, device="cpu")
     got = session.forward({"model": {"input_ids": text, "attention_mask": np.ones_like(text)}})["logits"]
     assert top1_agreement(torch_logits(text), got, start=8) >= 0.95
+
+
+def test_calibration_keeps_each_graphs_activations_apart(tmp_path):
+    """An encoder and a decoder graph name their MatMul inputs alike (the same module
+    paths): each graph's float32 channels must come from its own activations, not from
+    whichever graph ran last (BART's encoder once read its decoder's)."""
+    from compiler.precision.calibrate import calibrate
+
+    spec = zoo.load("t5-tiny")
+    model = build(spec, seed=0)
+    zoo_trained_like(model, spec)
+    folder, _, _ = build_artifact(spec, tmp_path / "fp32", weights=model.state_dict())
+    protos = {g.name: onnx.load(str(folder / g.file)) for g in graphs_for(spec)}
+    acts = calibrate(spec, protos, scratch=tmp_path)
+    shared = set(acts["encoder"]) & set(acts["decoder"])
+    assert shared, "the encoder and decoder graphs share no MatMul input name: the case this test guards is gone"
+    for t in protos["decoder"].graph.initializer:  # another decoder: its activations change
+        if t.data_type == TensorProto.FLOAT and len(t.dims) == 2:
+            t.CopyFrom(numpy_helper.from_array(3.0 * numpy_helper.to_array(t), t.name))
+    again = calibrate(spec, protos, scratch=tmp_path)
+    assert all(np.array_equal(acts["encoder"][t], again["encoder"][t]) for t in shared)
+    assert not all(np.array_equal(acts["decoder"][t], again["decoder"][t]) for t in shared)
