@@ -1,5 +1,5 @@
 """How sensitive a trained-like model is to small weight errors: the bound on what any
-8-bit format can agree with fp32 (docs/precision.md, "Why").
+8-bit format can agree with fp32 (docs/precision.md, "Before the calibration").
 
 Each matmul weight of the torch module (2-D parameters, the embeddings excepted) is
 multiplied by ``1 + eps * N(0, 1)`` (int8 blocks of 32 perturb a weight by about
@@ -10,7 +10,7 @@ has them. Printed: top-1 agreement with the unperturbed model, counted from toke
 and the RMS logit error, per generator setting (compiler.trained_like.TrainedLike
 fields, ``--configs`` as JSON).
 
-    python benchmarks/sensitivity.py                                  # llama-135m, score gain 4 / 2 / 1 (~8 min)
+    python benchmarks/sensitivity.py              # llama-135m, the earlier generator at score gain 4 / 2 / 1 (~8 min)
     python benchmarks/sensitivity.py --spec llama-tiny --configs '[{}]'
 """
 
@@ -84,7 +84,9 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", default="llama-135m")
-    ap.add_argument("--configs", default='[{}, {"score_gain": 2.0}, {"score_gain": 1.0}]', help="TrainedLike fields, a JSON list")
+    earlier = {"input_outlier_ratio": 20.0, "residual_rank": 1.0, "sink_margin": 0.0}  # the generator before benchmarks/anchors.py
+    configs = [{**earlier, "score_gain": g} for g in (4.0, 2.0, 1.0)]
+    ap.add_argument("--configs", default=json.dumps(configs), help="TrainedLike fields, a JSON list")
     ap.add_argument("--eps", default="1e-3,4e-3")
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--length", type=int, default=64)

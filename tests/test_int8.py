@@ -122,11 +122,14 @@ def test_dynamic_int8_fails_the_top1_floor_on_trained_like_weights(tmp_path):
 @pytest.mark.slow
 def test_trained_like_llama_135m_int8_builds_and_agrees_with_fp32_on_its_own_text(tmp_path):
     """The realistic size (30 layers, d_model 576, GQA 9/3, tied 49152 vocabulary):
-    the default int8 build passes parity, and teacher-forced on 3 x 128 tokens of the
-    fp32 model's own sampled continuations its top-1 agrees with fp32 at >= 95%."""
+    the default int8 build passes parity, decodes faster than fp32, and teacher-forced
+    on 3 x 128 tokens of the fp32 model's own sampled continuations its top-1 agrees
+    with fp32 at >= 95% (issue 13). The continuations draw no massive-activation token
+    but a first one as BOS, as real text has them (an eighth of the vocabulary carries
+    them here: text that drew them freely would be 1 token in 8 a sink)."""
     spec = zoo.load("llama-135m")
     model = build(spec, seed=0)
-    zoo_trained_like(model, spec)
+    massive = zoo_trained_like(model, spec)["outlier_token_ids"]
     folder, manifest, _ = build_artifact(spec, tmp_path / "int8", weights=model.state_dict(), options=BuildOptions(precision="int8"))
     assert manifest["parity"]["passed"], manifest["parity"]["failures"]
     record = manifest["build"]["precision"]
@@ -137,7 +140,7 @@ def test_trained_like_llama_135m_int8_builds_and_agrees_with_fp32_on_its_own_tex
         with torch.no_grad():
             return model(t, torch.ones_like(t)).numpy()
 
-    text = natural_text(torch_logits, spec.vocab_size, prompts=3, length=128, seed=0)
+    text = natural_text(torch_logits, spec.vocab_size, prompts=3, length=128, seed=0, exclude=massive, bos=massive[0])
     session = Session(folder, device="cpu")
     got = session.forward({"model": {"input_ids": text, "attention_mask": np.ones_like(text)}})["logits"]
     assert top1_agreement(torch_logits(text), got, start=8) >= 0.95
