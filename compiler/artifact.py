@@ -20,6 +20,7 @@ import platform
 import shutil
 import time
 import uuid
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -212,83 +213,25 @@ def build_artifact(
     ``tokenizer``: a tokenizer.json (Hugging Face tokenizers format) the artifact carries.
     ``step(label)`` is a context manager factory for progress (zoo.progress.step).
     ``options``: target provider, graph optimization and precision (BuildOptions)."""
-    from contextlib import nullcontext
-
     options = options or BuildOptions()
     options.check(spec)
-
     step = step or (lambda label: nullcontext())
     times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    check_memory(spec)
-    with step(f"building {spec.name} ({count_parameters(spec).total:,} parameters, seed {seed})"):
-        model = build(spec, seed=seed)
-        if isinstance(weights, dict):  # a state dict in zoo names (an imported checkpoint)
-            check_finite(weights, "weights (a state dict)")
-            model.load_state_dict(weights, strict=True)
-        elif weights is not None:
-            load_weights(model, weights)
-    times["build"] = time.perf_counter() - t0
+    model = _model(spec, seed, weights, step, times)
     s_hash, w_hash = spec_hash(spec), weights_digest(model)
-    identity = f"{s_hash}:{w_hash}:{FORMAT_VERSION}:{OPSET}"
-    if not options.is_default:
-        identity += ":" + options.key
-    if tokenizer is not None:
-        tokenizer = Path(tokenizer)
-        if not tokenizer.is_file():
-            raise ArtifactError(f"{tokenizer}: no such tokenizer file")
-        check_tokenizer(tokenizer)  # one the runtime cannot load is refused, not carried
-        identity += ":" + sha256_file(tokenizer)
-    artifact_id = hashlib.sha256(identity.encode()).hexdigest()
+    tokenizer = _checked_tokenizer(tokenizer)
+    artifact_id = _artifact_id(s_hash, w_hash, options, tokenizer)
     target = Path(out) if out is not None else default_folder(spec, artifact_id)
     sweep(target)  # first: it may put back the artifact an interrupted build moved away
     _check_target(target)
-    if not force and (target / MANIFEST).is_file():
-        try:
-            existing = load_artifact(target, verify=True)
-            if existing.manifest.get("artifact_id") == artifact_id:
-                return target, existing.manifest, False
-        except ArtifactError:
-            pass  # damaged or older: rebuild it
+    existing = None if force else _up_to_date(target, artifact_id)
+    if existing is not None:
+        return target, existing, False
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.parent / staging_name(target.name, "partial", os.getpid(), uuid.uuid4().hex[:8])
     partial.mkdir()
     try:
-        t0 = time.perf_counter()
-        with step("exporting to ONNX (opset %d)" % OPSET):
-            graphs = export_all(model, spec, partial)
-        times["export"] = time.perf_counter() - t0
-        report = None
-        if check_parity:
-            t0 = time.perf_counter()
-            with step("checking parity: ONNX Runtime against torch"):
-                paths = {g.name: partial / g.file for g in graphs_for(spec)}
-                report = parity(model, spec, paths)
-            times["parity"] = time.perf_counter() - t0
-            if not report["passed"]:
-                raise parity_failure(spec, report, "the exported graphs")
-        build_info = options.to_json()
-        if options.optimize:
-            from compiler.optimize import optimize_graphs
-
-            t0 = time.perf_counter()
-            with step(f"optimizing the graphs for {options.target}"):
-                build_info["lowering"] = optimize_graphs(spec, partial, graphs, target=options.target)
-            times["optimize"] = time.perf_counter() - t0
-        if options.precision != "fp32":
-            from compiler.precision import convert_graphs
-
-            t0 = time.perf_counter()
-            with step(f"converting to {options.precision}"):
-                build_info["precision"] = convert_graphs(spec, model, partial, graphs, options)
-            times["precision"] = time.perf_counter() - t0
-        if check_parity and not options.is_default:  # the graphs changed: check them again
-            t0 = time.perf_counter()
-            with step(f"checking parity of the {options.label} graphs"):
-                report = parity(model, spec, {g.name: partial / g.file for g in graphs_for(spec)}, **options.parity_args())
-            times["parity_variant"] = time.perf_counter() - t0
-            if not report["passed"]:
-                raise parity_failure(spec, report, f"the {options.label} graphs")
+        graphs, report, build_info = _graphs(spec, model, partial, options, check_parity, step, times)
         (partial / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
         if tokenizer is not None:
             shutil.copyfile(tokenizer, partial / TOKENIZER)
@@ -302,6 +245,90 @@ def build_artifact(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return target, manifest, True
+
+
+@contextmanager
+def _timed(times: dict, key: str, step: Callable, label: str):
+    """``step(label)`` around the block; its seconds in ``times[key]`` when it succeeds."""
+    t0 = time.perf_counter()
+    with step(label):
+        yield
+    times[key] = time.perf_counter() - t0
+
+
+def _model(spec: ModelSpec, seed: int, weights, step: Callable, times: dict):
+    """The torch module: seeded init, then ``weights`` (a safetensors file or a state
+    dict in zoo names) when given."""
+    check_memory(spec)
+    with _timed(times, "build", step, f"building {spec.name} ({count_parameters(spec).total:,} parameters, seed {seed})"):
+        model = build(spec, seed=seed)
+        if isinstance(weights, dict):  # a state dict in zoo names (an imported checkpoint)
+            check_finite(weights, "weights (a state dict)")
+            model.load_state_dict(weights, strict=True)
+        elif weights is not None:
+            load_weights(model, weights)
+    return model
+
+
+def _checked_tokenizer(tokenizer: Optional[Path]) -> Optional[Path]:
+    if tokenizer is None:
+        return None
+    tokenizer = Path(tokenizer)
+    if not tokenizer.is_file():
+        raise ArtifactError(f"{tokenizer}: no such tokenizer file")
+    check_tokenizer(tokenizer)  # one the runtime cannot load is refused, not carried
+    return tokenizer
+
+
+def _artifact_id(s_hash: str, w_hash: str, options: BuildOptions, tokenizer: Optional[Path]) -> str:
+    """What makes two builds the same artifact: spec, weights, format, opset, options, tokenizer."""
+    identity = f"{s_hash}:{w_hash}:{FORMAT_VERSION}:{OPSET}"
+    if not options.is_default:
+        identity += ":" + options.key
+    if tokenizer is not None:
+        identity += ":" + sha256_file(tokenizer)
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def _up_to_date(target: Path, artifact_id: str) -> Optional[dict]:
+    """The manifest of an intact artifact with this id already at ``target``, or None."""
+    if not (target / MANIFEST).is_file():
+        return None
+    try:
+        existing = load_artifact(target, verify=True)
+    except ArtifactError:
+        return None  # damaged or older: rebuild it
+    return existing.manifest if existing.manifest.get("artifact_id") == artifact_id else None
+
+
+def _graphs(spec: ModelSpec, model, partial: Path, options: BuildOptions, check_parity: bool, step: Callable, times: dict):
+    """Export into ``partial``, check parity, then optimize and convert as ``options``
+    ask and check the changed graphs again. Returns (graphs, parity report, build info)."""
+    with _timed(times, "export", step, "exporting to ONNX (opset %d)" % OPSET):
+        graphs = export_all(model, spec, partial)
+    report = None
+    if check_parity:
+        with _timed(times, "parity", step, "checking parity: ONNX Runtime against torch"):
+            report = parity(model, spec, {g.name: partial / g.file for g in graphs_for(spec)})
+        if not report["passed"]:
+            raise parity_failure(spec, report, "the exported graphs")
+    build_info = options.to_json()
+    if options.optimize:
+        from compiler.optimize import optimize_graphs
+
+        with _timed(times, "optimize", step, f"optimizing the graphs for {options.target}"):
+            build_info["lowering"] = optimize_graphs(spec, partial, graphs, target=options.target)
+    if options.precision != "fp32":
+        from compiler.precision import convert_graphs
+
+        with _timed(times, "precision", step, f"converting to {options.precision}"):
+            build_info["precision"] = convert_graphs(spec, model, partial, graphs, options)
+    if check_parity and not options.is_default:  # the graphs changed: check them again
+        with _timed(times, "parity_variant", step, f"checking parity of the {options.label} graphs"):
+            report = parity(model, spec, {g.name: partial / g.file for g in graphs_for(spec)}, **options.parity_args())
+        if not report["passed"]:
+            raise parity_failure(spec, report, f"the {options.label} graphs")
+    return graphs, report, build_info
 
 
 def parity_failure(spec: ModelSpec, report: dict, what: str) -> ParityError:
