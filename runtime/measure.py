@@ -167,59 +167,64 @@ def measure(
     if session.family == "encoder-only":
         return _encoder_only(session, out, rng, vocab, prompt, long_prompt, reps, warmup, batches, say)
 
+    one = _generation_runner(session, rng, vocab, prompt)
+    _latencies(out, one, prompt, new_tokens, reps, warmup, batches, say)
+    _prefill_and_context(out, one, long_prompt, max_len, contexts, reps, warmup, say)
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["device_memory_mb"] = device_memory_mb() if session.provider == "CUDAExecutionProvider" else None
+    return out
+
+
+def _after_warmup(warmup: int, reps: int, run: Callable) -> list:
+    """``run()`` ``warmup + reps`` times; the figures of the last ``reps``."""
+    figures = [run() for _ in range(warmup + reps)]
+    return figures[warmup:]
+
+
+def _generation_runner(session: Session, rng, vocab: int, prompt: int) -> Callable:
+    """one(batch, length, config) -> the Generation of random prompts of ``length``
+    tokens (an encoder-decoder: a decoder context of ``length``, a source of ``prompt``)."""
     gen = Generator(session)
-    fixed = GenerationConfig(max_new_tokens=new_tokens, eos=())
+
     def one(batch: int, length: int, config: GenerationConfig):
         prompts = _ids(rng, vocab, batch, length)
         if session.family == "encoder-decoder":
             start = gen.tokens.get("decoder_start") or 0
-            # a decoder context of ``length``: the decoder prompt carries it, the source is PROMPT long
-            res = gen.generate(_ids(rng, vocab, batch, prompt), config, decoder_prompts=[[start] + p[1:] for p in prompts])
-        else:
-            res = gen.generate(prompts, config)
-        return res
+            return gen.generate(_ids(rng, vocab, batch, prompt), config, decoder_prompts=[[start] + p[1:] for p in prompts])
+        return gen.generate(prompts, config)
 
+    return one
+
+
+def _latencies(out: dict, one: Callable, prompt: int, new_tokens: int, reps: int, warmup: int, batches, say) -> None:
+    """Time to first token and the decode step at batch 1, decode throughput per batch."""
+    fixed = GenerationConfig(max_new_tokens=new_tokens, eos=())
     say("time to first token and decode, batch 1")
-    ttft, step = [], []
-    for i in range(warmup + reps):
-        res = one(1, prompt, fixed)
-        if i >= warmup:
-            ttft.append(res.time_to_first_token_s * 1e3)
-            step.append(statistics.median(res.step_seconds) * 1e3)
-    out["time_to_first_token_ms"] = stats(ttft)
-    out["decode_ms_per_token"] = stats(step)
+    runs = _after_warmup(warmup, reps, lambda: one(1, prompt, fixed))
+    out["time_to_first_token_ms"] = stats([r.time_to_first_token_s * 1e3 for r in runs])
+    out["decode_ms_per_token"] = stats([statistics.median(r.step_seconds) * 1e3 for r in runs])
     out["decode_tokens_per_s"] = {}
     for b in batches:
         say(f"decode throughput, batch {b}")
-        rates = []
-        for i in range(warmup + max(2, reps // 2)):
-            res = one(b, prompt, fixed)
-            if i >= warmup:
-                rates.append(b / statistics.median(res.step_seconds))
-        out["decode_tokens_per_s"][str(b)] = stats(rates)
+        runs = _after_warmup(warmup, max(2, reps // 2), lambda: one(b, prompt, fixed))
+        out["decode_tokens_per_s"][str(b)] = stats([b / statistics.median(r.step_seconds) for r in runs])
+
+
+def _prefill_and_context(out: dict, one: Callable, long_prompt: int, max_len: int, contexts, reps: int, warmup: int, say) -> None:
+    """Prefill speed over ``long_prompt`` tokens; the decode step at each context length."""
     say(f"prefill, {long_prompt} tokens")
-    prefill = []
-    for i in range(warmup + max(2, reps // 2)):
-        res = one(1, long_prompt, GenerationConfig(max_new_tokens=1, eos=()))
-        if i >= warmup:
-            prefill.append(long_prompt / res.time_to_first_token_s)
+    runs = _after_warmup(warmup, max(2, reps // 2), lambda: one(1, long_prompt, GenerationConfig(max_new_tokens=1, eos=())))
     out["prefill_tokens"] = long_prompt
-    out["prefill_tokens_per_s"] = stats(prefill)
+    out["prefill_tokens_per_s"] = stats([long_prompt / r.time_to_first_token_s for r in runs])
     out["decode_ms_by_context"] = {}
     steps = 9
     for ctx in contexts:  # the steps fill the context up to ctx tokens
         if ctx > max_len or ctx <= steps:
             continue
         say(f"decode latency at context {ctx}")
-        lat = []
-        for i in range(warmup + max(2, reps // 2)):
-            res = one(1, ctx - steps, GenerationConfig(max_new_tokens=steps, eos=()))
-            if i >= warmup:
-                lat.append(statistics.median(res.step_seconds) * 1e3)
-        out["decode_ms_by_context"][str(ctx)] = stats(lat)
-    out["peak_rss_mb"] = peak_rss_mb()
-    out["device_memory_mb"] = device_memory_mb() if session.provider == "CUDAExecutionProvider" else None
-    return out
+        config = GenerationConfig(max_new_tokens=steps, eos=())
+        runs = _after_warmup(warmup, max(2, reps // 2), lambda: one(1, ctx - steps, config))
+        out["decode_ms_by_context"][str(ctx)] = stats([statistics.median(r.step_seconds) * 1e3 for r in runs])
 
 
 def _encoder_only(session: Session, out: dict, rng, vocab, prompt, long_prompt, reps, warmup, batches, say) -> dict:
