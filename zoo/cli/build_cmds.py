@@ -212,7 +212,6 @@ def _check_ids(ids, vocab: int, max_len: int, what: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from runtime.inputs import padded_mask
     from runtime.session import Session
 
     if args.batch < 1 or args.seq < 1 or args.repeat < 0 or args.top < 1:
@@ -220,8 +219,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     session = Session(args.artifact, device=args.device, threads=args.threads or None, strict=args.strict)
     load_s = time.perf_counter() - t0
-    manifest, resolved = session.artifact.manifest, session.artifact.model
-    vocab, max_len = resolved["vocab_size"], resolved["max_seq_len"]
+    inputs, last_mask, tokenizer = _run_inputs(args, session)
+    t0 = time.perf_counter()
+    outputs = session.forward(inputs)
+    first_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeat):  # the same inputs, checked by the first call: time the forward alone
+        t0 = time.perf_counter()
+        session.forward(inputs, check=False)
+        times.append(time.perf_counter() - t0)
+    timing = f"timing    session load {load_s * 1e3:.1f} ms, first run {first_s * 1e3:.2f} ms"
+    if times:
+        timing += f", median of {len(times)} runs {float(np.median(times)) * 1e3:.2f} ms"
+    _print_run(session, inputs, outputs, timing, last_mask, tokenizer, args.top)
+    return 0
+
+
+def _run_inputs(args: argparse.Namespace, session):
+    """The feeds of ``zoo run`` (--text, --ids or random ids), the mask whose last real
+    position is shown, and the tokenizer (with --text)."""
+    import numpy as np
+
+    from runtime.inputs import padded_mask
+
+    vocab, max_len = session.artifact.model["vocab_size"], session.artifact.model["max_seq_len"]
     rng = np.random.default_rng(args.seed)
     tokenizer = None
     if args.text:
@@ -238,32 +259,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         ids = rng.integers(0, vocab, size=(args.batch, seq), dtype=np.int64)
         mask = padded_mask(args.batch, seq, rng)
     _check_ids(ids, vocab, max_len, "--ids")
-    if session.family == "encoder-decoder":
-        dec_rows = _parse_ids(args.decoder_ids, "--decoder-ids") if args.decoder_ids else [[0]] * len(ids)
-        if len(dec_rows) != len(ids):
-            raise InputError(f"--decoder-ids gives {len(dec_rows)} sequences, --ids gives {len(ids)}")
-        dec_ids, dec_mask = _pad(dec_rows)
-        _check_ids(dec_ids, vocab, max_len, "--decoder-ids")
-        inputs = {
-            "encoder": {"input_ids": ids, "attention_mask": mask},
-            "decoder": {
-                "decoder_input_ids": dec_ids,
-                "decoder_attention_mask": dec_mask,
-                "encoder_attention_mask": mask,
-            },
-        }
-        last_mask = dec_mask
-    else:
-        inputs = {"model": {"input_ids": ids, "attention_mask": mask}}
-        last_mask = mask
-    t0 = time.perf_counter()
-    outputs = session.forward(inputs)
-    first_s = time.perf_counter() - t0
-    times = []
-    for _ in range(args.repeat):  # the same inputs, checked by the first call: time the forward alone
-        t0 = time.perf_counter()
-        session.forward(inputs, check=False)
-        times.append(time.perf_counter() - t0)
+    if session.family != "encoder-decoder":
+        return {"model": {"input_ids": ids, "attention_mask": mask}}, mask, tokenizer
+    dec_rows = _parse_ids(args.decoder_ids, "--decoder-ids") if args.decoder_ids else [[0]] * len(ids)
+    if len(dec_rows) != len(ids):
+        raise InputError(f"--decoder-ids gives {len(dec_rows)} sequences, --ids gives {len(ids)}")
+    dec_ids, dec_mask = _pad(dec_rows)
+    _check_ids(dec_ids, vocab, max_len, "--decoder-ids")
+    inputs = {
+        "encoder": {"input_ids": ids, "attention_mask": mask},
+        "decoder": {"decoder_input_ids": dec_ids, "decoder_attention_mask": dec_mask, "encoder_attention_mask": mask},
+    }
+    return inputs, dec_mask, tokenizer
+
+
+def _print_run(session, inputs: dict, outputs: dict, timing: str, last_mask, tokenizer, top_n: int) -> None:
+    """What ``zoo run`` prints: the artifact, provider, feeds, outputs, timing and the top tokens."""
+    import numpy as np
+
+    manifest = session.artifact.manifest
     print(f"artifact  {session.artifact.folder}  ({manifest['name']}, {manifest['family']})")
     print(f"provider  {session.provider}")
     for graph in session.artifact.graphs:
@@ -275,18 +289,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     cached = [k for k in outputs if k.startswith(("present.", "cross."))]
     shown_out = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in outputs.items() if k not in cached)
     print("outputs   " + shown_out + (f", and {len(cached)} cache tensors" if cached else ""))
-    timing = f"timing    session load {load_s * 1e3:.1f} ms, first run {first_s * 1e3:.2f} ms"
-    if times:
-        timing += f", median of {len(times)} runs {float(np.median(times)) * 1e3:.2f} ms"
     print(timing)
     logits = outputs["logits"].astype(np.float64)
-    print(f"top {args.top} tokens at the last position of each sequence (probability):")
+    print(f"top {top_n} tokens at the last position of each sequence (probability):")
     for row in range(logits.shape[0]):
         last = int(np.nonzero(last_mask[row])[0][-1])
         z = logits[row, last]
         p = np.exp(z - z.max())
         p /= p.sum()
-        top = np.argsort(-p)[: args.top]
+        top = np.argsort(-p)[:top_n]
         shown = (lambda t: f"{int(t)} {tokenizer.token(int(t))!r}") if tokenizer else (lambda t: str(int(t)))
         print(f"  [{row}] " + "  ".join(f"{shown(t)} ({p[t]:.3g})" for t in top))
-    return 0
