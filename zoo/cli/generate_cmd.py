@@ -56,41 +56,16 @@ def _eos(text: str | None):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from runtime.generate import GenerationConfig, Generator
+    from runtime.generate import Generator
+    from runtime.session import Session
 
-    sampled = args.sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
-    config = GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        sample=sampled,
-        temperature=1.0 if args.temperature is None else args.temperature,
-        top_k=args.top_k or 0,
-        top_p=1.0 if args.top_p is None else args.top_p,
-        seed=args.seed,
-        eos=_eos(args.eos),
-    )
+    config = _config(args)
     if args.threads < 0:
         raise InputError("--threads must be >= 0")
     io_binding = None if args.io_binding == "auto" else args.io_binding == "on"
-    from runtime.session import Session
-
     session = Session(args.artifact, device=args.device, threads=args.threads or None, strict=args.strict)
     gen = Generator(session, io_binding=io_binding)
-    tokenizer = None
-    if args.text:
-        from runtime.tokenizer import Tokenizer
-
-        if args.ids:
-            raise InputError("give --text or --ids, not both")
-        tokenizer = Tokenizer(gen.session.artifact)
-        prompts = [tokenizer.encode(t) for t in args.text]
-    elif args.ids:
-        prompts = _parse_ids(args.ids, "--ids")
-    else:
-        raise InputError("give a prompt: --ids 1,2,3 (or --text, for an artifact with a tokenizer)")
-    decoder_prompts = _parse_ids(args.decoder_ids, "--decoder-ids") if args.decoder_ids else None
-    if decoder_prompts is not None and gen.session.family != "encoder-decoder":
-        raise InputError("--decoder-ids is for encoder-decoder artifacts")
-
+    prompts, decoder_prompts, tokenizer = _prompts(args, gen.session)
     show = (lambda t: tokenizer.token(t)) if tokenizer else (lambda t: f" {t}")
     streaming = len(prompts) == 1 and not args.json
     steps = gen.stream(prompts, config, decoder_prompts=decoder_prompts)  # checks the prompts before anything is printed
@@ -111,19 +86,60 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         for i, (prompt, toks) in enumerate(zip(prompts, result.tokens)):
             print(f"[{i}] {_prompt(prompt, tokenizer)} ->" + "".join(show(t) for t in toks))
-    threads = args.threads or os.cpu_count()
+    _print_figures(result, config, gen.io_binding, args.threads, len(prompts))
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    """The GenerationConfig of the flags: any sampling flag turns sampling on."""
+    from runtime.generate import GenerationConfig
+
+    sampled = args.sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        sample=sampled,
+        temperature=1.0 if args.temperature is None else args.temperature,
+        top_k=args.top_k or 0,
+        top_p=1.0 if args.top_p is None else args.top_p,
+        seed=args.seed,
+        eos=_eos(args.eos),
+    )
+
+
+def _prompts(args: argparse.Namespace, session):
+    """(prompts, decoder prompts or None, tokenizer or None) from --text / --ids / --decoder-ids."""
+    tokenizer = None
+    if args.text:
+        from runtime.tokenizer import Tokenizer
+
+        if args.ids:
+            raise InputError("give --text or --ids, not both")
+        tokenizer = Tokenizer(session.artifact)
+        prompts = [tokenizer.encode(t) for t in args.text]
+    elif args.ids:
+        prompts = _parse_ids(args.ids, "--ids")
+    else:
+        raise InputError("give a prompt: --ids 1,2,3 (or --text, for an artifact with a tokenizer)")
+    decoder_prompts = _parse_ids(args.decoder_ids, "--decoder-ids") if args.decoder_ids else None
+    if decoder_prompts is not None and session.family != "encoder-decoder":
+        raise InputError("--decoder-ids is for encoder-decoder artifacts")
+    return prompts, decoder_prompts, tokenizer
+
+
+def _print_figures(result, config, io_binding: bool, threads_flag: int, rows: int) -> None:
+    """Provider, token count and timing, on stderr (stdout carries the tokens)."""
+    threads = threads_flag or os.cpu_count()
     mode = "sampled" + (f", seed {config.seed}" if config.seed is not None else ", no seed") if not config.greedy else "greedy"
     print(
-        f"provider  {result.provider}, io binding {'on' if gen.io_binding else 'off'}"
+        f"provider  {result.provider}, io binding {'on' if io_binding else 'off'}"
         + (f", {threads} threads" if "CPU" in result.provider else ""),
         file=sys.stderr,
     )
     reasons = ", ".join(sorted(set(result.finish_reasons)))
     print(f"tokens    {sum(len(t) for t in result.tokens)} new ({mode}; stopped by {reasons})", file=sys.stderr)
     rate = f"{result.decode_tokens_per_s:.1f} tokens/s" if result.step_seconds else "n/a (one step)"
-    batch = f", batch throughput {result.throughput:.1f} tokens/s" if len(prompts) > 1 and result.step_seconds else ""
+    batch = f", batch throughput {result.throughput:.1f} tokens/s" if rows > 1 and result.step_seconds else ""
     print(f"timing    time to first token {result.time_to_first_token_s * 1e3:.1f} ms, decode {rate}{batch}", file=sys.stderr)
-    return 0
 
 
 def _prompt(ids: list[int], tokenizer) -> str:
