@@ -91,9 +91,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         tokenizer = tokenizer or imported.tokenizer
     else:
         spec = zoo.load(args.spec, args.overrides)
-    from compiler.artifact import build_artifact  # torch and onnx load here
-
-    from compiler.artifact import BuildOptions
+    from compiler.artifact import BuildOptions, build_artifact  # torch and onnx load here
 
     options = BuildOptions(target=args.target, optimize=args.optimize, precision=args.precision)
     try:
@@ -117,25 +115,30 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"model     {spec.name}  ({spec.family}, {manifest['parameters']['total']:,} parameters, {spec.dtype})")
     for name, entry in manifest["files"].items():
         print(f"  {name:<16} {_fmt_bytes(entry['bytes']):>10}  sha256 {entry['sha256'][:12]}")
-    report = manifest["parity"]
-    if report:
-        print(f"parity    ONNX Runtime ({report['provider']}) vs torch, rule {report['tolerance']['rule']}")
-        print(f"  {'batch':>5} {'seq':>4}  {'output':<22} {'max abs':>10} {'max rel':>10} {'of bound':>9} {'top-1':>7}")
-        for run in report["runs"]:
-            for out, e in run["outputs"].items():
-                top1 = f"{e['top1'] * 100:.1f}%" if "top1" in e else ""
-                print(f"  {run['batch']:>5} {run['seq']:>4}  {out:<22} {e['max_abs']:>10.2e} {e['max_rel']:>10.2e} {e['worst']:>9.2g} {top1:>7}")
-        c = report.get("cache")
-        if c:
-            label = f"logits, cached x{c['steps']}"
-            seq = c["prompt"] + c["steps"]
-            print(f"  {c['batch']:>5} {seq:>4}  {label:<22} {c['max_abs']:>10.2e} {c['max_rel']:>10.2e} {c['worst']:>9.2g} {c['top1'] * 100:>6.1f}%")
-        print(f"  {'passed' if report['passed'] else 'FAILED'}: every check within the rule (largest error {report['worst']:.2g} of its bound)")
+    _print_parity(manifest["parity"])
     _print_lowering((manifest.get("build") or {}).get("lowering"))
     _print_precision((manifest.get("build") or {}).get("precision"))
     secs = manifest["build_seconds"]
     print("time      " + ", ".join(f"{k} {v:.1f}s" for k, v in secs.items()))
     return 0
+
+
+def _print_parity(report) -> None:
+    """The build's parity table: every run and output, the cached decoding, the verdict."""
+    if not report:
+        return
+    print(f"parity    ONNX Runtime ({report['provider']}) vs torch, rule {report['tolerance']['rule']}")
+    print(f"  {'batch':>5} {'seq':>4}  {'output':<22} {'max abs':>10} {'max rel':>10} {'of bound':>9} {'top-1':>7}")
+    for run in report["runs"]:
+        for out, e in run["outputs"].items():
+            top1 = f"{e['top1'] * 100:.1f}%" if "top1" in e else ""
+            print(f"  {run['batch']:>5} {run['seq']:>4}  {out:<22} {e['max_abs']:>10.2e} {e['max_rel']:>10.2e} {e['worst']:>9.2g} {top1:>7}")
+    c = report.get("cache")
+    if c:
+        label = f"logits, cached x{c['steps']}"
+        seq = c["prompt"] + c["steps"]
+        print(f"  {c['batch']:>5} {seq:>4}  {label:<22} {c['max_abs']:>10.2e} {c['max_rel']:>10.2e} {c['worst']:>9.2g} {c['top1'] * 100:>6.1f}%")
+    print(f"  {'passed' if report['passed'] else 'FAILED'}: every check within the rule (largest error {report['worst']:.2g} of its bound)")
 
 
 def _print_lowering(record) -> None:
