@@ -141,6 +141,20 @@ def check_feed(graph, feed: Mapping[str, Any], model: Mapping[str, Any], *, floa
     """Check one graph's inputs (``graph``: a zoo.contract.GraphSpec as the manifest
     records it; ``model``: the manifest's model entry with vocab_size and max_seq_len)
     and return them as ONNX Runtime takes them. Raises InputError, one line."""
+    _check_names(graph, feed)
+    vocab, max_len = int(model["vocab_size"]), int(model["max_seq_len"])
+    out: dict[str, np.ndarray] = {}
+    sizes: dict[str, tuple[int, str]] = {}  # axis name -> (size, the input that set it)
+    for spec in graph.inputs:
+        a = _as_input(spec, feed[spec.name], vocab, float_dtype)
+        _check_axes(spec.name, a, tuple(spec.axes), sizes, max_len)
+        out[spec.name] = a
+    _check_cache_length(sizes, max_len)
+    return out
+
+
+def _check_names(graph, feed) -> None:
+    """``feed`` names every input of ``graph`` and nothing else."""
     if not isinstance(feed, Mapping):
         raise InputError(f"the inputs of graph '{graph.name}' are given by name; it takes {describe_inputs(graph)}")
     takes = graph.input_names
@@ -154,46 +168,51 @@ def check_feed(graph, feed: Mapping[str, Any], model: Mapping[str, Any], *, floa
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise InputError(f"graph '{graph.name}' lacks input '{missing[0]}'{more}; it takes {describe_inputs(graph)}")
 
-    vocab, max_len = int(model["vocab_size"]), int(model["max_seq_len"])
-    out: dict[str, np.ndarray] = {}
-    sizes: dict[str, tuple[int, str]] = {}  # axis name -> (size, the input that set it)
-    for spec in graph.inputs:
-        name, value = spec.name, feed[spec.name]
-        if spec.dtype.startswith("int"):
-            a = as_mask(name, value) if name.endswith("attention_mask") else as_ids(name, value, vocab)
-        else:
-            a = _as_array(name, value)
-            want = _float_dtype(spec.dtype) if spec.dtype != "float" else (np.dtype(float_dtype) if float_dtype else None)
-            if (want is not None and a.dtype != want) or (want is None and a.dtype.kind != "f"):
-                raise InputError(
-                    f"{name}: dtype {a.dtype}, the artifact's {name.split('.')[0]} tensors are {spec.dtype}"
-                    + (f" (cast with .astype(np.{want}))" if want is not None and a.dtype.kind in "fiub" else "")
-                )
-            a = np.ascontiguousarray(a)
-        axes = tuple(spec.axes)
-        if a.ndim != len(axes):
-            hint = "; a single sequence is [[1, 2, 3]]" if a.ndim == 1 and len(axes) == 2 else ""
-            raise InputError(
-                f"{name}: {a.ndim} dimension{'s' if a.ndim != 1 else ''} (shape {_shape(a)}), the graph takes {len(axes)}: "
-                f"({', '.join(str(x) for x in axes)}){hint}"
-            )
-        for k, (axis, n) in enumerate(zip(axes, a.shape)):
-            if _fixed(axis) and n != int(axis):
-                raise InputError(f"{name}: shape {_shape(a)}, axis {k} must be {int(axis)} (the graph takes ({', '.join(str(x) for x in axes)}))")
-        for k, (axis, n) in enumerate(zip(axes, a.shape)):
-            if _fixed(axis):
-                continue
-            if axis in sizes and sizes[axis][0] != n:
-                size, first = sizes[axis]
-                raise InputError(f"{name}: {axis} is {n} (shape {_shape(a)}) but {first} has {axis} {size}")
-            sizes.setdefault(axis, (n, name))
-            if n == 0 and axis in NONEMPTY_AXES:
-                what = "batch is 0; give at least one sequence" if axis == "batch" else f"{axis} is 0; give at least one token"
-                raise InputError(f"{name}: {what} (shape {_shape(a)})")
-            if axis in LENGTH_AXES and n > max_len:
-                raise InputError(f"{name}: {n} tokens, more than max_seq_len={max_len}")
-        out[name] = a
 
+def _as_input(spec, value, vocab: int, float_dtype) -> np.ndarray:
+    """One input as ONNX Runtime takes it: ids or a mask (int64), or a float tensor of
+    the dtype the graph declares."""
+    name = spec.name
+    if spec.dtype.startswith("int"):
+        return as_mask(name, value) if name.endswith("attention_mask") else as_ids(name, value, vocab)
+    a = _as_array(name, value)
+    want = _float_dtype(spec.dtype) if spec.dtype != "float" else (np.dtype(float_dtype) if float_dtype else None)
+    if (want is not None and a.dtype != want) or (want is None and a.dtype.kind != "f"):
+        raise InputError(
+            f"{name}: dtype {a.dtype}, the artifact's {name.split('.')[0]} tensors are {spec.dtype}"
+            + (f" (cast with .astype(np.{want}))" if want is not None and a.dtype.kind in "fiub" else "")
+        )
+    return np.ascontiguousarray(a)
+
+
+def _check_axes(name: str, a: np.ndarray, axes: tuple, sizes: dict, max_len: int) -> None:
+    """Rank, fixed axes, named axes consistent across the inputs (recorded in ``sizes``),
+    no empty batch or sequence, no sequence past max_len."""
+    if a.ndim != len(axes):
+        hint = "; a single sequence is [[1, 2, 3]]" if a.ndim == 1 and len(axes) == 2 else ""
+        raise InputError(
+            f"{name}: {a.ndim} dimension{'s' if a.ndim != 1 else ''} (shape {_shape(a)}), the graph takes {len(axes)}: "
+            f"({', '.join(str(x) for x in axes)}){hint}"
+        )
+    for k, (axis, n) in enumerate(zip(axes, a.shape)):
+        if _fixed(axis) and n != int(axis):
+            raise InputError(f"{name}: shape {_shape(a)}, axis {k} must be {int(axis)} (the graph takes ({', '.join(str(x) for x in axes)}))")
+    for axis, n in zip(axes, a.shape):
+        if _fixed(axis):
+            continue
+        if axis in sizes and sizes[axis][0] != n:
+            size, first = sizes[axis]
+            raise InputError(f"{name}: {axis} is {n} (shape {_shape(a)}) but {first} has {axis} {size}")
+        sizes.setdefault(axis, (n, name))
+        if n == 0 and axis in NONEMPTY_AXES:
+            what = "batch is 0; give at least one sequence" if axis == "batch" else f"{axis} is 0; give at least one token"
+            raise InputError(f"{name}: {what} (shape {_shape(a)})")
+        if axis in LENGTH_AXES and n > max_len:
+            raise InputError(f"{name}: {n} tokens, more than max_seq_len={max_len}")
+
+
+def _check_cache_length(sizes: dict, max_len: int) -> None:
+    """The mask of a cached step covers the cached and the new tokens, within max_len."""
     if "total_seq" in sizes and "seq" in sizes:
         total, holder = sizes["total_seq"]
         past = sizes.get("past_seq", (0, None))[0]
@@ -204,7 +223,6 @@ def check_feed(graph, feed: Mapping[str, Any], model: Mapping[str, Any], *, floa
             )
         if total > max_len:
             raise InputError(f"past_seq {past} + seq {seq} = {total} tokens, more than max_seq_len={max_len}")
-    return out
 
 
 def check_outputs(graph: str, outputs: Mapping[str, np.ndarray], names=CHECKED_OUTPUTS) -> None:
