@@ -88,6 +88,47 @@ def _heads_of(g: Graph, x: str) -> Optional[int]:
     return int(part.reshape(-1)[0]) if part is not None and part.size == 1 and part.reshape(-1)[0] > 0 else None
 
 
+def _rotated(g: Graph, m: dict, out: str):
+    """(the tensor the op rotates, the Concat that closes a partial rotation or None), or
+    None when the input is a slice that is not a partial rotation's. A partial rotation
+    is x = Slice(h, 0:rot) with out -> Concat(out, Slice(h, rot:))."""
+    rot, x = 2 * m["half"], m["x"]
+    x_slice = g.producer.get(x)
+    span = slice_last(g, x_slice)
+    users = g.consumers.get(out, [])
+    if span == (0, rot) and len(users) == 1 and users[0].op_type == "Concat" and len(users[0].input) == 2:
+        rest = slice_last(g, g.producer.get(users[0].input[1]))
+        if users[0].input[0] == out and rest is not None and rest[0] == rot and g.producer[users[0].input[1]].input[0] == x_slice.input[0]:
+            return x_slice.input[0], users[0]
+        return x, None
+    if span is not None:
+        return None
+    return x, None
+
+
+def _contrib_rotary(g: Graph, spec, dtype: int, caches: dict, angles: tuple, whole: str, partial_cat, replaced, out: str, attrs: dict) -> bool:
+    """com.microsoft RotaryEmbedding with cos/sin tables over max_seq_len; False when it
+    cannot take this one (no integer positions, or heads unknown for a partial rotation)."""
+    a, positions, inv_freq = angles
+    if positions is None:
+        return False
+    if a not in caches:
+        freq = g.const(inv_freq).astype(np.float32)
+        table = np.arange(spec.max_seq_len, dtype=np.float32)[:, None] * freq[None, :]
+        caches[a] = (
+            g.add_const("zoo_cos_table", np.cos(table).astype(np_dtype(dtype))),
+            g.add_const("zoo_sin_table", np.sin(table).astype(np_dtype(dtype))),
+        )
+    cos_c, sin_c = caches[a]
+    heads = _heads_of(g, whole)
+    if partial_cat is not None and heads is None:  # the contrib op wants num_heads with rotary_embedding_dim
+        return False
+    g.drop(replaced)
+    extra = {"num_heads": heads} if partial_cat is not None else {}
+    g.node("RotaryEmbedding", [whole, positions, cos_c, sin_c], [out], base="zoo_rotary", domain=MS, **attrs, **extra)
+    return True
+
+
 def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
     choice = plan["rotary"]
     count, unmatched = 0, 0
@@ -96,55 +137,25 @@ def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
         m = match_rotary(g, add)
         if m is None:
             continue
-        if choice == DECOMPOSED:
+        found = _angles(g, m["cos"], m["sin"]) if choice != DECOMPOSED else None
+        rotated = _rotated(g, m, add.output[0]) if found is not None else None
+        if rotated is None:
             unmatched += 1
             continue
-        found = _angles(g, m["cos"], m["sin"])
-        if found is None:
-            unmatched += 1
-            continue
-        a, positions, inv_freq = found
-        rot = 2 * m["half"]
-        x, out = m["x"], add.output[0]
-        # partial rotation: x = Slice(h, 0:rot), out -> Concat(out, Slice(h, rot:))
-        whole, partial_cat = x, None
-        x_slice = g.producer.get(x)
-        span = slice_last(g, x_slice)
-        users = g.consumers.get(out, [])
-        if span == (0, rot) and len(users) == 1 and users[0].op_type == "Concat" and len(users[0].input) == 2:
-            rest = slice_last(g, g.producer.get(users[0].input[1]))
-            if users[0].input[0] == out and rest is not None and rest[0] == rot and g.producer[users[0].input[1]].input[0] == x_slice.input[0]:
-                whole, partial_cat = x_slice.input[0], users[0]
-        elif span is not None:
-            unmatched += 1
-            continue
-        attrs = {"rotary_embedding_dim": rot} if partial_cat is not None else {}
-        target_out = partial_cat.output[0] if partial_cat is not None else out
+        whole, partial_cat = rotated
+        attrs = {"rotary_embedding_dim": 2 * m["half"]} if partial_cat is not None else {}
+        target_out = partial_cat.output[0] if partial_cat is not None else add.output[0]
+        replaced = partial_cat if partial_cat is not None else add
         if choice == "onnx:RotaryEmbedding":
+            a = found[0]
             if a not in caches:
                 caches[a] = (g.node("Cos", [a], base="zoo_cos_cache")[0], g.node("Sin", [a], base="zoo_sin_cache")[0])
-            cos_c, sin_c = caches[a]
-            g.drop(partial_cat if partial_cat is not None else add)
-            g.node("RotaryEmbedding", [whole, cos_c, sin_c], [target_out], base="zoo_rotary", **attrs)
+            g.drop(replaced)
+            g.node("RotaryEmbedding", [whole, *caches[a]], [target_out], base="zoo_rotary", **attrs)
         elif choice == f"{MS}:RotaryEmbedding":
-            if positions is None:
+            if not _contrib_rotary(g, spec, dtype, caches, found, whole, partial_cat, replaced, target_out, attrs):
                 unmatched += 1
                 continue
-            if a not in caches:
-                freq = g.const(inv_freq).astype(np.float32)
-                angles = np.arange(spec.max_seq_len, dtype=np.float32)[:, None] * freq[None, :]
-                caches[a] = (
-                    g.add_const("zoo_cos_table", np.cos(angles).astype(np_dtype(dtype))),
-                    g.add_const("zoo_sin_table", np.sin(angles).astype(np_dtype(dtype))),
-                )
-            cos_c, sin_c = caches[a]
-            heads = _heads_of(g, whole)
-            if partial_cat is not None and heads is None:  # the contrib op wants num_heads with rotary_embedding_dim
-                unmatched += 1
-                continue
-            g.drop(partial_cat if partial_cat is not None else add)
-            extra = {"num_heads": heads} if partial_cat is not None else {}
-            g.node("RotaryEmbedding", [whole, positions, cos_c, sin_c], [target_out], base="zoo_rotary", domain=MS, **attrs, **extra)
         else:
             raise ExportError(f"unknown rotary lowering {choice!r}")
         count += 1
