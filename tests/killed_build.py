@@ -48,32 +48,46 @@ def main() -> int:
     p.add_argument("--force", action="store_true")
     p.add_argument("--no-parity", action="store_true")
     args = p.parse_args()
-    stage, target = args.stage, args.target
-    partial_prefix, old_prefix = f".{target.name}.partial-", f".{target.name}.old-"
+    if args.source is None and args.stage == "export":
+        p.error("stage export needs --source")
 
     import compiler.artifact as art
-    import compiler.export as export
-    import runtime.compare as compare
     import zoo
 
     if args.source is not None:
-        graphs = json.loads((args.source / "manifest.json").read_text(encoding="utf-8"))["graphs"]
+        art.export_all = _copied_export(args.source, args.stage)
+    _plant_kill(args.stage, args.target)
+    art.build_artifact(zoo.load(args.spec), args.target, seed=args.seed, force=args.force, check_parity=not args.no_parity)
+    print(f"the build finished without reaching stage {args.stage}", file=sys.stderr)
+    return 3
 
-        def copied_export(model, spec, folder, on_graph=None):
-            for g in graphs.values():
-                for name in g["files"]:
-                    if stage == "export":
-                        data = (args.source / name).read_bytes()
-                        with open(folder / name, "wb") as f:
-                            f.write(data[: len(data) // 2])
-                        die()
-                    shutil.copyfile(args.source / name, folder / name)
-            return graphs
 
-        art.export_all = copied_export
-    elif stage == "export":
-        p.error("stage export needs --source")
+def _copied_export(source: Path, stage: str):
+    """An export_all that copies the graph files of the artifact ``source`` (half of the
+    first one, then the kill, at stage "export")."""
+    graphs = json.loads((source / "manifest.json").read_text(encoding="utf-8"))["graphs"]
 
+    def copied_export(model, spec, folder, on_graph=None):
+        for g in graphs.values():
+            for name in g["files"]:
+                if stage == "export":
+                    data = (source / name).read_bytes()
+                    with open(folder / name, "wb") as f:
+                        f.write(data[: len(data) // 2])
+                    die()
+                shutil.copyfile(source / name, folder / name)
+        return graphs
+
+    return copied_export
+
+
+def _plant_kill(stage: str, target: Path) -> None:
+    """Replace the function the build calls at ``stage`` by one that kills this process there."""
+    import compiler.artifact as art
+    import compiler.export as export
+    import runtime.compare as compare
+
+    partial_prefix, old_prefix = f".{target.name}.partial-", f".{target.name}.old-"
     if stage == "second-graph":
         real_export_graph, calls = export.export_graph, []
 
@@ -111,10 +125,6 @@ def main() -> int:
             return real_rmtree(path, *a, **k)
 
         shutil.rmtree = rmtree
-
-    art.build_artifact(zoo.load(args.spec), target, seed=args.seed, force=args.force, check_parity=not args.no_parity)
-    print(f"the build finished without reaching stage {stage}", file=sys.stderr)
-    return 3
 
 
 if __name__ == "__main__":
