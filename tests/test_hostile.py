@@ -74,54 +74,47 @@ def _write(folder: Path, name: str, content: str | bytes) -> Path:
 def hostile_case(name: str, tmp: Path) -> tuple[Path, str]:
     """Create the hostile input ``name`` under ``tmp``: (the path to give the zoo, a fragment
     its error must contain)."""
-    marker = tmp / "pwned"
     w = lambda text, file="spec.yaml": _write(tmp, file, text)  # noqa: E731
-    if name == "billion-laughs":
-        return w(BILLION_LAUGHS), "alias bomb"
-    if name == "recursive-alias":
-        return w("name: loop\ndecoder: &d {layers: 1, next: *d}\n"), "nesting deeper"
-    if name == "python-object-tag":
-        return w(f"name: !!python/object/apply:os.system ['touch {marker}']\n"), "tag !!python/object/apply:os.system is not allowed"
-    if name == "python-name-tag":
-        return w("name: x\nfamily: !!python/name:os.system\n"), "is not allowed"
-    if name == "custom-tag":
-        return w("name: !Ref x\n"), "tag !Ref is not allowed"
-    if name == "huge-integer-literal":
-        return w("name: x\nextends: gpt2-tiny\nvocab_size: " + "9" * 6000 + "\n"), "cannot read"
-    if name == "huge-number":
-        return w("name: x\nextends: gpt2-tiny\nvocab_size: 100000000000000000000000000000000000000\n"), "vocab_size: must be <="
-    if name == "float-overflow":
-        return w("name: x\nextends: gpt2-tiny\ndecoder: {norm: {eps: 1e999999}}\n"), "decoder.norm.eps: expected a finite number"
-    if name == "nan":
-        return w("name: x\nextends: gpt2-tiny\npositional: {kind: rope, theta: .nan}\n"), "positional.theta: expected a finite number"
-    if name == "deep-flow-nesting":
-        return w("name: x\nd: " + "[" * 100_000 + "]" * 100_000 + "\n"), "nesting deeper"
-    if name == "deep-block-nesting":
-        return w("name: x\n" + "".join(" " * i + f"k{i}:\n" for i in range(200)) + " " * 200 + "v: 1\n"), "nesting deeper"
-    if name == "many-values":
-        return w("name: x\nd: [" + ",".join(["0"] * 200_000) + "]\n"), "holds more than 10000 values"
-    if name == "oversize":
-        return w("name: x\n" + "# padding\n" * 200_000), "larger than 1024 KiB"
-    if name == "long-line":
-        return w("name: " + "x" * 900_000 + "\n"), "name: must be at most 128 characters"
-    if name == "non-utf8":
-        return w(b"name: caf\xe9\n"), "not UTF-8"
-    if name == "utf16":
-        return w("name: x\n".encode("utf-16")), "not UTF-8"
-    if name == "nul-byte":
-        return w(b"name: x\x00y\n"), "is not allowed in YAML"
-    if name == "control-character":
-        return w(b"name: x\x1by\n"), "is not allowed in YAML"
-    if name == "empty-file":
-        return w(b""), "empty spec file"
-    if name == "only-comments":
-        return w("# nothing here\n\n"), "empty spec file"
-    if name == "top-level-list":
-        return w("- name: x\n"), "top level must be a mapping"
-    if name == "two-documents":
-        return w("name: a\n---\nname: b\n"), "single document"
-    if name == "merge-key":
-        return w("base: &b {layers: 2}\nname: x\ndecoder: {<<: *b}\n"), "merge keys"
+    texts = _hostile_texts(tmp / "pwned")
+    if name in texts:
+        text, fragment = texts[name]
+        return w(text), fragment
+    return _hostile_file(name, tmp, w)
+
+
+def _hostile_texts(marker: Path) -> dict[str, tuple[str | bytes, str]]:
+    """The cases that are one spec file's contents: name -> (contents, error fragment)."""
+    return {
+        "billion-laughs": (BILLION_LAUGHS, "alias bomb"),
+        "recursive-alias": ("name: loop\ndecoder: &d {layers: 1, next: *d}\n", "nesting deeper"),
+        "python-object-tag": (f"name: !!python/object/apply:os.system ['touch {marker}']\n", "tag !!python/object/apply:os.system is not allowed"),
+        "python-name-tag": ("name: x\nfamily: !!python/name:os.system\n", "is not allowed"),
+        "custom-tag": ("name: !Ref x\n", "tag !Ref is not allowed"),
+        "huge-integer-literal": ("name: x\nextends: gpt2-tiny\nvocab_size: " + "9" * 6000 + "\n", "cannot read"),
+        "huge-number": ("name: x\nextends: gpt2-tiny\nvocab_size: 100000000000000000000000000000000000000\n", "vocab_size: must be <="),
+        "float-overflow": ("name: x\nextends: gpt2-tiny\ndecoder: {norm: {eps: 1e999999}}\n", "decoder.norm.eps: expected a finite number"),
+        "nan": ("name: x\nextends: gpt2-tiny\npositional: {kind: rope, theta: .nan}\n", "positional.theta: expected a finite number"),
+        "deep-flow-nesting": ("name: x\nd: " + "[" * 100_000 + "]" * 100_000 + "\n", "nesting deeper"),
+        "deep-block-nesting": ("name: x\n" + "".join(" " * i + f"k{i}:\n" for i in range(200)) + " " * 200 + "v: 1\n", "nesting deeper"),
+        "many-values": ("name: x\nd: [" + ",".join(["0"] * 200_000) + "]\n", "holds more than 10000 values"),
+        "oversize": ("name: x\n" + "# padding\n" * 200_000, "larger than 1024 KiB"),
+        "long-line": ("name: " + "x" * 900_000 + "\n", "name: must be at most 128 characters"),
+        "non-utf8": (b"name: caf\xe9\n", "not UTF-8"),
+        "utf16": ("name: x\n".encode("utf-16"), "not UTF-8"),
+        "nul-byte": (b"name: x\x00y\n", "is not allowed in YAML"),
+        "control-character": (b"name: x\x1by\n", "is not allowed in YAML"),
+        "empty-file": (b"", "empty spec file"),
+        "only-comments": ("# nothing here\n\n", "empty spec file"),
+        "top-level-list": ("- name: x\n", "top level must be a mapping"),
+        "two-documents": ("name: a\n---\nname: b\n", "single document"),
+        "merge-key": ("base: &b {layers: 2}\nname: x\ndecoder: {<<: *b}\n", "merge keys"),
+        "missing-extends": ("name: x\nextends: ./nowhere.yaml\n", "no spec file './nowhere.yaml'"),
+        "extends-itself": ("name: me\nextends: spec.yaml\n", "extends cycle"),
+    }
+
+
+def _hostile_file(name: str, tmp: Path, w) -> tuple[Path, str]:
+    """The cases that are files of another kind, or several files (extends)."""
     if name == "directory":
         (tmp / "specdir").mkdir()
         return tmp / "specdir", "is a directory"
@@ -135,13 +128,9 @@ def hostile_case(name: str, tmp: Path) -> tuple[Path, str]:
         return tmp / "loop.yaml", "cannot read"
     if name == "missing-file":
         return tmp / "nowhere.yaml", "no such file"
-    if name == "missing-extends":
-        return w("name: x\nextends: ./nowhere.yaml\n"), "no spec file './nowhere.yaml'"
     if name == "extends-cycle":
         w("name: b\nextends: a.yaml\n", "b.yaml")
         return w("name: a\nextends: b.yaml\n", "a.yaml"), "extends cycle"
-    if name == "extends-itself":
-        return w("name: me\nextends: spec.yaml\n"), "extends cycle"
     if name == "extends-directory":
         (tmp / "d.yaml").mkdir()
         return w("name: x\nextends: d.yaml\n"), "no spec file 'd.yaml'"
