@@ -39,7 +39,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from generate_workers import GenaiWorker, NoCacheWorker, TransformersWorker, ZooWorker  # noqa: E402
 from runtime.measure import peak_rss_mb  # noqa: E402
 from zoo.report import machine_info  # noqa: E402
 
@@ -66,128 +68,6 @@ TARGETS = {"gpt2-small": 1.8, "gpt2-tiny": 3.5}  # decode tokens/s over transfor
 
 
 # --------------------------------------------------------------------------- workers
-
-
-def _prompts(batch: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, vocab, size=(batch, length)).tolist()
-
-
-class ZooWorker:
-    def __init__(self, args, io_binding: bool):
-        from runtime.generate import Generator
-
-        self.gen = Generator(args.artifact, device=args.device, threads=args.threads, io_binding=io_binding)
-        self.vocab = self.gen.vocab
-
-    def run(self, batch: int, prompt: int, new: int) -> dict:
-        from runtime.generate import GenerationConfig
-
-        out = self.gen.generate(_prompts(batch, prompt, self.vocab), GenerationConfig(max_new_tokens=new, eos=()))
-        return {"ttft": out.time_to_first_token_s, "steps": out.step_seconds, "first": out.tokens[0][:8], "provider": out.provider}
-
-
-class TransformersWorker:
-    def __init__(self, args):
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        torch.set_num_threads(args.threads)
-        self.torch = torch
-        self.device = "cuda" if args.device == "cuda" else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(args.hf, dtype=torch.float32, attn_implementation="eager").to(self.device).eval()
-        self.vocab = self.model.config.vocab_size
-
-    def run(self, batch: int, prompt: int, new: int) -> dict:
-        from transformers.generation.streamers import BaseStreamer
-
-        torch = self.torch
-        times: list[float] = []
-
-        class Clock(BaseStreamer):
-            def put(self, value):
-                times.append(time.perf_counter())
-
-            def end(self):
-                pass
-
-        ids = torch.tensor(_prompts(batch, prompt, self.vocab), device=self.device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            out = self.model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=new,
-                min_new_tokens=new,
-                do_sample=False,
-                use_cache=True,
-                streamer=Clock(),
-                pad_token_id=0,
-            )
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-        ticks = times[1:]  # the first put() is the prompt itself
-        steps = [b - a for a, b in zip(ticks, ticks[1:])]
-        return {"ttft": ticks[0] - t0, "steps": steps, "first": out[0, prompt : prompt + 8].tolist(), "provider": self.device}
-
-
-class NoCacheWorker:
-    """The zoo's torch module, greedy, a full forward over the whole sequence per token."""
-
-    def __init__(self, args):
-        import torch
-
-        from compiler.builder import build
-        from compiler.importers import import_folder
-
-        torch.set_num_threads(args.threads)
-        self.torch = torch
-        imported = import_folder(args.hf)
-        self.model = build(imported.spec)
-        self.model.load_state_dict(imported.state)
-        self.vocab = imported.spec.vocab_size
-
-    def run(self, batch: int, prompt: int, new: int) -> dict:
-        torch = self.torch
-        ids = torch.tensor(_prompts(batch, prompt, self.vocab))
-        marks = [time.perf_counter()]
-        with torch.no_grad():
-            for _ in range(new):
-                logits = self.model(ids, torch.ones_like(ids))
-                ids = torch.cat((ids, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
-                marks.append(time.perf_counter())
-        steps = [b - a for a, b in zip(marks[1:], marks[2:])]
-        return {"ttft": marks[1] - marks[0], "steps": steps, "first": ids[0, prompt : prompt + 8].tolist(), "provider": "torch"}
-
-
-class GenaiWorker:
-    """onnxruntime-genai's generator on a model its builder made from the checkpoint."""
-
-    def __init__(self, args):
-        import onnxruntime_genai as og
-
-        self.og = og
-        self.model = og.Model(args.genai)
-        self.vocab = json.loads((Path(args.hf) / "config.json").read_text())["vocab_size"]
-
-    def run(self, batch: int, prompt: int, new: int) -> dict:
-        import numpy as np
-
-        og = self.og
-        params = og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=prompt + new, min_length=prompt + new, batch_size=batch)
-        t0 = time.perf_counter()
-        gen = og.Generator(self.model, params)
-        gen.append_tokens(np.array(_prompts(batch, prompt, self.vocab), dtype=np.int32))
-        marks = []
-        while not gen.is_done():
-            gen.generate_next_token()
-            marks.append(time.perf_counter())
-        steps = [b - a for a, b in zip(marks, marks[1:])]
-        first = [int(t) for t in gen.get_sequence(0)[prompt : prompt + 8]]
-        return {"ttft": marks[0] - t0, "steps": steps, "first": first, "provider": "genai"}
 
 
 def worker_main(args) -> int:
@@ -309,8 +189,6 @@ def bench_model(name: str, work: Path, args) -> dict:
     t0 = time.perf_counter()
     hf = make_checkpoint(name, work)
     art, manifest = make_artifact(name, hf, work)
-    params = manifest["parameters"]["total"]
-    weight_bytes = sum(g["weight_bytes"] for g in manifest["graphs"].values())
     print(f"  {name}: checkpoint, import and build in {time.perf_counter() - t0:.0f} s; parity max abs {manifest['parity']['max_abs']:.2e}, cached {manifest['parity']['cache']['max_abs']:.2e}", flush=True)
     common = ["--artifact", str(art), "--hf", str(hf), "--threads", str(args.threads), "--device", args.device]
     methods = list(args.methods)
@@ -321,32 +199,46 @@ def bench_model(name: str, work: Path, args) -> dict:
             methods.append("onnxruntime-genai")
             common += ["--genai", str(genai)]
     workers = {m: Worker(m, common) for m in methods}
-    runs: dict[str, list[dict]] = {m: [] for m in methods}
     try:
-        req = dict(batch=1, prompt=args.prompt, new=args.new_tokens)
-        for m in methods:  # warm-up
-            workers[m].run(**dict(req, new=4))
-        for rep in range(args.reps):
-            for m in methods:
-                if m == "zoo-torch-nocache" and rep >= max(1, args.reps // 2):
-                    continue  # the slowest method; fewer repetitions suffice
-                runs[m].append(workers[m].run(**req))
-            print(f"    rep {rep + 1}/{args.reps}: " + ", ".join(f"{m} {1 / median(runs[m][-1]['steps']):.1f} tok/s" for m in methods if runs[m]), flush=True)
-        batch8: dict[str, list[dict]] = {m: [] for m in ("zoo", "transformers") if m in methods}
-        for _ in range(max(1, args.reps // 2)):
-            for m in batch8:
-                batch8[m].append(workers[m].run(batch=8, prompt=args.prompt, new=args.new_tokens))
-        context = {}
-        if "zoo" in methods:
-            limit = manifest["model"]["max_seq_len"]
-            for ctx in (64, min(1024, limit)):
-                r = workers["zoo"].run(batch=1, prompt=ctx - 17, new=17)
-                r2 = workers["zoo"].run(batch=1, prompt=ctx - 17, new=17)
-                context[str(ctx)] = median(r["steps"] + r2["steps"])
-        rss = {m: max(r["rss_mb"] for r in runs[m]) for m in methods}
+        runs, batch8, context, rss = _timed_runs(workers, methods, args, manifest["model"]["max_seq_len"])
     finally:
         for w in workers.values():
             w.close()
+    return _summary(manifest, methods, runs, batch8, context, rss, genai_note)
+
+
+def _timed_runs(workers: dict, methods: list, args, limit: int):
+    """Round-robin over the methods: decode at batch 1 (reps), batch 8, the zoo's step at
+    two context lengths, and each method's peak RSS."""
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    req = dict(batch=1, prompt=args.prompt, new=args.new_tokens)
+    for m in methods:  # warm-up
+        workers[m].run(**dict(req, new=4))
+    for rep in range(args.reps):
+        for m in methods:
+            if m == "zoo-torch-nocache" and rep >= max(1, args.reps // 2):
+                continue  # the slowest method; fewer repetitions suffice
+            runs[m].append(workers[m].run(**req))
+        print(f"    rep {rep + 1}/{args.reps}: " + ", ".join(f"{m} {1 / median(runs[m][-1]['steps']):.1f} tok/s" for m in methods if runs[m]), flush=True)
+    batch8: dict[str, list[dict]] = {m: [] for m in ("zoo", "transformers") if m in methods}
+    for _ in range(max(1, args.reps // 2)):
+        for m in batch8:
+            batch8[m].append(workers[m].run(batch=8, prompt=args.prompt, new=args.new_tokens))
+    context = {}
+    if "zoo" in methods:
+        for ctx in (64, min(1024, limit)):
+            r = workers["zoo"].run(batch=1, prompt=ctx - 17, new=17)
+            r2 = workers["zoo"].run(batch=1, prompt=ctx - 17, new=17)
+            context[str(ctx)] = median(r["steps"] + r2["steps"])
+    rss = {m: max(r["rss_mb"] for r in runs[m]) for m in methods}
+    return runs, batch8, context, rss
+
+
+def _summary(manifest: dict, methods: list, runs: dict, batch8: dict, context: dict, rss: dict, genai_note: str) -> dict:
+    """Per method: time to first token, decode speed and its ratio to transformers, batch-8
+    throughput, peak RSS, greedy agreement; the zoo's context ratio."""
+    params = manifest["parameters"]["total"]
+    weight_bytes = sum(g["weight_bytes"] for g in manifest["graphs"].values())
     agree = {m: runs[m][0]["first"] == runs["transformers"][0]["first"] for m in methods if "transformers" in runs}
     out = {"parameters": params, "weight_bytes": weight_bytes, "parameter_bytes": params * 4, "methods": {}, "genai_note": genai_note}
     ref = None
