@@ -229,34 +229,46 @@ def kernel_table(spec, args) -> list[dict]:
     """Each lowering's op against the exporter's subgraph, alone, at the spec's sizes
     (ONNX Runtime's session optimizations on, as in a real session): the evidence for
     the per-component choices of compiler.optimize.LOWERING on CPU."""
+    rng = np.random.default_rng(0)
+    rows: list[dict] = []
+    run = lambda *a: _time_pair(rows, args.reps, *a)  # noqa: E731
+    _elementwise_rows(spec, args, rng, run)
+    _attention_rows(spec, args, rng, run)
+    return rows
+
+
+def _time_pair(rows: list, reps: int, name: str, shape: str, variants: dict, feed: dict) -> None:
+    """Time two sessions interleaved (the order swapped every run) and add their row to ``rows``."""
+    times = {k: [] for k in variants}
+    for _ in range(3):
+        for s_ in variants.values():
+            s_.run(None, feed)
+    for r in range(reps * 10):
+        for k, s_ in (list(variants.items())[r % 2:] + list(variants.items())[: r % 2]):
+            t = time.perf_counter()
+            s_.run(None, feed)
+            times[k].append((time.perf_counter() - t) * 1e6)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = next(iter(med))
+    row = {"component": name, "shape": shape, "median_us": {k: round(v, 1) for k, v in med.items()},
+           "ratio": {k: round(v / med[base], 3) for k, v in med.items() if k != base}}
+    rows.append(row)
+    (other, ratio), = row["ratio"].items()
+    print(f"  {name:9s} {shape:21s} {base:>22s} {med[base]:7.1f} us   {other:>32s} {med[other]:7.1f} us   ratio {ratio:.2f}", flush=True)
+
+
+def _sizes(spec):
+    stack = spec.stack("decoder" if spec.family != "encoder-only" else "encoder")
+    heads, kv = stack.attention.heads, stack.attention.n_kv_heads
+    return spec.d_model, stack.ffn.hidden, heads, kv, spec.d_model // heads
+
+
+def _elementwise_rows(spec, args, rng, run) -> None:
+    """Norm + residual, GELU + bias and rotary, fused against decomposed, at three shapes."""
     from onnx import helper as h
 
-    rng = np.random.default_rng(0)
-    stack = spec.stack("decoder" if spec.family != "encoder-only" else "encoder")
-    d, hidden = spec.d_model, stack.ffn.hidden
-    heads, kv, hd = stack.attention.heads, stack.attention.n_kv_heads, spec.d_model // stack.attention.heads
+    d, hidden, heads, kv, hd = _sizes(spec)
     f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
-    low = np.float32(np.finfo(np.float32).min)
-    rows = []
-
-    def run(name, shape, variants: dict, feed: dict):
-        times = {k: [] for k in variants}
-        for _ in range(3):
-            for s_ in variants.values():
-                s_.run(None, feed)
-        for r in range(args.reps * 10):
-            for k, s_ in (list(variants.items())[r % 2:] + list(variants.items())[: r % 2]):
-                t = time.perf_counter()
-                s_.run(None, feed)
-                times[k].append((time.perf_counter() - t) * 1e6)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        base = next(iter(med))
-        row = {"component": name, "shape": shape, "median_us": {k: round(v, 1) for k, v in med.items()},
-               "ratio": {k: round(v / med[base], 3) for k, v in med.items() if k != base}}
-        rows.append(row)
-        (other, ratio), = row["ratio"].items()
-        print(f"  {name:9s} {shape:21s} {base:>22s} {med[base]:7.1f} us   {other:>32s} {med[other]:7.1f} us   ratio {ratio:.2f}", flush=True)
-
     g1 = {"g": np.ones(d, np.float32), "b": np.zeros(d, np.float32)}
     for shape in ((1, 128), (8, 32), (1, 1)):
         x, y = f32(*shape, d), f32(*shape, d)
@@ -290,6 +302,16 @@ def kernel_table(spec, args) -> list[dict]:
         fused = _session([h.make_node("RotaryEmbedding", ["x", "c", "s"], ["o"])], {"x": xr, "c": np.cos(ang), "s": np.sin(ang)}, ["o"], {}, args.threads)
         run("rotary", f"{b}x{heads}x{t}x{hd}", {"decomposed": _Pair(decomposed, {"x": xr, "cos": cos, "sin": sin}),
                                                "RotaryEmbedding": _Pair(fused, {"x": xr, "c": np.cos(ang), "s": np.sin(ang)})}, {})
+
+
+def _attention_rows(spec, args, rng, run) -> None:
+    """Attention (scores, mask, softmax, PV; grouped for GQA) against the Attention op,
+    for prefill and for decode at two cache lengths."""
+    from onnx import helper as h
+
+    d, hidden, heads, kv, hd = _sizes(spec)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    low = np.float32(np.finfo(np.float32).min)
     for b, t, past in ((1, 128, 0), (8, 32, 0), (1, 1, 63), (1, 1, 511)):
         q, k, v = f32(b, heads, t, hd), f32(b, kv, t + past, hd), f32(b, kv, t + past, hd)
         allowed = np.tril(np.ones((t, t + past), bool), k=past)[None, None].repeat(b, 0)
@@ -311,7 +333,6 @@ def kernel_table(spec, args) -> list[dict]:
         att = _session([h.make_node("Attention", ["q", "k", "v", "mask"], ["y"], scale=float(hd ** -0.5))], {"q": q, "k": k, "v": v, "mask": mask}, ["y"], {}, args.threads)
         run("attention", f"{b}x{t} past {past} {heads}/{kv}h", {"decomposed": _Pair(dec, {"q": q, "k": k, "v": v, "allowed": allowed}),
                                                              "Attention": _Pair(att, {"q": q, "k": k, "v": v, "mask": mask})}, {})
-    return rows
 
 
 class _Pair:
