@@ -124,14 +124,25 @@ def _row(m: dict, base: dict, batches) -> list[str]:
 
 
 def write(result: dict, out: Path) -> None:
+    """docs/variants.md with its tables and plots, and the raw figures as JSON."""
     models = {m["label"]: m for m in result["models"]}
-    base = models["base"]
-    env, s = result["machine"], result["settings"]
     figs = out / "variants"
     figs.mkdir(parents=True, exist_ok=True)
+    lines = _intro(result, models["base"]) + _axis_sections(result, models, figs)
+    _overview_charts(result, figs)
+    lines += _every_variant(result)
+    import json
+
+    _atomic_text(figs / "variants.json", json.dumps(result, indent=2) + "\n")
+    _atomic_text(out / "variants.md", "\n".join(lines) + "\n")
+    print(f"wrote {out / 'variants.md'} and {figs}/")
+
+
+def _header(result: dict, base: dict) -> list[str]:
+    s = result["settings"]
     b = max(s["batches"])
-    ctxs = sorted({int(c) for m in models.values() for c in m["decode_ms_by_context"]})
-    header = [
+    ctxs = sorted({int(c) for m in result["models"] for c in m["decode_ms_by_context"]})
+    return [
         "variant",
         "params",
         "KV cache KB/token",
@@ -143,7 +154,11 @@ def write(result: dict, out: Path) -> None:
         f"ms/token at {ctxs[-1]} vs {ctxs[0]}",
         "peak RSS MB",
     ]
-    lines = [
+
+
+def _intro(result: dict, base: dict) -> list[str]:
+    env, s = result["machine"], result["settings"]
+    return [
         "# Variant study: what each architectural choice costs",
         "",
         "One small decoder ([benchmarks/variant-base.yaml](../benchmarks/variant-base.yaml): 6 layers, d_model 512, "
@@ -159,6 +174,13 @@ def write(result: dict, out: Path) -> None:
         f"Reproduce: `python benchmarks/variants.py` (raw figures: [variants/variants.json](variants/variants.json)).",
         "",
     ]
+
+
+def _axis_sections(result: dict, models: dict, figs: Path) -> list[str]:
+    """Per axis of AXES: the table of its variants and their latency-by-context plot."""
+    base, s = models["base"], result["settings"]
+    header = _header(result, base)
+    lines: list[str] = []
     for axis, entries in AXES.items():
         rows = []
         for label, sets in entries:
@@ -179,6 +201,10 @@ def write(result: dict, out: Path) -> None:
             path=figs / f"latency-{slug}.png",
         )
         lines += [f"![Decode latency vs context: {axis}](variants/latency-{slug}.png)", ""]
+    return lines
+
+
+def _overview_charts(result: dict, figs: Path) -> None:
     speed = {m["label"]: m["decode_tokens_per_s"]["1"]["median"] for m in result["models"]}
     charts.bar_chart(speed, title="Decode tokens/s at batch 1, every variant", y_label="tokens per second", path=figs / "decode-speed.png")
     memory = {
@@ -186,8 +212,11 @@ def write(result: dict, out: Path) -> None:
         for m in result["models"]
     }
     charts.grouped_bar_chart(memory, title="Memory per variant", y_label="MB", path=figs / "memory.png")
+
+
+def _every_variant(result: dict) -> list[str]:
     header_c, rows_c = context_rows(result["models"])
-    lines += [
+    return [
         "## Every variant",
         "",
         "![Decode tokens/s at batch 1](variants/decode-speed.png)",
@@ -206,11 +235,6 @@ def write(result: dict, out: Path) -> None:
         "parameters); the additive score builds a (heads, queries, keys, head_dim) tensor, so its prefill and long "
         "contexts cost far more than a dot product's; GQA and MQA shrink the cache by heads/kv_heads.",
     ]
-    import json
-
-    _atomic_text(figs / "variants.json", json.dumps(result, indent=2) + "\n")
-    _atomic_text(out / "variants.md", "\n".join(lines) + "\n")
-    print(f"wrote {out / 'variants.md'} and {figs}/")
 
 
 if __name__ == "__main__":
