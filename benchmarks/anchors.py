@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from zoo.report import machine_info, markdown_table  # noqa: E402
+from zoo.app.report import machine_info, markdown_table  # noqa: E402
 
 REAL = {"fp32_vs_torch": 8.7e-5, "version1_text": 0.67, "version1_random": 0.347, "version1_max_error": 17.6}
 VERSION1 = "dynamic, per-channel weights (VERSION 1)"
@@ -62,8 +62,8 @@ def measure(spec, config: dict, schemes, *, prompts: int, length: int) -> dict:
     import onnxruntime as ort
     import torch
 
-    from compiler.artifact import build_artifact
-    from compiler.precision.measure import natural_text, top1_agreement
+    from zoo.app.build import build_artifact
+    from zoo.app.convert.measure import natural_text, top1_agreement
     from precision import candidate_graphs, model_and_weights
 
     model, massive = model_and_weights(spec, "trained-like", config)

@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from compiler.artifact import build_artifact, package_versions  # noqa: E402
-from zoo.catalog import names  # noqa: E402
+from zoo.app.build import build_artifact, package_versions  # noqa: E402
+from zoo.spec.catalog import names  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -56,13 +56,14 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import zoo  # noqa: E402
-from compiler.artifact import package_versions  # noqa: E402
+from zoo.app.build import package_versions  # noqa: E402
 from compiler.builder import build  # noqa: E402
-from compiler.export import export_graph, save_graph  # noqa: E402
+from compiler.export import export_graph  # noqa: E402
+from passes.files import save_graph  # noqa: E402
 from compiler.model import CachedDecoderGraph, _flat  # noqa: E402
-from runtime.inputs import padded_mask, random_ids  # noqa: E402
+from zoo.spec.inputs import padded_mask, random_ids  # noqa: E402
 from runtime.session import session_options  # noqa: E402
-from zoo.contract import GraphSpec, TensorSpec, cache_layout, graphs_for  # noqa: E402
+from zoo.spec.contract import GraphSpec, TensorSpec, cache_layout, graphs_for  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cache_graphs.json"
 DEFAULT_SHAPES = "1x32,1x256,8x32"

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from generate_workers import GenaiWorker, NoCacheWorker, TransformersWorker, ZooWorker  # noqa: E402
 from runtime.measure import peak_rss_mb  # noqa: E402
-from zoo.report import machine_info  # noqa: E402
+from zoo.app.report import machine_info  # noqa: E402
 
 MODELS = {
     # name: (transformers config class, its arguments)
@@ -148,7 +148,7 @@ def write_tokenizer(folder: Path, vocab: int) -> None:
 
 
 def make_artifact(name: str, hf: Path, folder: Path) -> tuple[Path, dict]:
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
     from compiler.importers import import_folder
 
     imported = import_folder(hf, name=name)

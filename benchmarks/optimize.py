@@ -5,7 +5,7 @@ Per spec:
 
 * builds the plain artifact and the optimized one (``BuildOptions(optimize=True,
   target=...)``: attention, rotary, norm + residual and GELU + bias lowered by
-  compiler.optimize, parity-checked by the build like the plain one), or reuses
+  passes.optimize, parity-checked by the build like the plain one), or reuses
   them from ``--artifacts`` when already built;
 * optionally (``--ablate``) one more graph per component with only that component
   left decomposed, to see what each lowering contributes (these graphs skip the
@@ -58,10 +58,10 @@ sys.path.insert(0, str(ROOT))
 import onnxruntime as ort  # noqa: E402
 
 import zoo  # noqa: E402
-from compiler.artifact import BuildOptions, build_artifact, package_versions  # noqa: E402
-from runtime.inputs import random_ids  # noqa: E402
+from zoo.app.build import BuildOptions, build_artifact, package_versions  # noqa: E402
+from zoo.spec.inputs import random_ids  # noqa: E402
 from runtime.session import session_options  # noqa: E402
-from zoo.contract import cache_layout, graphs_for  # noqa: E402
+from zoo.spec.contract import cache_layout, graphs_for  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "optimize.json"
 PREFILL = ((1, 128), (8, 32))  # batch x prompt
@@ -150,9 +150,9 @@ def build_variants(spec, args, root: Path) -> tuple[dict[str, Path], dict]:
         "nodes": {PLAIN: {g: v["nodes"] for g, v in manifest_plain["graphs"].items()}, OPTIMIZED: {g: v["nodes"] for g, v in manifest_opt["graphs"].items()}},
     }
     if args.ablate:
-        from compiler.optimize import optimize_graphs
+        from passes.optimize import optimize_graphs
 
-        from compiler.optimize import DECOMPOSED, LOWERING
+        from passes.optimize import DECOMPOSED, LOWERING
 
         lowering, plan = info["lowering"], LOWERING[args.target]
         for comp in COMPONENTS:
@@ -228,7 +228,7 @@ def _session(nodes, inputs: dict, outputs: list[str], inits: dict, threads):
 def kernel_table(spec, args) -> list[dict]:
     """Each lowering's op against the exporter's subgraph, alone, at the spec's sizes
     (ONNX Runtime's session optimizations on, as in a real session): the evidence for
-    the per-component choices of compiler.optimize.LOWERING on CPU."""
+    the per-component choices of passes.optimize.LOWERING on CPU."""
     rng = np.random.default_rng(0)
     rows: list[dict] = []
     run = lambda *a: _time_pair(rows, args.reps, *a)  # noqa: E731

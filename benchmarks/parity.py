@@ -1,7 +1,7 @@
 """What the parity rule must allow, measured: the exported graphs against their torch
 module, random-init and trained-like weights (compiler.trained_like), per family,
 depth, dtype and precision. For each check it prints the smallest ``r`` such that
-``|onnx - torch| <= r*|torch| + r*rms(torch vector)`` holds (the rule of zoo.contract
+``|onnx - torch| <= r*|torch| + r*rms(torch vector)`` holds (the rule of zoo.spec.contract
 with rtol = atol = r), next to the rule's own values, and writes the table as JSON.
 docs/parity.md reads its results.
 
@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 from compiler import build  # noqa: E402
-from compiler.artifact import BuildOptions, build_artifact, package_versions  # noqa: E402
+from zoo.app.build import BuildOptions, build_artifact, package_versions  # noqa: E402
 from compiler.trained_like import zoo_trained_like  # noqa: E402
-from runtime.compare import PARITY_RUNS, parity  # noqa: E402
-from runtime.inputs import graph_inputs  # noqa: E402
-from runtime.layer_parity import layer_report  # noqa: E402
-from zoo.contract import ParityRule, graphs_for, parity_rule  # noqa: E402
+from zoo.app.parity import PARITY_RUNS, parity  # noqa: E402
+from zoo.spec.inputs import graph_inputs  # noqa: E402
+from zoo.app.layer_parity import layer_report  # noqa: E402
+from zoo.spec.contract import ParityRule, graphs_for, parity_rule  # noqa: E402
 
 MEASURE = ParityRule(rtol=1.0, atol=1.0)  # worst under it = the r each check needs
 CASES = {

@@ -7,7 +7,7 @@
 
 Weights: ``random`` (seeded init) or ``trained-like`` (compiler.trained_like: logit std 7,
 massive residual channels, outlier features into the matmuls). Each precision is built
-with default options (compiler.artifact.build_artifact, the parity check against torch
+with default options (zoo.app.build.build_artifact, the parity check against torch
 at the precision's rule included). Then, in this one process, round-robin over the
 precisions so that drift hits all alike:
 
@@ -48,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo.report import machine_info, markdown_table  # noqa: E402
+from zoo.app.report import machine_info, markdown_table  # noqa: E402
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TEXT_PROMPT = 8  # tokens of random prompt before the continuation; agreement counts from here
@@ -70,10 +70,10 @@ def model_and_weights(spec, weights: str, generator: dict | None = None):
 
 
 def build(spec, model, precisions, root: Path | None) -> dict[str, Path]:
-    from compiler.artifact import BuildOptions, build_artifact
-    from zoo.progress import step
+    from zoo.app.build import BuildOptions, build_artifact
+    from zoo.app.progress import step
 
-    from zoo.errors import ParityError
+    from zoo.spec.errors import ParityError
 
     folders = {}
     for p in precisions:
@@ -88,8 +88,8 @@ def build(spec, model, precisions, root: Path | None) -> dict[str, Path]:
 
 
 def texts(session, spec, massive, n: int, length: int) -> dict[str, np.ndarray]:
-    """Natural-looking token rows (compiler.precision.measure.natural_text), from the fp32 artifact."""
-    from compiler.precision.measure import natural_text
+    """Natural-looking token rows (zoo.app.convert.measure.natural_text), from the fp32 artifact."""
+    from zoo.app.convert.measure import natural_text
 
     def logits(ids):
         return session.forward({"model": {"input_ids": ids, "attention_mask": np.ones_like(ids)}}, check=False)["logits"]
@@ -106,7 +106,7 @@ def teacher_forced(session, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 
 def _agreement(entry: dict, logits: np.ndarray, ref: np.ndarray, mask, tf: dict, tf_ref: dict) -> None:
-    from compiler.precision.measure import top1_agreement
+    from zoo.app.convert.measure import top1_agreement
 
     diff = np.abs(logits - ref)[mask]
     entry["max_abs_logit_vs_fp32"] = float(diff.max())
@@ -117,9 +117,9 @@ def _agreement(entry: dict, logits: np.ndarray, ref: np.ndarray, mask, tf: dict,
 
 def measure(folders: dict[str, Path], rows: dict, *, device: str, threads: int | None, reps: int, warmup: int, new_tokens: int,
             batch: int = 4, seq: int = 32, prompt: int = 32, unverified: tuple = ()) -> dict:
-    from runtime.compare import output_masks
+    from runtime.graphs import output_masks
     from runtime.generate import GenerationConfig, Generator
-    from runtime.inputs import graph_inputs
+    from zoo.spec.inputs import graph_inputs
     from runtime.session import Session
 
     sessions = {p: Session(f, device=device, threads=threads, verify=p not in unverified) for p, f in folders.items()}
@@ -231,11 +231,11 @@ def candidate_graphs(spec, fp32_graph: Path, scratch: Path) -> dict:
     """Name -> function returning the candidate's graph, made from the fp32 graph."""
     import onnx
 
-    from compiler.precision.calibrate import calibrate
-    from compiler.precision.dynamic import to_int8_dynamic
-    from compiler.precision.graph import name_nodes
-    from compiler.precision.int8 import Int8Options, outlier_channels, to_int8
-    from compiler.precision.matmuls import constant_matmuls
+    from zoo.app.convert.calibrate import calibrate
+    from passes.precision.dynamic import to_int8_dynamic
+    from passes.precision.graph import name_nodes
+    from passes.precision.int8 import Int8Options, outlier_channels, to_int8
+    from passes.precision.matmuls import constant_matmuls
 
     activations = calibrate(spec, {"model": onnx.load(str(fp32_graph))}, scratch=scratch)["model"]
 

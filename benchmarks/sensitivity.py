@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo.report import machine_info, markdown_table  # noqa: E402
+from zoo.app.report import machine_info, markdown_table  # noqa: E402
 
 PROMPT = 8
 
@@ -62,7 +62,7 @@ def perturbed(model, eps: float, seed: int = 1):
 
 
 def measure(spec, config: dict, eps_list, *, prompts: int, length: int, temperature: float) -> dict:
-    from compiler.precision.measure import natural_text, top1_agreement
+    from zoo.app.convert.measure import natural_text, top1_agreement
 
     model, stats, massive = trained_like(spec, config)
     text = natural_text(lambda ids: logits_of(model, ids), spec.vocab_size, prompts=prompts, length=length, prompt_len=PROMPT,

@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo import charts  # noqa: E402
-from zoo.cli.compare_cmd import artifact_for, measure_models  # noqa: E402
-from zoo.report import _atomic_text, context_rows, markdown_table  # noqa: E402
+from zoo.app import charts  # noqa: E402
+from zoo.app.cli.compare_cmd import artifact_for, measure_models  # noqa: E402
+from zoo.app.report import _atomic_text, context_rows, markdown_table  # noqa: E402
 
 BASE = ROOT / "benchmarks" / "variant-base.yaml"
 

@@ -13,7 +13,7 @@ from compiler.ffn import FeedForward
 from compiler.layers import CrossDecoderLayer, DecoderLayer, EncoderLayer, Residual
 from compiler.model import DecoderOnlyModel, EncoderDecoderModel, EncoderOnlyModel, OutputTransform, Stack, ZooModel
 from compiler.norms import NORMS, RMSNorm
-from zoo.spec import ModelSpec, Stack as StackSpec
+from zoo.spec.model import ModelSpec, Stack as StackSpec
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 INIT_STD = 0.02

@@ -1,4 +1,4 @@
-"""torch module -> ONNX graphs that follow zoo.contract, checked by onnx.checker.
+"""torch module -> ONNX graphs that follow zoo.spec.contract, checked by onnx.checker.
 
 The exporter is torch.onnx's dynamo path at opset 23 with dynamic batch and
 sequence axes. After export, initialisers that are another initialiser transposed
@@ -12,7 +12,6 @@ import contextlib
 import io
 import logging
 import warnings
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -20,14 +19,11 @@ import torch
 from onnx import helper, numpy_helper
 
 from compiler.builder import DTYPES
-from compiler.model import ZooModel, graph_modules
-from runtime.inputs import padded_mask
-from zoo.contract import OPSET, GraphSpec, cache_layout, graphs_for
-from zoo.errors import ExportError
-from zoo.spec import ModelSpec
+from zoo.spec.inputs import padded_mask
+from zoo.spec.contract import OPSET, GraphSpec, cache_layout
+from zoo.spec.errors import ExportError
+from zoo.spec.model import ModelSpec
 
-PROTOBUF_LIMIT = 2_000_000_000  # bytes; bigger models keep their weights as external data
-EXTERNAL_DATA_SUFFIX = ".data"
 
 
 def _dims(spec: ModelSpec, graph: GraphSpec) -> tuple[dict[int, object], ...]:
@@ -167,65 +163,3 @@ def dedupe_transposed_initializers(proto: onnx.ModelProto, min_elements: int = 1
         del graph.initializer[:]
         graph.initializer.extend(keep)
     return len(replaced)
-
-
-def signature(values) -> list[dict]:
-    """ONNX graph inputs or outputs -> [{name, dtype, shape}], symbolic axes by name."""
-    out = []
-    for v in values:
-        t = v.type.tensor_type
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
-        shape = [d.dim_param or d.dim_value for d in t.shape.dim]
-        out.append({"name": v.name, "dtype": dtype, "shape": shape})
-    return out
-
-
-def weight_bytes(proto: onnx.ModelProto) -> int:
-    """Bytes of the initialisers of a graph (its stored weights)."""
-    total = 0
-    for init in proto.graph.initializer:
-        n = 1
-        for d in init.dims:
-            n *= d
-        total += n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
-    return total
-
-
-def save_graph(proto: onnx.ModelProto, path: Path) -> list[str]:
-    """Save (weights inside, or beside as external data past the protobuf limit),
-    then run onnx.checker's full check (with shape inference) on the saved file.
-    Returns the names of the files written."""
-    external = weight_bytes(proto) > PROTOBUF_LIMIT
-    files = [path.name]
-    if external:
-        data = path.name + EXTERNAL_DATA_SUFFIX
-        onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data, size_threshold=1024)
-        files.append(data)
-    else:
-        onnx.save_model(proto, path)
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as e:
-        raise ExportError(f"{path.name}: onnx.checker rejects the exported graph: {str(e).splitlines()[0]}") from e
-    return files
-
-
-def export_all(model: ZooModel, spec: ModelSpec, folder: Path, on_graph=None) -> dict[str, dict]:
-    """Export every graph of the contract into ``folder``; returns per graph its
-    file(s), node count and weight bytes. ``on_graph(name)`` is called before each."""
-    modules = graph_modules(model)
-    info = {}
-    for graph in graphs_for(spec):
-        if on_graph:
-            on_graph(graph.name)
-        proto = export_graph(modules[graph.name], spec, graph)
-        files = save_graph(proto, folder / graph.file)
-        info[graph.name] = {
-            "files": files,
-            "inputs": signature(proto.graph.input),
-            "outputs": signature(proto.graph.output),
-            "nodes": len(proto.graph.node),
-            "weight_bytes": weight_bytes(proto),
-            "ops": sorted({n.op_type for n in proto.graph.node}),
-        }
-    return info

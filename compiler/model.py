@@ -253,13 +253,13 @@ class EncoderDecoderModel(ZooModel):
         return self.decode(decoder_input_ids, decoder_attention_mask, memory, attention_mask)
 
 
-# The exported graphs. Each takes and returns flat tensors in zoo.contract's order;
+# The exported graphs. Each takes and returns flat tensors in zoo.spec.contract's order;
 # cache tensors travel as *args ([k0, v0, k1, v1, ...]).
 
 
 class CachedDecoderGraph(nn.Module):
     """Decoder-only graph: (input_ids, attention_mask, past...) -> (logits, present...).
-    One graph serves prefill (past of length 0) and decode (see zoo.contract)."""
+    One graph serves prefill (past of length 0) and decode (see zoo.spec.contract)."""
 
     def __init__(self, model: DecoderOnlyModel):
         super().__init__()
@@ -300,7 +300,7 @@ class DecoderGraph(nn.Module):
 
 
 def graph_modules(model: ZooModel) -> dict[str, nn.Module]:
-    """Graph name (zoo.contract) -> the module whose forward that graph is."""
+    """Graph name (zoo.spec.contract) -> the module whose forward that graph is."""
     if isinstance(model, EncoderDecoderModel):
         return {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model)}
     if isinstance(model, DecoderOnlyModel):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zoo.errors import ZooError
+from zoo.spec.errors import ZooError
 
 _CODES = {
     torch.float32: "F32",
@@ -137,7 +137,7 @@ def non_finite(t: torch.Tensor) -> tuple[int, int]:
 def check_finite(tensors: Mapping[str, torch.Tensor], source: str | Path, *, doing: str = "build", note: str = "") -> None:
     """Refuse weights holding NaN or inf (WeightsError, exit 2): the one check of every
     way weights come in (load_weights, the importers' reading of a checkpoint,
-    compiler.artifact.build_artifact's state dict), run before anything is exported.
+    zoo.app.build.build_artifact's state dict), run before anything is exported.
     The message names ``source`` (the file) and the first bad tensor, in ``tensors``'
     order, and how many others are bad; ``note`` follows the counts."""
     bad = [(name, *counts) for name, t in tensors.items() if isinstance(t, torch.Tensor) and any(counts := non_finite(t))]

@@ -1,8 +1,8 @@
 """Transformer Zoo runtime: runs artifacts on ONNX Runtime (imports onnxruntime and
-numpy, never torch; only runtime.compare reaches the compiler, lazily).
+numpy, never torch; only zoo.app.parity reaches the compiler, lazily).
 
 ``Session`` (onnxruntime) loads on first use, so reading artifacts and writing a
-Triton repository (runtime.artifact, runtime.triton) need neither."""
+Triton repository (runtime.artifact, zoo.app.triton) need neither."""
 
 from runtime.artifact import Artifact, load_artifact
 

@@ -17,8 +17,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from zoo.contract import FORMAT_VERSION, CacheLayout, GraphSpec, TensorSpec
-from zoo.errors import ArtifactError
+from zoo.spec.contract import FORMAT_VERSION, CacheLayout, GraphSpec, TensorSpec
+from zoo.spec.errors import ArtifactError
 
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 16 << 20  # a manifest is a few KiB; refuse to parse anything this big
@@ -33,7 +33,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-# The hidden siblings a build of TARGET works in (compiler.artifact): ``.TARGET.partial-PID-TAG``
+# The hidden siblings a build of TARGET works in (zoo.app.build): ``.TARGET.partial-PID-TAG``
 # (the folder being written) and ``.TARGET.old-PID-TAG`` (the artifact being replaced,
 # between the two renames of the swap). PID is the building process, TAG 8 hex digits.
 _STAGING_SUFFIX = re.compile(r"(partial|old)-([0-9]{1,10})-([0-9a-f]{8})")
@@ -309,13 +309,6 @@ class Artifact:
         if not kv:
             return None
         return CacheLayout(layers=kv["layers"], kv_heads=kv["kv_heads"], head_dim=kv["head_dim"], cross=bool(kv["cross"]))
-
-    @property
-    def spec(self) -> dict:
-        """The resolved spec (spec.yaml) as plain data: vocab_size, max_seq_len, ..."""
-        import yaml
-
-        return yaml.safe_load((self.folder / "spec.yaml").read_text(encoding="utf-8"))
 
     def path(self, graph: str) -> Path:
         return self.folder / self.manifest["graphs"][graph]["files"][0]

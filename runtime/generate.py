@@ -1,6 +1,6 @@
 """Generation with a KV cache on ONNX Runtime alone (onnxruntime + numpy).
 
-The decoder graph (zoo.contract.CacheLayout) takes the cache of the earlier tokens
+The decoder graph (zoo.spec.contract.CacheLayout) takes the cache of the earlier tokens
 and returns it with the new tokens appended. A prompt batch is padded on the left,
 so every row's next token sits in the last column; the attention mask marks the
 padding and the graph counts positions per row over the mask (absolute tables,
@@ -27,7 +27,7 @@ import onnxruntime as ort
 from runtime.sampling import GenerationConfig, next_tokens
 from runtime.session import Session, empty_past
 from runtime.validate import as_ids, check_logits
-from zoo.errors import InputError
+from zoo.spec.errors import InputError
 
 
 @dataclass

@@ -94,7 +94,7 @@ def cache_bytes_per_token(manifest: dict) -> int:
 
 def precision_figures(manifest: dict) -> dict:
     """The build's precision (fp32, fp16, int8) and, for a reduced precision, its
-    measured cost against the fp32 graphs (compiler.precision): logits error, top-1
+    measured cost against the fp32 graphs (zoo.app.convert): logits error, top-1
     agreement, speed and size relative to fp32, and where they were measured."""
     build = manifest.get("build") or {}
     record = build.get("precision")

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from zoo.errors import InputError
+from zoo.spec.errors import InputError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

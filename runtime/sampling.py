@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from zoo.errors import InputError
+from zoo.spec.errors import InputError
 
 
 @dataclass(frozen=True)

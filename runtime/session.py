@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from runtime.artifact import Artifact, check_external_data, load_artifact
 from runtime.validate import CACHE, check_feed, check_outputs
-from zoo.errors import InputError
+from zoo.spec.errors import InputError
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -121,7 +121,7 @@ class Session:
         return out
 
     def forward(self, inputs: dict[str, dict[str, np.ndarray]], *, check: bool = True) -> dict[str, np.ndarray]:
-        """One pass without a cache. Inputs by graph name (runtime.inputs.graph_inputs's
+        """One pass without a cache. Inputs by graph name (zoo.spec.inputs.graph_inputs's
         layout: ids and masks) -> every output by name. The decoder gets an empty past
         and, in an encoder-decoder, the encoder's cross-attention keys/values; its
         ``encoder_attention_mask`` defaults to the encoder's ``attention_mask``."""

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from runtime.artifact import Artifact
-from zoo.errors import ArtifactError, InputError
+from zoo.spec.errors import ArtifactError, InputError
 
 MAX_TOKENIZER_BYTES = 1 << 30  # the largest real tokenizer.json files are a few tens of MB
 

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from zoo.errors import InputError, OutputError
+from zoo.spec.errors import InputError, OutputError
 
 CACHE = re.compile(r"(past|cross)\.(\d+)\.(key|value)")
 CHECKED_OUTPUTS = ("logits", "last_hidden_state", "encoder_hidden_states")
@@ -138,7 +138,7 @@ def _float_dtype(name: str) -> np.dtype | None:
 
 
 def check_feed(graph, feed: Mapping[str, Any], model: Mapping[str, Any], *, float_dtype=None) -> dict[str, np.ndarray]:
-    """Check one graph's inputs (``graph``: a zoo.contract.GraphSpec as the manifest
+    """Check one graph's inputs (``graph``: a zoo.spec.contract.GraphSpec as the manifest
     records it; ``model``: the manifest's model entry with vocab_size and max_seq_len)
     and return them as ONNX Runtime takes them. Raises InputError, one line."""
     _check_names(graph, feed)

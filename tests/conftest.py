@@ -17,7 +17,7 @@ FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
 
 def tiny_spec(family: str, *, score: str = "scaled-dot", positional: str = "learned", **stack_overrides):
     """A 2-layer, d_model 32 spec of ``family`` with GQA (4 heads, 2 kv heads)."""
-    from zoo.spec import ModelSpec
+    from zoo.spec.model import ModelSpec
 
     stack = {
         "layers": 2,
@@ -69,7 +69,7 @@ TINY_CATALOG = ("transformer-tiny", "gpt2-tiny", "bert-tiny", "t5-tiny", "llama-
 def tiny_artifacts(tmp_path_factory):
     """Every *-tiny catalog spec built once per test session (seed 0): name -> folder."""
     import zoo
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
 
     root = tmp_path_factory.mktemp("tiny-artifacts")
     return {name: build_artifact(zoo.load(name), root / name)[0] for name in TINY_CATALOG}

@@ -10,7 +10,7 @@ import pytest
 
 from runtime.generate import Generator
 from runtime.session import Session
-from zoo.errors import InputError
+from zoo.spec.errors import InputError
 
 FAMILIES = ["bert-tiny", "gpt2-tiny", "llama-tiny", "t5-tiny"]
 GENERATIVE = ["gpt2-tiny", "llama-tiny", "t5-tiny"]

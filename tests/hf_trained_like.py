@@ -1,6 +1,6 @@
 """What the importer tests share: Hugging Face models given random-init or trained-like
 weights (compiler.trained_like) before save_pretrained, and the parity rule
-(zoo.contract.parity_rule, runtime.tolerance.judge) that judges the zoo's torch module
+(zoo.spec.contract.parity_rule, zoo.app.tolerance.judge) that judges the zoo's torch module
 and its ONNX artifact against transformers.
 
 Random init gives logits and hidden states of order 1; trained-like weights give logits
@@ -16,12 +16,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from compiler.artifact import BuildOptions, build_artifact
+from zoo.app.build import BuildOptions, build_artifact
 from compiler.trained_like import make_trained_like
 from runtime import load
-from runtime.tolerance import judge
-from zoo.contract import parity_rule
-from zoo.errors import ParityError
+from zoo.app.tolerance import judge
+from zoo.spec.contract import parity_rule
+from zoo.spec.errors import ParityError
 
 WEIGHTS = ("random", "trained")
 

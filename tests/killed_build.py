@@ -51,7 +51,7 @@ def main() -> int:
     if args.source is None and args.stage == "export":
         p.error("stage export needs --source")
 
-    import compiler.artifact as art
+    import zoo.app.build as art
     import zoo
 
     if args.source is not None:
@@ -83,9 +83,9 @@ def _copied_export(source: Path, stage: str):
 
 def _plant_kill(stage: str, target: Path) -> None:
     """Replace the function the build calls at ``stage`` by one that kills this process there."""
-    import compiler.artifact as art
-    import compiler.export as export
-    import runtime.compare as compare
+    import zoo.app.build as art
+    import zoo.app.export as export
+    import zoo.app.parity as compare
 
     partial_prefix, old_prefix = f".{target.name}.partial-", f".{target.name}.old-"
     if stage == "second-graph":

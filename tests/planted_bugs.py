@@ -22,12 +22,12 @@ from unittest import mock
 
 import torch
 
-import compiler.artifact
+import zoo.app.build
 import compiler.attention
 import compiler.model
 from compiler import positional
-from compiler.export import export_all as real_export_all
-from zoo.errors import ParityError
+from zoo.app.export import export_all as real_export_all
+from zoo.spec.errors import ParityError
 
 Plant = Callable[[torch.nn.Module, object], ContextManager]
 
@@ -247,17 +247,17 @@ def trained_state(spec) -> dict:
 def run_build(bug: Bug, spec, weights: Optional[dict], folder: Path) -> tuple[Optional[ParityError], dict]:
     """build_artifact with ``bug`` planted in the export; (the ParityError or None, the
     parity report the gate judged)."""
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
 
     reports: list[dict] = []
-    real_parity = compiler.artifact.parity
+    real_parity = zoo.app.build.parity
 
     def recording_parity(*args, **kw):
         reports.append(real_parity(*args, **kw))
         return reports[-1]
 
-    with mock.patch.object(compiler.artifact, "export_all", planted_export(bug)), mock.patch.object(
-        compiler.artifact, "parity", recording_parity
+    with mock.patch.object(zoo.app.build, "export_all", planted_export(bug)), mock.patch.object(
+        zoo.app.build, "parity", recording_parity
     ):
         try:
             build_artifact(spec, folder, weights=weights)

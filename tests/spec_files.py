@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.errors import SpecError
-from zoo.loader import load_spec
+from zoo.spec.errors import SpecError
+from zoo.spec.loader import load_spec
 
 BASE = """\
 name: base

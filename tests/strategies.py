@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from zoo.spec import POSITIONAL_KINDS, SCORES
+from zoo.spec.model import POSITIONAL_KINDS, SCORES
 
 FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
 ACTIVATIONS = ("relu", "gelu", "gelu-tanh", "silu")

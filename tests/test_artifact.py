@@ -19,13 +19,13 @@ import sys
 import pytest
 
 import zoo
-from compiler.artifact import build_artifact
+from zoo.app.build import build_artifact
 from runtime import load
 from runtime.artifact import MANIFEST_MAX_BYTES, load_artifact, sha256_file
 from tests.conftest import ROOT
-from zoo.cli import main
-from zoo.contract import FORMAT_VERSION
-from zoo.errors import ArtifactError, ParityError
+from zoo.app.cli import main
+from zoo.spec.contract import FORMAT_VERSION
+from zoo.spec.errors import ArtifactError, ParityError
 
 KILLED_BUILD = ROOT / "tests" / "killed_build.py"
 MARK = "OLD-ARTIFACT"  # a file the manifest does not list: tells the old artifact from a new one
@@ -39,7 +39,7 @@ def built(tmp_path_factory):
 
 
 def copied_export(source):
-    """An export_all for compiler.artifact that copies the graphs of the artifact at ``source``
+    """An export_all for zoo.app.build that copies the graphs of the artifact at ``source``
     (for tests about what happens around the export, not about the export)."""
     graphs = json.loads((source / "manifest.json").read_text())["graphs"]
 
@@ -183,7 +183,7 @@ FAILED_REPORT = {"passed": False, "precision": "fp32", "tolerance": {"rule": "a 
 
 
 def test_failed_build_leaves_nothing(built, tmp_path, monkeypatch):
-    import compiler.artifact as art
+    import zoo.app.build as art
 
     monkeypatch.setattr(art, "export_all", copied_export(built))
     monkeypatch.setattr(art, "parity", lambda *a, **k: FAILED_REPORT)
@@ -193,7 +193,7 @@ def test_failed_build_leaves_nothing(built, tmp_path, monkeypatch):
 
 
 def test_failed_rebuild_keeps_the_old_artifact(built, tmp_path, monkeypatch):
-    import compiler.artifact as art
+    import zoo.app.build as art
 
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
@@ -215,7 +215,7 @@ def test_refuses_to_overwrite_a_folder_that_is_not_an_artifact(tmp_path):
 
 
 def test_sweep_touches_only_its_own_folders_of_dead_builds(built, tmp_path, monkeypatch):
-    import compiler.artifact as art
+    import zoo.app.build as art
 
     monkeypatch.setattr(art, "export_all", copied_export(built))
     target = tmp_path / "gpt2-tiny"

@@ -21,8 +21,8 @@ from compiler import build, save_weights
 from compiler.weights import WeightsError, check_finite, load_tensors, load_weights, save_tensors
 from runtime.artifact import Artifact, load_artifact, sha256_file
 from tests.conftest import ROOT
-from zoo.cli import main
-from zoo.errors import ArtifactError
+from zoo.app.cli import main
+from zoo.spec.errors import ArtifactError
 
 POISONED = "decoder.layers.1.ffn.up.weight"
 
@@ -86,7 +86,7 @@ def test_weights_file_with_inf_is_refused_even_without_parity(tmp_path, capsys, 
 
 
 def test_state_dict_with_nan_is_refused_by_build_artifact(tmp_path, gpt2_state):
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
 
     with pytest.raises(WeightsError) as info:
         build_artifact(zoo.load("gpt2-tiny"), tmp_path / "out", weights=poisoned(gpt2_state, nan=5, inf=2))
@@ -211,7 +211,7 @@ def test_without_tokenizers_a_json_object_with_a_model_key_is_required(tmp_path,
 
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory):
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
 
     return build_artifact(zoo.load("gpt2-tiny"), tmp_path_factory.mktemp("ext") / "art", check_parity=False)[0]
 

@@ -1,4 +1,4 @@
-"""zoo.charts: the PNGs are decoded by a small reader written here (chunks, CRCs, zlib,
+"""zoo.app.charts: the PNGs are decoded by a small reader written here (chunks, CRCs, zlib,
 filter 0) and then looked at pixel by pixel."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
-from zoo import charts
-from zoo.charts import FRAME, INK, PALETTE, WHITE, Canvas
+from zoo.app import charts
+from zoo.app.charts import FRAME, INK, PALETTE, WHITE, Canvas
 
 NAN = float("nan")
 

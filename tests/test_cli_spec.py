@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zoo import catalog
-from zoo.cli import main
-from zoo.errors import InputError
+from zoo.spec import catalog
+from zoo.app.cli import main
+from zoo.spec.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def test_spec_commands_import_neither_torch_nor_onnxruntime(tmp_path):
     code = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-from zoo.cli import main
+from zoo.app.cli import main
 for argv in (["validate", "gpt2-tiny", "t5-small"], ["list"], ["schema", "-o", {str(tmp_path / 's.json')!r}],
              ["show", "llama-tiny"]):
     assert main(argv) == 0, argv
@@ -169,7 +169,7 @@ def _raising(exc: BaseException):
 @pytest.fixture
 def fake_command(monkeypatch):
     """Make `zoo list` run a function of the test's choosing."""
-    from zoo.cli import spec_cmds
+    from zoo.app.cli import spec_cmds
 
     def use(func):
         monkeypatch.setattr(spec_cmds, "cmd_list", func)
@@ -208,7 +208,7 @@ def test_build_commands_are_registered(capsys):
     for command in ("validate", "list", "schema", "show"):
         assert command in out
     try:
-        import zoo.cli.build_cmds  # noqa: F401
+        import zoo.app.cli.build_cmds  # noqa: F401
     except ImportError:
         return
     assert "build" in out

@@ -13,9 +13,9 @@ import zoo
 from compiler import build, load_weights, save_weights
 from compiler.weights import WeightsError, load_tensors, weights_digest
 from tests.conftest import FAMILIES, tiny_spec
-from zoo.catalog import names
-from zoo.params import count_parameters
-from zoo.spec import POSITIONAL_KINDS, SCORES
+from zoo.spec.catalog import names
+from zoo.spec.params import count_parameters
+from zoo.spec.model import POSITIONAL_KINDS, SCORES
 
 
 @pytest.mark.parametrize("name", names())
@@ -135,7 +135,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
 
 def with_options(family: str, embedding: dict, positional: dict | None = None, norm: str = "layernorm"):
     """tiny_spec of ``family`` with embedding options (and a positional variant), validated."""
-    from zoo.spec import ModelSpec
+    from zoo.spec.model import ModelSpec
 
     data = tiny_spec(family, norm={"kind": norm, "placement": "post"}).model_dump()
     data["embedding"] = embedding
@@ -169,8 +169,8 @@ def test_parameter_count_positional_options(family, positional):
 
 
 def test_pooler_is_an_encoder_only_output():
-    from zoo.contract import graphs_for
-    from zoo.spec import FieldIssue
+    from zoo.spec.contract import graphs_for
+    from zoo.spec.model import FieldIssue
 
     spec = with_options("encoder-only", {"pooler": True})
     assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()

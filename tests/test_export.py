@@ -9,11 +9,11 @@ import onnx
 import pytest
 
 import zoo
-from compiler.artifact import build_artifact
+from zoo.app.build import build_artifact
 from tests.conftest import FAMILIES, tiny_spec
-from zoo.catalog import names
-from zoo.contract import graphs_for, parity_rule
-from zoo.spec import POSITIONAL_KINDS, SCORES
+from zoo.spec.catalog import names
+from zoo.spec.contract import graphs_for, parity_rule
+from zoo.spec.model import POSITIONAL_KINDS, SCORES
 
 FULL_SIZE = [n for n in names() if not n.endswith("-tiny")]
 TINY = [n for n in names() if n.endswith("-tiny")]
@@ -108,7 +108,7 @@ def test_block_variants_parity(family, variant, tmp_path):
     ids=["untied-scaled-input", "tied-scaled-output"],
 )
 def test_embedding_options_parity(embedding, tmp_path):
-    spec = tiny_spec("decoder-only").model_copy(update={"embedding": zoo.spec.Embedding(**embedding)})
+    spec = tiny_spec("decoder-only").model_copy(update={"embedding": zoo.spec.model.Embedding(**embedding)})
     folder, manifest, _ = build_artifact(spec, tmp_path / "a")
     check_artifact(folder, manifest, spec)
 
@@ -153,7 +153,7 @@ def test_bfloat16_on_cpu_is_refused_with_the_reason(tmp_path):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("a CUDA provider runs bfloat16; this checks the CPU-only message")
-    from zoo.errors import ExportError
+    from zoo.spec.errors import ExportError
 
     spec = tiny_spec("decoder-only").model_copy(update={"dtype": "bfloat16"})
     with pytest.raises(ExportError, match="bfloat16 needs a provider with bfloat16 kernels"):
@@ -176,7 +176,7 @@ def test_imported_family_options_parity(family, embedding, positional, tmp_path)
     data["embedding"] = embedding
     if positional is not None:
         data["positional"] = positional
-    spec = zoo.spec.ModelSpec.model_validate(data)
+    spec = zoo.spec.model.ModelSpec.model_validate(data)
     folder, manifest, _ = build_artifact(spec, tmp_path / "a")
     check_artifact(folder, manifest, spec)
     outputs = [o["name"] for o in manifest["graphs"][graphs_for(spec)[-1].name]["outputs"]]

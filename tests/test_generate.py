@@ -22,7 +22,7 @@ from compiler.builder import build
 from runtime.generate import GenerationConfig, Generator, left_pad, next_tokens
 from runtime.session import Session
 from tests.conftest import ROOT, TINY_CATALOG, without_module
-from zoo.errors import InputError
+from zoo.spec.errors import InputError
 
 GENERATIVE = [n for n in TINY_CATALOG if n != "bert-tiny"]
 PROMPTS = [[5, 17, 300, 42, 9, 77, 123], [3, 8, 250], [11, 400, 2, 71, 66]]
@@ -241,7 +241,7 @@ def test_sampling_follows_the_distribution_and_temperature():
 
 def zoo_cli(*args, prefix: str = ""):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    code = prefix + "import sys\nfrom zoo.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    code = prefix + "import sys\nfrom zoo.app.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 

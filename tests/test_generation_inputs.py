@@ -10,8 +10,8 @@ import pytest
 
 from runtime.generate import GenerationConfig, left_pad
 from tests.feeds import GENERATIVE, generators, refused, sessions  # noqa: F401 (fixtures)
-from zoo.cli import main
-from zoo.errors import InputError
+from zoo.app.cli import main
+from zoo.spec.errors import InputError
 
 # --------------------------------------------------------------------------- generation
 

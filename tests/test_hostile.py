@@ -35,7 +35,7 @@ def _peak():
     with open(os.environ["ZOO_TEST_PEAK"], "w") as out:
         out.write(str(kb))
 atexit.register(_peak)
-from zoo.cli import main
+from zoo.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -200,8 +200,8 @@ def test_spec_too_large_for_memory_is_refused_before_allocating(tmp_path):
 
 def test_memory_check_names_the_largest_part():
     import zoo
-    from compiler.artifact import check_memory
-    from zoo.errors import SpecError
+    from zoo.app.build import check_memory
+    from zoo.spec.errors import SpecError
 
     spec = zoo.load("gpt2-tiny", ["decoder.layers=3000"])
     with pytest.raises(SpecError) as info:

@@ -2,7 +2,7 @@
 a small model, with random-init and with trained-like weights (tests/hf_trained_like.py:
 logits of std ~7, massive residual channels), is saved with save_pretrained, imported,
 and its outputs compared with transformers for the zoo's torch module and its ONNX
-artifact by the fp32 parity rule (zoo.contract.parity_rule), on a batch padded on the
+artifact by the fp32 parity rule (zoo.spec.contract.parity_rule), on a batch padded on the
 right (and on the left for decoders, positions from the mask). Trained-like decoders
 also generate 16 greedy tokens equal to transformers' generate. Marked slow: a 24-layer
 Llama and a 12 + 12-layer T5 at hidden 64, and the trained-like Llama and T5 built at
@@ -28,7 +28,7 @@ from tests.conftest import ROOT, without_module  # noqa: E402
 from tests.hf_trained_like import (  # noqa: E402
     FP32, LOGIT_STD_FLOOR, kind_weight_cases, assert_matches, build_session, greedy_agreement, logit_std, prepare,
 )
-from zoo.contract import parity_rule  # noqa: E402
+from zoo.spec.contract import parity_rule  # noqa: E402
 
 V = 100
 SMALL = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
@@ -293,7 +293,7 @@ def test_zoo_import_then_build_cli(tmp_path):
 
 BLOCK_TOKENIZERS = without_module("tokenizers") + """
 import sys
-from zoo.cli import main
+from zoo.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -4,7 +4,7 @@ weights (every parameter perturbed so norms, biases and the token-type row matte
 with trained-like weights (tests/hf_trained_like.py, post-norm placement) is saved with
 save_pretrained, imported, and compared with transformers for the zoo's torch module and
 its ONNX artifact on a right-padded batch (real positions only) by the fp32 parity rule
-(zoo.contract.parity_rule). Depth: a 24-layer, hidden-64 BERT. The trained-like BERT
+(zoo.spec.contract.parity_rule). Depth: a 24-layer, hidden-64 BERT. The trained-like BERT
 also builds at fp16 and int8; marked slow: the trained-like BART at fp16 and int8."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from compiler import build  # noqa: E402
-from compiler.artifact import build_artifact  # noqa: E402
+from zoo.app.build import build_artifact  # noqa: E402
 from compiler.importers import CheckpointError, import_folder  # noqa: E402
 from compiler.weights import save_tensors  # noqa: E402
 from runtime import load  # noqa: E402
 from tests.hf_trained_like import (  # noqa: E402
     FP32, LOGIT_STD_FLOOR, kind_weight_cases, assert_matches, build_session, logit_std, prepare,
 )
-from zoo.contract import parity_rule  # noqa: E402
+from zoo.spec.contract import parity_rule  # noqa: E402
 
 V = 100
 BERT = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)

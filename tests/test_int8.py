@@ -1,4 +1,4 @@
-"""int8 that holds on trained weights (issue 13 point 5): compiler.precision.int8.
+"""int8 that holds on trained weights (issue 13 point 5): passes.precision.int8.
 
 - the block quantization and the outlier-channel search, on arrays;
 - on a one-matmul graph with an outlier input channel (what trained models have):
@@ -20,15 +20,15 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import zoo
-from compiler.artifact import BuildOptions, build_artifact
+from zoo.app.build import BuildOptions, build_artifact
 from compiler.builder import build
-from compiler.precision.dynamic import to_int8_dynamic
-from compiler.precision.int8 import Int8Options, activation_scores, dequantize_rows, outlier_channels, quantize_rows, to_int8
-from compiler.precision.measure import natural_text, top1_agreement
+from passes.precision.dynamic import to_int8_dynamic
+from passes.precision.int8 import Int8Options, activation_scores, dequantize_rows, outlier_channels, quantize_rows, to_int8
+from zoo.app.convert.measure import natural_text, top1_agreement
 from compiler.trained_like import POST_NORM, TrainedLike, zoo_trained_like
-from runtime.compare import parity
+from zoo.app.parity import parity
 from runtime.session import Session
-from zoo.contract import graphs_for, parity_rule
+from zoo.spec.contract import graphs_for, parity_rule
 
 
 def test_block_quantization_error_is_bounded_by_half_a_step_per_block():
@@ -150,7 +150,7 @@ def test_calibration_keeps_each_graphs_activations_apart(tmp_path):
     """An encoder and a decoder graph name their MatMul inputs alike (the same module
     paths): each graph's float32 channels must come from its own activations, not from
     whichever graph ran last (BART's encoder once read its decoder's)."""
-    from compiler.precision.calibrate import calibrate
+    from zoo.app.convert.calibrate import calibrate
 
     spec = zoo.load("t5-tiny")
     model = build(spec, seed=0)

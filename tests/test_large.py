@@ -9,8 +9,8 @@ import onnx
 import pytest
 
 import zoo
-from compiler.artifact import build_artifact
-from compiler.export import EXTERNAL_DATA_SUFFIX, PROTOBUF_LIMIT
+from zoo.app.build import build_artifact
+from passes.files import EXTERNAL_DATA_SUFFIX, PROTOBUF_LIMIT
 from runtime.artifact import load_artifact
 from runtime.generate import GenerationConfig, Generator
 from runtime.session import Session

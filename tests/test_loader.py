@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from zoo import catalog
+from zoo.spec import catalog
 from tests.spec_files import BASE, _in_tmp, error_of, write  # noqa: F401 (_in_tmp: an autouse fixture)
-from zoo.errors import SpecError
-from zoo.loader import load_raw, load_spec, merge, parse_override
-from zoo.reader import LineMap, display_path, parse_text
+from zoo.spec.errors import SpecError
+from zoo.spec.loader import load_raw, load_spec, merge, parse_override
+from zoo.spec.reader import LineMap, display_path, parse_text
 
 # --------------------------------------------------------------------------- reading with lines
 

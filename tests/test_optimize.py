@@ -1,4 +1,4 @@
-"""Optimized graphs (compiler.optimize, zoo build --optimize): every tiny catalog spec
+"""Optimized graphs (passes.optimize, zoo build --optimize): every tiny catalog spec
 lowered for CPU and for CUDA passes the build's parity check (fp32, 1e-4, cached
 decoding included), the manifest records the lowering per component, and the fused
 ops claimed are in the graph.
@@ -24,8 +24,8 @@ TOL = 1e-4
 
 
 def _ops(folder: Path, spec) -> Counter:
-    from compiler.optimize import op_counts
-    from zoo.contract import graphs_for
+    from passes.optimize import op_counts
+    from zoo.spec.contract import graphs_for
 
     total = Counter()
     for g in graphs_for(spec):
@@ -35,7 +35,7 @@ def _ops(folder: Path, spec) -> Counter:
 
 def _optimized_copy(src: Path, dst: Path, spec, target: str, plan=None) -> tuple[dict, dict]:
     """Copy an artifact's graphs, optimize them for ``target``; (lowering, graphs)."""
-    from compiler.optimize import optimize_graphs
+    from passes.optimize import optimize_graphs
 
     shutil.copytree(src, dst)
     graphs = json.loads((src / "manifest.json").read_text())["graphs"]
@@ -44,8 +44,8 @@ def _optimized_copy(src: Path, dst: Path, spec, target: str, plan=None) -> tuple
 
 def _parity(spec, folder: Path) -> dict:
     from compiler.builder import build
-    from runtime.compare import parity
-    from zoo.contract import graphs_for
+    from zoo.app.parity import parity
+    from zoo.spec.contract import graphs_for
 
     model = build(spec, seed=0)
     return parity(model, spec, {g.name: folder / g.file for g in graphs_for(spec)})
@@ -130,7 +130,7 @@ def test_zoo_build_optimize_end_to_end(tmp_path, capsys):
     """The real path: zoo build --optimize --target cpu re-checks parity, writes the
     lowering into the manifest; the artifact generates the same tokens as the plain one."""
     from runtime.generate import GenerationConfig, Generator
-    from zoo.cli import main
+    from zoo.app.cli import main
 
     out = tmp_path / "llama-opt"
     assert main(["build", "llama-tiny", "--optimize", "--target", "cpu", "-o", str(out)]) == 0
@@ -147,7 +147,7 @@ def test_zoo_build_optimize_end_to_end(tmp_path, capsys):
 
     load_artifact(out, verify=True)  # sha256 of the rewritten files recorded
     plain = tmp_path / "llama-plain"
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
 
     build_artifact(zoo.load("llama-tiny"), plain, check_parity=False)
     prompts = [[5, 6, 7, 8], [9, 10]]
@@ -160,7 +160,7 @@ def test_zoo_build_optimize_end_to_end(tmp_path, capsys):
 def test_additive_score_stays_decomposed_and_correct(tmp_path):
     """No fused kernel computes v.tanh(Wq q + Wk k): that attention keeps its exported
     subgraph, the rest of the graph is still lowered, parity holds."""
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
 
     spec = tiny_spec("decoder-only", score="additive", positional="rope")
     folder, _, _ = build_artifact(spec, tmp_path / "plain")
@@ -175,7 +175,7 @@ def test_additive_score_stays_decomposed_and_correct(tmp_path):
 def test_partial_rotary_keeps_the_unrotated_dims(tmp_path):
     """RoPE on half of each head (positional.fraction 0.5): RotaryEmbedding with
     rotary_embedding_dim, the other half passed through."""
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
 
     spec = zoo.load("llama-tiny", ["positional.fraction=0.5", "decoder.layers=1"])
     folder, _, _ = build_artifact(spec, tmp_path / "plain")
@@ -193,7 +193,7 @@ def test_unmatched_subgraph_is_left_alone():
     """A softmax that is not the attention pattern (no mask select before it) stays."""
     from onnx import TensorProto, helper
 
-    from compiler.optimize import optimize_model
+    from passes.optimize import optimize_model
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
@@ -235,7 +235,7 @@ def test_cuda_lowering_every_tiny_spec(name, tiny_artifacts, tmp_path):
 @pytest.mark.parametrize("name", TINY_CATALOG)
 def test_build_artifact_optimize_every_tiny_spec(name, tmp_path):
     """The build path itself (export, parity, optimize, parity again) for each spec."""
-    from compiler.artifact import BuildOptions, build_artifact
+    from zoo.app.build import BuildOptions, build_artifact
 
     spec = zoo.load(name)
     folder, manifest, built = build_artifact(spec, tmp_path / name, options=BuildOptions(optimize=True, target="cpu"))
@@ -260,7 +260,7 @@ VARIANTS = [
 def test_spec_variants(family, score, positional, extra, target, tmp_path):
     """Scores, biases, windows, MQA, post-norm, every family: lowered where a fused
     form exists, decomposed where not, parity either way."""
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
 
     spec = tiny_spec(family, score=score, positional=positional, **extra)
     folder, _, _ = build_artifact(spec, tmp_path / "plain")

@@ -142,7 +142,7 @@ def test_torch_module_matches_nn_transformer(name):
 
 
 def _onnx_against_oracle(name, tmp_path):
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
     from compiler.weights import save_weights
     from runtime import load
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import zoo
-from compiler.artifact import BuildOptions, build_artifact
+from zoo.app.build import BuildOptions, build_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {  # folder name: (spec, build options)

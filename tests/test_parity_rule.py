@@ -1,4 +1,4 @@
-"""The parity rule (zoo.contract.ParityRule, runtime.tolerance.judge) and the
+"""The parity rule (zoo.spec.contract.ParityRule, zoo.app.tolerance.judge) and the
 trained-like weights it is measured on (compiler.trained_like): the bound scales with
 the values, still catches an error of a real bug's size, judges outputs, cached
 decoding and layers alike, and a failed build names every failing check on its own
@@ -15,12 +15,12 @@ import torch
 
 import zoo
 from compiler import build
-from compiler.artifact import build_artifact
+from zoo.app.build import build_artifact
 from compiler.trained_like import zoo_trained_like
-from runtime.tolerance import judge
+from zoo.app.tolerance import judge
 from tests.conftest import TINY_CATALOG
-from zoo.contract import ParityRule, parity_rule
-from zoo.errors import ParityError
+from zoo.spec.contract import ParityRule, parity_rule
+from zoo.spec.errors import ParityError
 
 FP32 = parity_rule("float32")
 
@@ -137,7 +137,7 @@ def _sabotaged_export(layer: int, factor: float = 1.01):
     """export_all that exports a copy of the model with one weight of ``layer`` scaled."""
     import copy
 
-    import compiler.artifact as art
+    import zoo.app.build as art
 
     real = art.export_all
 
@@ -151,9 +151,9 @@ def _sabotaged_export(layer: int, factor: float = 1.01):
 
 
 def test_a_failed_build_names_every_failing_check_on_its_own_line(tmp_path, monkeypatch):
-    import compiler.artifact as art
+    import zoo.app.build as art
     from compiler.weights import save_weights
-    from zoo.cli import main
+    from zoo.app.cli import main
 
     spec, model, _ = trained("llama-tiny", ["decoder.layers=3"])
     weights = tmp_path / "w.safetensors"
@@ -178,7 +178,7 @@ def test_a_failed_build_names_every_failing_check_on_its_own_line(tmp_path, monk
 
 
 def test_a_precision_build_names_its_failing_checks_too(tmp_path, monkeypatch):
-    import compiler.artifact as art
+    import zoo.app.build as art
 
     spec, model, _ = trained("gpt2-tiny")
     real = art.parity
@@ -201,7 +201,7 @@ def test_compare_parity_judges_layers_by_the_same_rule_on_trained_like_weights(t
     "passed". Now every layer is judged by the rule the build used, and the verdict
     is the conjunction."""
     from compiler.weights import save_weights
-    from runtime.compare import artifact_parity
+    from zoo.app.parity import artifact_parity
 
     spec, model, _ = trained("llama-tiny", ["decoder.layers=4"])
     weights = tmp_path / "w.safetensors"

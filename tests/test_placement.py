@@ -14,7 +14,7 @@ import pytest
 
 from runtime import placement
 from runtime.placement import CPU, CUDA, PlacementError, check_placement, fallback_lines, placement_report
-from zoo.errors import InputError
+from zoo.spec.errors import InputError
 
 HAS_CUDA = CUDA in ort.get_available_providers()
 
@@ -119,7 +119,7 @@ def test_tiny_feed_runs_every_graph(tiny_artifacts):
 
 
 def test_cli_strict_flags(tiny_artifacts, capsys):
-    from zoo.cli import main, parser
+    from zoo.app.cli import main, parser
 
     assert parser().parse_args(["run", "x", "--strict"]).strict is True
     assert parser().parse_args(["run", "x"]).strict is False
@@ -133,7 +133,7 @@ def test_cli_strict_flags(tiny_artifacts, capsys):
 def test_cuda_session_placement(tmp_path):
     """On a GPU: an artifact lowered for CUDA places its attention and matmuls on CUDA."""
     import zoo
-    from compiler.artifact import BuildOptions, build_artifact
+    from zoo.app.build import BuildOptions, build_artifact
     from runtime.session import Session
 
     folder, _, _ = build_artifact(zoo.load("gpt2-tiny"), tmp_path / "a", options=BuildOptions(optimize=True, target="cuda"))

@@ -27,19 +27,19 @@ import pytest
 import torch
 
 import zoo
-from compiler.artifact import BuildOptions, build_artifact
+from zoo.app.build import BuildOptions, build_artifact
 from compiler.builder import build
-from compiler.precision import fp32_nodes, to_fp16
-from compiler.precision.matmuls import score_projections
+from zoo.app.convert import fp32_nodes, to_fp16
+from passes.precision.matmuls import score_projections
 from compiler.trained_like import zoo_trained_like
 from runtime.artifact import load_artifact
 from runtime.generate import GenerationConfig, Generator
 from runtime.session import Session
-from runtime.tolerance import judge
+from zoo.app.tolerance import judge
 from tests.conftest import ROOT, TINY_CATALOG
 from tests.precision_graphs import decompose_layer_norms, run_native_fp16, run_ort
-from zoo.contract import parity_rule
-from zoo.errors import InputError
+from zoo.spec.contract import parity_rule
+from zoo.spec.errors import InputError
 
 
 def within(got, ref, precision: str, mask=None) -> bool:
@@ -239,7 +239,7 @@ LARGE = 5000.0  # position embeddings x LARGE: hidden states of a few hundred, s
 def large_graph(tmp_path_factory):
     """gpt2-tiny's fp32 graph with its position table scaled by LARGE (untied, so the
     logits keep their scale) and an input as long as max_seq_len."""
-    from compiler.export import export_all
+    from zoo.app.export import export_all
 
     spec = zoo.load("gpt2-tiny")
     model = build(spec, seed=0)
@@ -289,7 +289,7 @@ def test_fp16_build_with_large_weights_passes_parity(tmp_path):
 
 def test_compare_report_has_the_precision_columns(built, tmp_path):
     from runtime.measure import static_figures
-    from zoo.report import markdown_report, summary_rows, terminal_table
+    from zoo.app.report import markdown_report, summary_rows, terminal_table
 
     models = []
     for name, precision in (("gpt2-tiny", "fp16"), ("gpt2-tiny", "int8")):
@@ -340,7 +340,7 @@ def test_zoo_build_prints_and_zoo_compare_reports_the_precision(built, tmp_path)
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_precision_on_graphs_optimized_for_cuda(tmp_path, precision):
-    """After compiler.optimize (contrib ops: MultiHeadAttention, SkipLayerNormalization,
+    """After passes.optimize (contrib ops: MultiHeadAttention, SkipLayerNormalization,
     FastGelu): the conversion is op-agnostic, the fused norm stays in fp32 (issue 29034)."""
     options = BuildOptions(target="cuda", optimize=True, precision=precision)
     folder, manifest, _ = build_artifact(zoo.load("gpt2-tiny"), tmp_path / "a", options=options)

@@ -1,4 +1,4 @@
-"""zoo.progress: quiet off a terminal until the end, redrawn on one, silent under ZOO_QUIET."""
+"""zoo.app.progress: quiet off a terminal until the end, redrawn on one, silent under ZOO_QUIET."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from zoo import progress
+from zoo.app import progress
 
 
 class Terminal(io.StringIO):

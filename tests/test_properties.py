@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import PROFILE, examples, record_case, record_refusal
 from tests.strategies import Broken, invalid_specs, valid_specs
-from zoo.contract import parity_rule
-from zoo.errors import SpecError
-from zoo.loader import load_spec
+from zoo.spec.contract import parity_rule
+from zoo.spec.errors import SpecError
+from zoo.spec.loader import load_spec
 
 # A failing build is shrunk only under the long profile: each shrink step is a whole
 # build (seconds), and CI prints the failing spec without minimizing it.
@@ -55,7 +55,7 @@ def write_spec(folder: Path, data: dict | str, name: str = "spec.yaml") -> Path:
 
 def zoo_cli(*argv: str) -> tuple[int, str, str]:
     """``zoo ARGV`` in this process -> (exit code, stdout, stderr)."""
-    from zoo.cli import main
+    from zoo.app.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -70,7 +70,7 @@ def cached_equals_full(folder: Path, spec) -> float:
     """Greedy generation with the KV cache (ONNX Runtime) against one uncached
     forward over the same tokens (both ONNX Runtime): the largest error as a share of
     the fp32 parity rule's bound (at most 1 when within)."""
-    from runtime.tolerance import judge
+    from zoo.app.tolerance import judge
     from runtime.generate import GenerationConfig, Generator
     from tests.test_generate import full_forward_logits
 
@@ -101,7 +101,7 @@ def cached_equals_full(folder: Path, spec) -> float:
 @given(data=valid_specs(), weights=st.sampled_from(WEIGHTS))
 def test_every_valid_spec_builds_exports_and_matches_torch(data, weights):
     from compiler import build
-    from compiler.artifact import build_artifact
+    from zoo.app.build import build_artifact
     from compiler.trained_like import zoo_trained_like
     from tests.test_export import check_artifact
 

@@ -17,7 +17,7 @@ import pytest
 import runtime.session
 from runtime.generate import GenerationConfig
 from tests.feeds import FAMILIES, GENERATIVE, IDS, MASK, cache, generators, inputs, refused, sessions  # noqa: F401 (fixtures)
-from zoo.errors import InputError, OutputError
+from zoo.spec.errors import InputError, OutputError
 
 # --------------------------------------------------------------------------- accepted and cast
 

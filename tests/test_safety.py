@@ -119,7 +119,7 @@ for name in ("create_connection", "getaddrinfo", "gethostbyname", "gethostbyname
     setattr(socket, name, refuse)
 """
 RUN_COMMANDS = """
-from zoo.cli import main
+from zoo.app.cli import main
 codes = []
 for argv in json.loads(sys.argv[1]):
     codes.append(main(argv))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 import zoo
-from zoo import catalog
-from zoo.errors import SpecError
-from zoo.loader import load_raw, load_spec
-from zoo.params import human
-from zoo.spec import ModelSpec, schema
+from zoo.spec import catalog
+from zoo.spec.errors import SpecError
+from zoo.spec.loader import load_raw, load_spec
+from zoo.spec.params import human
+from zoo.spec.model import ModelSpec, schema
 
 CATALOG = [
     "alibi-small",

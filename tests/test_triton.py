@@ -24,8 +24,8 @@ model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", rea
 text_format = pytest.importorskip("google.protobuf.text_format")
 
 from runtime.artifact import load_artifact  # noqa: E402
-from runtime.triton import TritonOptions, example_sizes, export_triton  # noqa: E402
-from zoo.cli import main  # noqa: E402
+from zoo.app.triton import TritonOptions, example_sizes, export_triton  # noqa: E402
+from zoo.app.cli import main  # noqa: E402
 
 # Triton's DataType -> numpy
 NUMPY = {"TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_BOOL": np.bool_}
@@ -342,16 +342,16 @@ def test_broken_artifact_is_refused_and_leaves_nothing(tiny_artifacts, tmp_path,
 
 
 def test_export_needs_no_torch(tiny_artifacts, tmp_path):
-    """The export runs where torch is not installed; runtime/triton.py itself imports
+    """The export runs where torch is not installed; zoo/app/triton.py itself imports
     neither torch nor onnxruntime (the runtime package's __init__ imports onnxruntime)."""
     import ast
 
-    tree = ast.parse((ROOT / "runtime" / "triton.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "zoo" / "app" / "triton.py").read_text(encoding="utf-8"))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"torch", "onnxruntime", "onnx", "compiler"}, imported
     script = without_module("torch", "compiler") + (
-        "import sys\nfrom zoo.cli import main\n"
+        "import sys\nfrom zoo.app.cli import main\n"
         f"code = main(['export-triton', {str(tiny_artifacts['t5-tiny'])!r}, '-o', {str(tmp_path / 'repo')!r}])\n"
         "assert 'torch' not in sys.modules\nsys.exit(code)\n"
     )

@@ -1,15 +1,15 @@
 """Transformer Zoo: the spec language (no torch, no onnxruntime here)."""
 
-from zoo.errors import ArtifactError, ExportError, InputError, ParityError, SpecError, ZooError
+from zoo.spec.errors import ArtifactError, ExportError, InputError, ParityError, SpecError, ZooError
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # ModelSpec (pydantic) loads on first use: the runtime imports zoo.contract and
-    # zoo.errors only, and must run with nothing but onnxruntime and numpy
+    # ModelSpec (pydantic) loads on first use: the runtime imports zoo.spec.contract and
+    # zoo.spec.errors only, and must run with nothing but onnxruntime and numpy
     if name == "ModelSpec":
-        from zoo.spec import ModelSpec
+        from zoo.spec.model import ModelSpec
 
         return ModelSpec
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
@@ -17,7 +17,7 @@ def __getattr__(name: str):
 
 def load(source, overrides=()):
     """Load a spec: a catalog name or a YAML path, with ``--set``-style overrides."""
-    from zoo.loader import load_spec
+    from zoo.spec.loader import load_spec
 
     return load_spec(source, overrides)
 

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from compiler.importers import bart, bert, gpt2, llama, roberta, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
-from zoo.spec import ModelSpec
+from zoo.spec.model import ModelSpec
 
 FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
 

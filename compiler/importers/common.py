@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from zoo.errors import ZooError
+from zoo.spec.errors import ZooError
 
 
 class CheckpointError(ZooError):

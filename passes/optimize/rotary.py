@@ -1,0 +1,168 @@
+"""Rotary embedding: the exporter's slices, negation and products lowered to one RotaryEmbedding op."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx
+
+from zoo.spec.errors import ExportError
+
+from passes.optimize.graph import Graph, node_attr, np_dtype, slice_last
+from passes.optimize.lowering import DECOMPOSED, MS, WHY
+
+
+def match_rotary(g: Graph, add: onnx.NodeProto) -> Optional[dict]:
+    """x * cos + rotate_half(x) * sin (compiler.positional.Rotary.apply), x 4-D."""
+    muls = [g.op(i, "Mul") for i in add.input]
+    if None in muls:
+        return None
+    for a, b in ((muls[0], muls[1]), (muls[1], muls[0])):
+        for xi in (0, 1):
+            x, cos = a.input[xi], a.input[1 - xi]
+            for ri in (0, 1):
+                rot, sin = b.input[ri], b.input[1 - ri]
+                cat = g.op(rot, "Concat")
+                if cat is None or len(cat.input) != 2 or node_attr(cat, "axis") not in (-1, 3):
+                    continue
+                neg = g.op(cat.input[0], "Neg")
+                second = g.producer.get(cat.input[1])
+                if neg is None or second is None:
+                    continue
+                first = g.producer.get(neg.input[0])
+                s1, s2 = slice_last(g, first), slice_last(g, second)
+                if s1 is None or s2 is None or first.input[0] != x or second.input[0] != x:
+                    continue
+                half = s2[1]
+                if s2[0] != 0 or s1[0] != half or s1[1] < 2 * half:
+                    continue
+                return {"x": x, "cos": cos, "sin": sin, "half": half, "nodes": (a, b, cat, neg, first, second)}
+    return None
+
+
+def _angles(g: Graph, cos: str, sin: str) -> Optional[tuple[str, str, str]]:
+    """cos/sin (B, 1, T, rot) = Cos/Sin(Unsqueeze(Concat(a, a))) -> (a, positions, inv_freq):
+    a (B, T, rot/2) = positions (B, T) as float x inv_freq."""
+    c, s = g.op(cos, "Cos"), g.op(sin, "Sin")
+    if c is None or s is None or c.input[0] != s.input[0]:
+        return None
+    unsq = g.op(c.input[0], "Unsqueeze")
+    if unsq is None:
+        return None
+    axes = g.const(unsq.input[1]) if len(unsq.input) > 1 else np.array(node_attr(unsq, "axes", []))
+    if axes is None or list(axes.reshape(-1)) != [1]:
+        return None
+    cat = g.op(unsq.input[0], "Concat")
+    if cat is None or len(cat.input) != 2 or cat.input[0] != cat.input[1] or node_attr(cat, "axis") not in (-1, 2):
+        return None
+    a = cat.input[0]
+    mul = g.op(a, "Mul")
+    positions = inv_freq = None
+    if mul is not None:
+        for i in (0, 1):
+            f = g.const(mul.input[1 - i])
+            up = g.op(mul.input[i], "Unsqueeze")
+            cast = g.op(up.input[0], "Cast") if up is not None else None
+            if f is not None and f.ndim == 1 and cast is not None:
+                positions, inv_freq = cast.input[0], mul.input[1 - i]
+    return a, positions, inv_freq
+
+
+def _heads_of(g: Graph, x: str) -> Optional[int]:
+    """Heads of x (B, heads, T, hd) = Transpose(Reshape(h, (B, T, heads, hd))), from the
+    reshape's constant target shape (or the constant third part of its Concat)."""
+    t = g.op(x, "Transpose")
+    if t is None or list(node_attr(t, "perm", [])) != [0, 2, 1, 3]:
+        return None
+    r = g.op(t.input[0], "Reshape")
+    if r is None:
+        return None
+    shape = g.const(r.input[1])
+    if shape is not None and shape.size == 4:
+        return int(shape[2]) if shape[2] > 0 else None
+    cat = g.op(r.input[1], "Concat")
+    if cat is None or len(cat.input) != 4:
+        return None
+    part = g.const(cat.input[2])
+    return int(part.reshape(-1)[0]) if part is not None and part.size == 1 and part.reshape(-1)[0] > 0 else None
+
+
+def _rotated(g: Graph, m: dict, out: str):
+    """(the tensor the op rotates, the Concat that closes a partial rotation or None), or
+    None when the input is a slice that is not a partial rotation's. A partial rotation
+    is x = Slice(h, 0:rot) with out -> Concat(out, Slice(h, rot:))."""
+    rot, x = 2 * m["half"], m["x"]
+    x_slice = g.producer.get(x)
+    span = slice_last(g, x_slice)
+    users = g.consumers.get(out, [])
+    if span == (0, rot) and len(users) == 1 and users[0].op_type == "Concat" and len(users[0].input) == 2:
+        rest = slice_last(g, g.producer.get(users[0].input[1]))
+        if users[0].input[0] == out and rest is not None and rest[0] == rot and g.producer[users[0].input[1]].input[0] == x_slice.input[0]:
+            return x_slice.input[0], users[0]
+        return x, None
+    if span is not None:
+        return None
+    return x, None
+
+
+def _contrib_rotary(g: Graph, spec, dtype: int, caches: dict, angles: tuple, whole: str, partial_cat, replaced, out: str, attrs: dict) -> bool:
+    """com.microsoft RotaryEmbedding with cos/sin tables over max_seq_len; False when it
+    cannot take this one (no integer positions, or heads unknown for a partial rotation)."""
+    a, positions, inv_freq = angles
+    if positions is None:
+        return False
+    if a not in caches:
+        freq = g.const(inv_freq).astype(np.float32)
+        table = np.arange(spec.max_seq_len, dtype=np.float32)[:, None] * freq[None, :]
+        caches[a] = (
+            g.add_const("zoo_cos_table", np.cos(table).astype(np_dtype(dtype))),
+            g.add_const("zoo_sin_table", np.sin(table).astype(np_dtype(dtype))),
+        )
+    cos_c, sin_c = caches[a]
+    heads = _heads_of(g, whole)
+    if partial_cat is not None and heads is None:  # the contrib op wants num_heads with rotary_embedding_dim
+        return False
+    g.drop(replaced)
+    extra = {"num_heads": heads} if partial_cat is not None else {}
+    g.node("RotaryEmbedding", [whole, positions, cos_c, sin_c], [out], base="zoo_rotary", domain=MS, **attrs, **extra)
+    return True
+
+
+def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
+    choice = plan["rotary"]
+    count, unmatched = 0, 0
+    caches: dict = {}
+    for add in [n for n in g.g.node if n.op_type == "Add"]:
+        m = match_rotary(g, add)
+        if m is None:
+            continue
+        found = _angles(g, m["cos"], m["sin"]) if choice != DECOMPOSED else None
+        rotated = _rotated(g, m, add.output[0]) if found is not None else None
+        if rotated is None:
+            unmatched += 1
+            continue
+        whole, partial_cat = rotated
+        attrs = {"rotary_embedding_dim": 2 * m["half"]} if partial_cat is not None else {}
+        target_out = partial_cat.output[0] if partial_cat is not None else add.output[0]
+        replaced = partial_cat if partial_cat is not None else add
+        if choice == "onnx:RotaryEmbedding":
+            a = found[0]
+            if a not in caches:
+                caches[a] = (g.node("Cos", [a], base="zoo_cos_cache")[0], g.node("Sin", [a], base="zoo_sin_cache")[0])
+            g.drop(replaced)
+            g.node("RotaryEmbedding", [whole, *caches[a]], [target_out], base="zoo_rotary", **attrs)
+        elif choice == f"{MS}:RotaryEmbedding":
+            if not _contrib_rotary(g, spec, dtype, caches, found, whole, partial_cat, replaced, target_out, attrs):
+                unmatched += 1
+                continue
+        else:
+            raise ExportError(f"unknown rotary lowering {choice!r}")
+        count += 1
+    g.finish()
+    if count:
+        return {"why": [WHY[(target, "rotary")]], "decomposed": unmatched}
+    if not unmatched:
+        return {"why": []}
+    return {"why": [f"kept decomposed for {target} by plan" if choice == DECOMPOSED else "the rotary subgraph did not match: kept decomposed"],
+            "decomposed": unmatched}

@@ -1,0 +1,25 @@
+"""Reduced-precision graph passes, ONNX to ONNX (onnx, numpy and ONNX Runtime's offline
+converters only; nothing here runs a graph):
+
+- ``fp16`` (to_fp16): float16 weights and compute; norms, softmax with its scores and
+  position math stay float32; float16 cache, float32 logits.
+- ``int8`` (to_int8): weight-only int8 blocks (ONNX Runtime's MatMulNBits), the outlier
+  input channels of each matmul in float32 as the calibration (zoo.app.convert.calibrate)
+  found them; the token embedding and a tied output projection share one int8 table.
+- ``dynamic``: the dynamic quantization of VERSION 1, kept to compare with.
+
+The build step that runs them, measures them and writes the manifest's record is
+zoo.app.convert.
+"""
+
+from passes.precision.fp16 import CACHE_PREFIXES, KEPT_FP32_OPS, drop_round_trips, fp32_nodes, to_fp16
+from passes.precision.graph import quiet_logs, reinfer, topological_sort
+from passes.precision.int8 import Int8Options, to_int8
+
+# Part of an artifact's identity: bump when the conversion changes, so earlier builds are not reused.
+VERSION = 2
+
+__all__ = [
+    "VERSION", "CACHE_PREFIXES", "KEPT_FP32_OPS", "Int8Options", "drop_round_trips", "fp32_nodes",
+    "quiet_logs", "reinfer", "to_fp16", "to_int8", "topological_sort",
+]

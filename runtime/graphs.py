@@ -1,0 +1,62 @@
+"""The graphs of an artifact run once, uncached, on one batch: the sessions, the
+empty past each graph's declared cache dtype asks for, and which attention mask's
+real positions count for each output (what parity, calibration and measurement share)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.session import empty_past, session_options
+from zoo.spec.errors import ExportError
+
+
+def output_masks(family: str, inputs: dict) -> dict[str, np.ndarray | None]:
+    """The attention mask whose real positions count, per output name."""
+    if family == "encoder-decoder":
+        enc, dec = inputs["encoder"]["attention_mask"], inputs["decoder"]["decoder_attention_mask"]
+        return {"encoder_hidden_states": enc, "logits": dec}
+    mask = inputs["model"]["attention_mask"]
+    # the pooler reads the first position: a row padded on the left pools a padding slot
+    return {"last_hidden_state": mask, "logits": mask, "pooler_output": mask[:, 0]}
+
+
+_ORT_FLOATS = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+def past_dtype(session, default=np.float32):
+    """The dtype a session's graph declares for its past.* inputs (float16 in an fp16
+    artifact, whatever the spec's dtype); ``default`` when it has none or numpy lacks it."""
+    for i in session.get_inputs():
+        if i.name.startswith("past."):
+            return _ORT_FLOATS.get(i.type, default)
+    return default
+
+
+def run_graphs(sessions: dict, graphs, inputs: dict, cache, batch: int, float_np=None) -> dict[str, np.ndarray]:
+    """One uncached pass through ``graphs`` in order: each gets its token inputs, the
+    outputs of the graphs before it (the decoder's cross.* from the encoder) and an
+    empty past of the dtype the graph declares (``float_np`` where it declares none
+    numpy has); returns every output (all of a session's, taps included) by name."""
+    got: dict[str, np.ndarray] = {}
+    for graph in graphs:
+        feed = dict(inputs[graph.name])
+        for t in graph.inputs:
+            if t.name in got:
+                feed[t.name] = got[t.name]
+        if cache is not None and graph.name != "encoder":
+            feed.update(empty_past(cache, batch, past_dtype(sessions[graph.name], float_np or np.float32)))
+        names = [o.name for o in sessions[graph.name].get_outputs()]
+        got.update(zip(names, sessions[graph.name].run(names, feed)))
+    return got
+
+
+def open_sessions(paths: dict, spec, providers: list[str]) -> dict:
+    """ONNX Runtime sessions of the graphs at ``paths``; a graph the provider cannot
+    run is an ExportError naming the dtype."""
+    try:
+        return {name: ort.InferenceSession(str(p), sess_options=session_options(), providers=providers) for name, p in paths.items()}
+    except Exception as e:  # onnxruntime raises its own types; NOT_IMPLEMENTED means a missing kernel
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = " (bfloat16 needs a provider with bfloat16 kernels, such as CUDA; use float16 or float32 on CPU)" if spec.dtype == "bfloat16" else ""
+        raise ExportError(f"{spec.name}: ONNX Runtime ({providers[0]}) cannot run the {spec.dtype} graph: {detail}{hint}") from e

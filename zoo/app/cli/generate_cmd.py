@@ -1,0 +1,148 @@
+"""``zoo generate``: text generation with the KV cache on ONNX Runtime (no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from zoo.app.cli.build_cmds import _parse_ids
+from zoo.spec.errors import InputError
+
+
+def register(sub) -> None:
+    g = sub.add_parser(
+        "generate",
+        help="generate tokens from an artifact with a KV cache (greedy or sampled)",
+        description="Generate from a decoder-only or encoder-decoder artifact on ONNX Runtime. Greedy unless "
+        "--temperature, --top-k, --top-p or --sample is given; --temperature 0 is greedy. Stops at an EOS id "
+        "(the spec's tokens.eos, or --eos) or after --max-new-tokens.",
+    )
+    g.add_argument("artifact", type=Path, help="artifact folder (from zoo build)")
+    g.add_argument("--ids", action="append", metavar="1,2,3", help="prompt token ids (repeat for a batch)")
+    g.add_argument("--text", action="append", help="prompt text (repeat for a batch), for artifacts that carry a tokenizer")
+    g.add_argument("--decoder-ids", action="append", metavar="0", help="encoder-decoder: decoder prefix per prompt (default: tokens.decoder_start)")
+    g.add_argument("--max-new-tokens", type=int, default=32, help="most tokens to generate per prompt (default 32)")
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy (implied by the three options below)")
+    g.add_argument("--temperature", type=float, help="divide the logits by T before sampling (0: greedy)")
+    g.add_argument("--top-k", type=int, help="sample among the K most likely tokens (0: all)")
+    g.add_argument("--top-p", type=float, help="sample among the most likely tokens whose probabilities sum to P, in (0, 1]")
+    g.add_argument("--seed", type=int, help="seed of the sampler: the same seed gives the same tokens")
+    g.add_argument("--eos", metavar="ID[,ID]", help="ids that end a sequence (default: the spec's tokens.eos); 'none' never stops early")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="execution provider (default: CUDA if available)")
+    g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
+    g.add_argument(
+        "--io-binding",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="keep the cache in ONNX Runtime's memory between steps (auto: on for CUDA)",
+    )
+    g.add_argument("--json", action="store_true", help="print the tokens and timings as JSON")
+    g.add_argument(
+        "--strict", action="store_true",
+        help="refuse to run when attention or matmul nodes fell back to CPU on a CUDA session (default: warn)",
+    )
+    g.set_defaults(func=cmd_generate)
+
+
+def _eos(text: str | None):
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    return tuple(_parse_ids([text], "--eos")[0])
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from runtime.generate import Generator
+    from runtime.session import Session
+
+    config = _config(args)
+    if args.threads < 0:
+        raise InputError("--threads must be >= 0")
+    io_binding = None if args.io_binding == "auto" else args.io_binding == "on"
+    session = Session(args.artifact, device=args.device, threads=args.threads or None, strict=args.strict)
+    gen = Generator(session, io_binding=io_binding)
+    prompts, decoder_prompts, tokenizer = _prompts(args, gen.session)
+    show = (lambda t: tokenizer.token(t)) if tokenizer else (lambda t: f" {t}")
+    streaming = len(prompts) == 1 and not args.json
+    steps = gen.stream(prompts, config, decoder_prompts=decoder_prompts)  # checks the prompts before anything is printed
+    if streaming:
+        print(f"[0] {_prompt(prompts[0], tokenizer)} ->", end="", flush=True)
+
+    done = False  # row 0 finished at an earlier step: later tokens are filler
+    for step in steps:
+        if streaming and not done:
+            print(show(int(step.tokens[0])), end="", flush=True)
+        done = bool(step.finished[0])
+    result = gen.last
+    if args.json:
+        print(json.dumps({"tokens": result.tokens, **result.summary(), "threads": args.threads or None}, indent=2))
+        return 0
+    if streaming:
+        print()
+    else:
+        for i, (prompt, toks) in enumerate(zip(prompts, result.tokens)):
+            print(f"[{i}] {_prompt(prompt, tokenizer)} ->" + "".join(show(t) for t in toks))
+    _print_figures(result, config, gen.io_binding, args.threads, len(prompts))
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    """The GenerationConfig of the flags: any sampling flag turns sampling on."""
+    from runtime.generate import GenerationConfig
+
+    sampled = args.sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        sample=sampled,
+        temperature=1.0 if args.temperature is None else args.temperature,
+        top_k=args.top_k or 0,
+        top_p=1.0 if args.top_p is None else args.top_p,
+        seed=args.seed,
+        eos=_eos(args.eos),
+    )
+
+
+def _prompts(args: argparse.Namespace, session):
+    """(prompts, decoder prompts or None, tokenizer or None) from --text / --ids / --decoder-ids."""
+    tokenizer = None
+    if args.text:
+        from runtime.tokenizer import Tokenizer
+
+        if args.ids:
+            raise InputError("give --text or --ids, not both")
+        tokenizer = Tokenizer(session.artifact)
+        prompts = [tokenizer.encode(t) for t in args.text]
+    elif args.ids:
+        prompts = _parse_ids(args.ids, "--ids")
+    else:
+        raise InputError("give a prompt: --ids 1,2,3 (or --text, for an artifact with a tokenizer)")
+    decoder_prompts = _parse_ids(args.decoder_ids, "--decoder-ids") if args.decoder_ids else None
+    if decoder_prompts is not None and session.family != "encoder-decoder":
+        raise InputError("--decoder-ids is for encoder-decoder artifacts")
+    return prompts, decoder_prompts, tokenizer
+
+
+def _print_figures(result, config, io_binding: bool, threads_flag: int, rows: int) -> None:
+    """Provider, token count and timing, on stderr (stdout carries the tokens)."""
+    threads = threads_flag or os.cpu_count()
+    mode = "sampled" + (f", seed {config.seed}" if config.seed is not None else ", no seed") if not config.greedy else "greedy"
+    print(
+        f"provider  {result.provider}, io binding {'on' if io_binding else 'off'}"
+        + (f", {threads} threads" if "CPU" in result.provider else ""),
+        file=sys.stderr,
+    )
+    reasons = ", ".join(sorted(set(result.finish_reasons)))
+    print(f"tokens    {sum(len(t) for t in result.tokens)} new ({mode}; stopped by {reasons})", file=sys.stderr)
+    rate = f"{result.decode_tokens_per_s:.1f} tokens/s" if result.step_seconds else "n/a (one step)"
+    batch = f", batch throughput {result.throughput:.1f} tokens/s" if rows > 1 and result.step_seconds else ""
+    print(f"timing    time to first token {result.time_to_first_token_s * 1e3:.1f} ms, decode {rate}{batch}", file=sys.stderr)
+
+
+def _prompt(ids: list[int], tokenizer) -> str:
+    if tokenizer is not None:
+        return repr("".join(tokenizer.token(t) for t in ids))
+    return " ".join(str(t) for t in ids)

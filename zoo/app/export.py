@@ -1,0 +1,24 @@
+"""The build's first stage: every graph of the contract exported from the torch module
+(compiler.export) and saved as a checked ONNX file (passes.files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compiler.export import export_graph
+from compiler.model import graph_modules
+from passes.files import graph_record, save_graph
+from zoo.spec.contract import graphs_for
+
+
+def export_all(model, spec, folder: Path, on_graph=None) -> dict[str, dict]:
+    """Export every graph of the contract into ``folder``; returns per graph its
+    file(s), node count and weight bytes. ``on_graph(name)`` is called before each."""
+    modules = graph_modules(model)
+    info = {}
+    for graph in graphs_for(spec):
+        if on_graph:
+            on_graph(graph.name)
+        proto = export_graph(modules[graph.name], spec, graph)
+        info[graph.name] = graph_record(proto, save_graph(proto, Path(folder) / graph.file))
+    return info

@@ -1,0 +1,363 @@
+"""The spec language: pydantic models for a transformer architecture.
+
+Everything is frozen and ``extra="forbid"``: an unknown key is an error, never
+ignored. Variants are tagged unions on ``kind`` (positional encodings), options
+that exclude each other are one ``Literal`` field. Cross-field rules live in
+``ModelSpec``'s validator and put the numbers in the message; derived values
+(head_dim, parameter count) are computed here, in one place.
+
+This module imports neither torch nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+
+Family = Literal["encoder-only", "decoder-only", "encoder-decoder"]
+Score = Literal["scaled-dot", "dot", "additive", "bilinear"]
+Activation = Literal["relu", "gelu", "gelu-tanh", "silu"]
+NormKind = Literal["layernorm", "rmsnorm"]
+Placement = Literal["pre", "post"]
+DType = Literal["float32", "float16", "bfloat16"]
+
+# Integers are strict: YAML `true`, "12" or 3.0 where a count belongs is an error, not 1, 12 or 3.
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+
+# Upper bounds far above any real model (Llama 3.1: vocabulary 128,256, context 131,072,
+# width 16,384, 126 layers), so a typo like 1e12 is an error at validation instead of
+# an allocation that takes the machine down. Memory is checked again at build time.
+MAX_SIZE = {
+    "vocab_size": 16_777_216,  # 2**24
+    "max_seq_len": 4_194_304,  # 2**22
+    "d_model": 262_144,
+    "hidden": 1_048_576,
+    "heads": 4096,
+    "layers": 4096,
+    "buckets": 65_536,
+}
+
+SCORES: tuple[str, ...] = Score.__args__  # type: ignore[attr-defined]
+FAMILIES: tuple[str, ...] = Family.__args__  # type: ignore[attr-defined]
+
+
+class FieldIssue(ValueError):
+    """A cross-field rule broken at ``path`` (field names from the spec root).
+
+    ``where`` is the field whose line an error report points at, when that is not
+    ``path`` itself (a missing stack is reported at the ``family`` line)."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str, where: tuple[str | int, ...] | None = None):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+        self.where = where if where is not None else path
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------- positional
+
+
+class Sinusoidal(_Strict):
+    """Fixed sin/cos absolute positions added to the token embeddings (Vaswani et al.)."""
+
+    kind: Literal["sinusoidal"] = "sinusoidal"
+    layout: Literal["interleaved", "halves"] = Field(
+        "interleaved",
+        description="interleaved: sin, cos alternate over the dimensions (Vaswani); halves: sin on the first half, cos on the second (Marian)",
+    )
+
+
+class Learned(_Strict):
+    """A learned absolute position table of ``max_seq_len + offset`` rows (GPT-2, BERT);
+    position p reads row p + offset (BART keeps 2 unused rows: offset 2)."""
+
+    kind: Literal["learned"] = "learned"
+    offset: Int = Field(0, ge=0, le=MAX_SIZE["max_seq_len"], description="rows before position 0 in the table (2 for BART)")
+
+
+class Rope(_Strict):
+    """Rotary embeddings on queries and keys (RoFormer, Llama); ``fraction`` < 1 rotates
+    only the first ``fraction * head_dim`` dimensions of each head (GPT-NeoX style)."""
+
+    kind: Literal["rope"] = "rope"
+    theta: float = Field(10000.0, gt=0, description="base of the rotation frequencies")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated")
+
+
+class Alibi(_Strict):
+    """Linear distance penalties per head added to the scores (Press et al.)."""
+
+    kind: Literal["alibi"] = "alibi"
+
+
+class RelativeBias(_Strict):
+    """T5's learned bias per head over log-bucketed relative distances; bidirectional
+    in encoders, causal in decoders; computed by the first layer, shared by all."""
+
+    kind: Literal["relative-bias"] = "relative-bias"
+    buckets: PositiveInt = Field(32, ge=2, le=MAX_SIZE["buckets"], description="number of distance buckets")
+    max_distance: PositiveInt = Field(128, ge=2, le=MAX_SIZE["max_seq_len"], description="distance beyond which buckets saturate")
+
+
+class NoPositional(_Strict):
+    """No positional information (a bag of tokens, or position from causality alone)."""
+
+    kind: Literal["none"] = "none"
+
+
+Positional = Annotated[
+    Union[Sinusoidal, Learned, Rope, Alibi, RelativeBias, NoPositional],
+    Field(discriminator="kind"),
+]
+POSITIONAL_KINDS: tuple[str, ...] = ("sinusoidal", "learned", "rope", "alibi", "relative-bias", "none")
+
+# --------------------------------------------------------------------------- blocks
+
+
+class Attention(_Strict):
+    heads: PositiveInt = Field(le=MAX_SIZE["heads"], description="number of query heads")
+    kv_heads: Optional[PositiveInt] = Field(
+        None, description="key/value heads: = heads (MHA, the default), < heads (GQA), 1 (MQA)"
+    )
+    score: Score = Field(
+        "scaled-dot",
+        description="scaled-dot: qk/sqrt(d); dot: qk; additive: v.tanh(Wq q + Wk k); bilinear: q W k",
+    )
+    bias: Union[bool, Literal["qkv"]] = Field(
+        True, description="bias on the q, k, v and output projections; 'qkv': on q, k and v only (Qwen2)"
+    )
+    window: Optional[PositiveInt] = Field(
+        None, description="sliding window: a query sees at most this many keys around it (itself included)"
+    )
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.bias is not False
+
+    @property
+    def out_bias(self) -> bool:
+        return self.bias is True
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads if self.kv_heads is not None else self.heads
+
+
+class FeedForward(_Strict):
+    hidden: PositiveInt = Field(le=MAX_SIZE["hidden"], description="inner width of the feed-forward block")
+    activation: Activation = "gelu"
+    gated: bool = Field(False, description="gated linear unit: act(x W1) * (x W3) -> SwiGLU / GeGLU")
+    bias: bool = True
+
+
+class Norm(_Strict):
+    kind: NormKind = "layernorm"
+    placement: Placement = "pre"
+    eps: float = Field(1e-5, gt=0, lt=1)
+    final: Optional[bool] = Field(
+        None, description="norm after the last layer; defaults to true for pre-norm, false for post-norm"
+    )
+
+    @property
+    def has_final(self) -> bool:
+        return self.final if self.final is not None else self.placement == "pre"
+
+
+class Stack(_Strict):
+    """A stack of identical layers (the encoder or the decoder)."""
+
+    layers: PositiveInt = Field(le=MAX_SIZE["layers"])
+    attention: Attention
+    ffn: FeedForward
+    norm: Norm = Norm()
+
+
+class Embedding(_Strict):
+    tie_output: bool = Field(True, description="output projection shares the token embedding matrix")
+    scale_by_sqrt_d: bool = Field(False, description="multiply token embeddings by sqrt(d_model)")
+    scale_output_by_inv_sqrt_d: bool = Field(
+        False, description="multiply the last hidden states by 1/sqrt(d_model) before the output projection (T5)"
+    )
+    token_types: Int = Field(
+        0,
+        ge=0,
+        le=MAX_SIZE["vocab_size"],
+        description="rows of a token-type table (BERT's segments; 0 = none). The graphs take no token-type "
+        "input, so row 0 is added to every token (what BERT does without token_type_ids)",
+    )
+    norm: bool = Field(
+        False,
+        description="a norm after token and absolute position embeddings, one per stack, of the stack's norm kind and eps "
+        "(BERT, BART's layernorm_embedding)",
+    )
+    output_transform: bool = Field(
+        False,
+        description="dense d_model -> d_model, the last stack's ffn activation and a norm before the output projection "
+        "(BERT's MLM head transform)",
+    )
+    output_bias: bool = Field(False, description="a vocab-sized bias added to the logits (BERT's MLM bias, BART's final_logits_bias)")
+    pooler: bool = Field(
+        False,
+        description="encoder-only: an extra output pooler_output (batch, d_model) = tanh(dense(first token's hidden state)) (BERT)",
+    )
+
+
+class Tokens(_Strict):
+    """Special token ids the generation loop uses (Hugging Face's generation config)."""
+
+    bos: Optional[Int] = Field(None, ge=0, description="beginning-of-sequence id")
+    eos: list[Int] = Field(default_factory=list, description="ids that end a generated sequence (one id or a list)")
+    pad: Optional[Int] = Field(None, ge=0, description="padding id (filler after a sequence ends)")
+    decoder_start: Optional[Int] = Field(
+        None, ge=0, description="encoder-decoder: the first decoder token (default: pad, else bos, else 0)"
+    )
+
+    @field_validator("eos", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("eos")
+    @classmethod
+    def _non_negative(cls, value: list[int]) -> list[int]:
+        if any(v < 0 for v in value):
+            raise ValueError(f"token ids are >= 0, got {value}")
+        return value
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class ModelSpec(_Strict):
+    """A whole transformer: the root of a spec file."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    family: Family
+    vocab_size: PositiveInt = Field(le=MAX_SIZE["vocab_size"])
+    max_seq_len: PositiveInt = Field(le=MAX_SIZE["max_seq_len"])
+    d_model: PositiveInt = Field(le=MAX_SIZE["d_model"])
+    positional: Positional = Field(default_factory=Learned)
+    embedding: Embedding = Embedding()
+    encoder: Optional[Stack] = None
+    decoder: Optional[Stack] = None
+    tokens: Tokens = Tokens()
+    dropout: float = Field(0.0, ge=0, lt=1)
+    dtype: DType = "float32"
+
+    @field_validator("positional", mode="before")
+    @classmethod
+    def _positional_shorthand(cls, value: Any) -> Any:
+        # `positional: rope` is short for `positional: {kind: rope}`
+        return {"kind": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "ModelSpec":
+        wanted = {
+            "encoder-only": ("encoder",),
+            "decoder-only": ("decoder",),
+            "encoder-decoder": ("encoder", "decoder"),
+        }[self.family]
+        for part in ("encoder", "decoder"):
+            present = getattr(self, part) is not None
+            if part in wanted and not present:
+                raise FieldIssue((part,), f"family {self.family} needs a '{part}' stack", where=("family",))
+            if part not in wanted and present:
+                raise FieldIssue((part,), f"family {self.family} has no '{part}' stack; remove it")
+        for field in ("bos", "pad", "decoder_start"):
+            value = getattr(self.tokens, field)
+            if value is not None and value >= self.vocab_size:
+                raise FieldIssue(("tokens", field), f"{field}={value} is not below vocab_size={self.vocab_size}")
+        for value in self.tokens.eos:
+            if value >= self.vocab_size:
+                raise FieldIssue(("tokens", "eos"), f"eos={value} is not below vocab_size={self.vocab_size}")
+        pos = self.positional
+        if self.embedding.pooler and self.family != "encoder-only":
+            raise FieldIssue(("embedding", "pooler"), f"a pooler output exists for encoder-only models only, not {self.family}")
+        if isinstance(pos, Sinusoidal) and self.d_model % 2:
+            raise FieldIssue(("d_model",), f"sinusoidal positions need an even d_model, got d_model={self.d_model}")
+        if isinstance(pos, RelativeBias):
+            if pos.buckets < 4:
+                raise FieldIssue(
+                    ("positional", "buckets"),
+                    f"buckets={pos.buckets} is too few: relative bias needs at least 4 (half per direction in encoders)",
+                )
+            if pos.max_distance <= pos.buckets // 2:
+                raise FieldIssue(
+                    ("positional", "max_distance"),
+                    f"max_distance={pos.max_distance} must exceed buckets/2={pos.buckets // 2} (the exact-distance buckets)",
+                )
+        for part, stack in self.stacks():
+            att = stack.attention
+            where = (part, "attention")
+            if self.d_model % att.heads:
+                raise FieldIssue(
+                    where + ("heads",), f"heads={att.heads} does not divide d_model={self.d_model}"
+                )
+            if att.kv_heads is not None and att.heads % att.kv_heads:
+                raise FieldIssue(
+                    where + ("kv_heads",), f"kv_heads={att.kv_heads} does not divide heads={att.heads}"
+                )
+            head_dim = self.d_model // att.heads
+            if isinstance(self.positional, Rope):
+                rotary = self.rotary_dim(part)
+                if head_dim % 2:
+                    raise FieldIssue(
+                        where + ("heads",),
+                        f"RoPE needs an even head_dim, got head_dim={head_dim} (d_model={self.d_model} / heads={att.heads})",
+                    )
+                if rotary < 2:
+                    raise FieldIssue(
+                        ("positional", "fraction"),
+                        f"fraction={self.positional.fraction} of head_dim={head_dim} rotates no dimension pair",
+                    )
+        return self
+
+    # ---- derived values, computed in one place
+
+    def stacks(self) -> list[tuple[str, Stack]]:
+        return [(p, s) for p, s in (("encoder", self.encoder), ("decoder", self.decoder)) if s is not None]
+
+    def stack(self, part: str) -> Stack:
+        stack = getattr(self, part)
+        if stack is None:
+            raise KeyError(f"{self.name} has no {part}")
+        return stack
+
+    def head_dim(self, part: str) -> int:
+        return self.d_model // self.stack(part).attention.heads
+
+    def rotary_dim(self, part: str) -> int:
+        """Dimensions of each head that RoPE rotates (even, at most head_dim)."""
+        if not isinstance(self.positional, Rope):
+            return 0
+        rot = int(self.head_dim(part) * self.positional.fraction)
+        return rot - rot % 2
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.family == "decoder-only"
+
+    def parameter_count(self) -> int:
+        """Exact number of parameters of the compiled module (tied weights counted once)."""
+        from zoo.spec.params import count_parameters
+
+        return count_parameters(self).total
+
+
+def schema() -> dict[str, Any]:
+    """JSON Schema of a spec file (for editors); ``extends`` is the loader's key."""
+    out = ModelSpec.model_json_schema()
+    out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    out["title"] = "Transformer Zoo model spec"
+    out["properties"]["extends"] = {
+        "type": ["string", "null"],
+        "description": "a catalog name or a path (relative to this file) whose spec this one overrides",
+    }
+    return out
