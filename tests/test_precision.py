@@ -29,7 +29,7 @@ import torch
 import zoo
 from zoo.app.build import BuildOptions, build_artifact
 from compiler.builder import build
-from zoo.app.convert import fp32_nodes, to_fp16
+from passes.precision import fp32_nodes, to_fp16
 from passes.precision.matmuls import score_projections
 from compiler.trained_like import zoo_trained_like
 from runtime.artifact import load_artifact

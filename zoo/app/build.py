@@ -144,7 +144,7 @@ class BuildOptions:
 
             key += f":optimize-v{VERSION}"
         if self.precision != "fp32":
-            from zoo.app.convert import VERSION
+            from passes.precision import VERSION
 
             key += f":precision-v{VERSION}"
         return key
