@@ -15,7 +15,7 @@ from typing import Any, Iterable, Literal, Union
 
 from pydantic import BaseModel, ValidationError
 
-from zoo.spec.errors import SpecError
+from zoo.spec.errors import SpecError, one_line
 from zoo.spec.reader import LineMap
 from zoo.spec.model import FieldIssue, ModelSpec
 
@@ -158,10 +158,6 @@ _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "l
 _BOUND_KEYS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def describe(err: dict[str, Any]) -> tuple[tuple, str]:
     """(field path, message) of one pydantic error dict."""
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
@@ -211,7 +207,7 @@ def describe(err: dict[str, Any]) -> tuple[tuple, str]:
     message = str(err.get("msg", kind))
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    return path, _one_line(message)
+    return path, one_line(message)
 
 
 def spec_errors(exc: ValidationError, lines: LineMap) -> list[SpecError]:

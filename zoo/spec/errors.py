@@ -55,3 +55,8 @@ class InputError(ZooError):
 
 class OutputError(ZooError):
     """A run whose outputs hold NaN or inf: refused rather than handed back as if it were a result."""
+
+
+def one_line(text) -> str:
+    """``text`` with its whitespace runs (newlines included) as single spaces: a message on one line."""
+    return " ".join(str(text).split())

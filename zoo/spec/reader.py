@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import yaml
 from yaml.constructor import SafeConstructor
 
-from zoo.spec.errors import SpecError
+from zoo.spec.errors import SpecError, one_line
 
 MAX_BYTES = 1 << 20  # 1 MiB: no architecture needs more
 MAX_DEPTH = 64
@@ -128,10 +128,6 @@ def _tag_text(tag: str) -> str:
     return "!!" + tag[len(_YAML):] if tag.startswith(_YAML) else tag
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _yaml_error(err: yaml.YAMLError, label: str) -> SpecError:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     line = mark.line + 1 if mark is not None else None
@@ -140,7 +136,7 @@ def _yaml_error(err: yaml.YAMLError, label: str) -> SpecError:
     problem = getattr(err, "problem", None) or str(err)
     context = getattr(err, "context", None)
     message = f"{context}: {problem}" if context else problem
-    return SpecError(f"invalid YAML: {_one_line(message)}", label, line)
+    return SpecError(f"invalid YAML: {one_line(message)}", label, line)
 
 
 # --------------------------------------------------------------------------- constructing

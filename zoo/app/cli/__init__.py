@@ -11,7 +11,7 @@ import os
 import sys
 
 from zoo import __version__
-from zoo.spec.errors import ZooError
+from zoo.spec.errors import ZooError, one_line
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         for e in [err, *getattr(err, "others", [])]:
-            print(f"error: {_one_line(str(e))}", file=sys.stderr)
+            print(f"error: {one_line(str(e))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         if args.debug:
@@ -56,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"internal error: {type(err).__name__}: {_one_line(str(err))} (run with --debug for the traceback)",
+            f"internal error: {type(err).__name__}: {one_line(str(err))} (run with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
