@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from zoo.spec.errors import ZooError
+from zoo.spec.files import atomic_file
 
 _CODES = {
     torch.float32: "F32",
@@ -56,16 +57,11 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for name in sorted(tensors):
-                f.write(_bytes(tensors[name]))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in sorted(tensors):
+            f.write(_bytes(tensors[name]))
 
 
 def _header(f, path: Path, size: int) -> tuple[dict, int]:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
+
+from zoo.spec.files import write_atomic
 
 Color = tuple[int, int, int]
 
@@ -117,22 +118,8 @@ def encode_png(width: int, height: int, rgb: bytes | bytearray) -> bytes:
 
 
 def save(png: bytes, path: str | os.PathLike[str]) -> None:
-    """Write ``png`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
-    target = os.path.abspath(path)
-    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 less the umask, as open() would
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(png)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``png`` to ``path`` atomically (zoo.spec.files)."""
+    write_atomic(path, png)
 
 
 # --------------------------------------------------------------------------- canvas

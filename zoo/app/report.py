@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from zoo.app import charts
+from zoo.spec.files import write_atomic
 
 PACKAGES = ("onnxruntime", "onnxruntime-gpu", "numpy", "onnx", "torch", "pydantic", "transformers")
 
@@ -246,13 +247,7 @@ def write_report(result: dict, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(result["models"], out)
     files = {"json": out / "compare.json", "markdown": out / "compare.md"}
-    _atomic_text(files["json"], json.dumps(result, indent=2) + "\n")
-    _atomic_text(files["markdown"], markdown_report(result, plots) + "\n")
+    write_atomic(files["json"], json.dumps(result, indent=2) + "\n")
+    write_atomic(files["markdown"], markdown_report(result, plots) + "\n")
     files.update({name: out / name for name in plots.values()})
     return files
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
