@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from zoo.spec.errors import ExportError
+from passes.precision.graph import topological_sort
 
 
 class Graph:
@@ -93,31 +93,13 @@ class Graph:
             if len(keep) == len(nodes):
                 break
             nodes = keep
-        producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
-        order, state = [], [0] * len(nodes)  # 0 new, 1 on the stack, 2 placed
-        for start in range(len(nodes)):
-            stack = [start]
-            while stack:
-                k = stack[-1]
-                if state[k] == 2:
-                    stack.pop()
-                    continue
-                state[k] = 1
-                deps = [producer[i] for i in nodes[k].input if i in producer and state[producer[i]] != 2]
-                if any(state[d] == 1 for d in deps):
-                    raise ExportError(f"graph optimization left a cycle at {nodes[k].op_type} {nodes[k].name}")
-                if deps:
-                    stack.extend(deps)
-                else:
-                    state[k] = 2
-                    order.append(nodes[k])
-                    stack.pop()
-        used = {i for n in order for i in n.input}
+        used = {i for n in nodes for i in n.input}
         inits = [i for i in self.g.initializer if i.name in used or i.name in self.outputs]
         del self.g.node[:]
-        self.g.node.extend(order)
+        self.g.node.extend(nodes)
         del self.g.initializer[:]
         self.g.initializer.extend(inits)
+        topological_sort(self.model, "graph optimization left a cycle")
         self.removed, self.added = set(), []
         self.index()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import onnx
+import onnx_ir as ir
 
 from zoo.spec.errors import ExportError
 
@@ -31,37 +32,21 @@ def value_types(proto: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def topological_sort(proto: onnx.ModelProto) -> None:
+def topological_sort(proto: onnx.ModelProto, cycle: str = "the converted graph has a cycle") -> None:
     """Order the nodes so that each comes after the producers of its inputs (the
-    converter appends the casts it inserts at the end; onnx.checker wants order)."""
-    g = proto.graph
-    available = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
-    producers: dict[str, int] = {}
-    for i, node in enumerate(g.node):
-        for o in node.output:
-            producers[o] = i
-    waiting: dict[int, set[int]] = {}
-    users: dict[int, list[int]] = {}
-    for i, node in enumerate(g.node):
-        deps = {producers[v] for v in node.input if v not in available and v in producers}
-        waiting[i] = deps
-        for d in deps:
-            users.setdefault(d, []).append(i)
-    ready = [i for i, d in waiting.items() if not d]
-    order: list[int] = []
-    while ready:
-        ready.sort(reverse=True)  # keep the original order where it is free
-        i = ready.pop()
-        order.append(i)
-        for u in users.get(i, []):
-            waiting[u].discard(i)
-            if not waiting[u]:
-                ready.append(u)
-    if len(order) != len(g.node):
-        raise ExportError("the converted graph has a cycle")
-    nodes = [g.node[i] for i in order]
-    del g.node[:]
-    g.node.extend(nodes)
+    converter appends the casts it inserts at the end; onnx.checker wants order).
+    onnx_ir's stable sort (the original order kept where it is free) gives the order;
+    the node protos themselves are only moved, nothing else in ``proto`` changes.
+    ``cycle``: the ExportError's message when no order exists."""
+    model = ir.from_proto(proto)
+    position = {node: i for i, node in enumerate(model.graph)}
+    try:
+        model.graph.sort()
+    except ValueError as e:
+        raise ExportError(cycle) from e
+    nodes = [proto.graph.node[position[node]] for node in model.graph]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
 
 
 def reinfer(proto: onnx.ModelProto) -> onnx.ModelProto:
