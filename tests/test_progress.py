@@ -1,4 +1,4 @@
-"""zoo.app.progress: quiet off a terminal until the end, redrawn on one, silent under ZOO_QUIET."""
+"""zoo.app.progress (drawn by rich): quiet off a terminal until the end, redrawn on one, silent under ZOO_QUIET."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import time
 import pytest
 
 from zoo.app import progress
+
+
+ERASE = "\r\033[2K"  # rich's redraw: back to the line's start, erase the line
 
 
 class Terminal(io.StringIO):
@@ -48,7 +51,7 @@ def test_step_on_a_terminal_spins(stream, monkeypatch):
     with progress.step("building"):
         time.sleep(0.1)
     text = out.getvalue()
-    assert "\r\033[K" in text and any(c in text for c in progress.SPINNER)
+    assert ERASE in text and any(c in text for c in progress.SPINNER)
     assert text.endswith("✓ building (0.1s)\n") or "✓ building (" in text.splitlines()[-1]
 
 
@@ -64,7 +67,7 @@ def test_bar_on_a_terminal_redraws(stream, monkeypatch):
     out = stream(Terminal)
     for _ in progress.bar(iter(range(4)), total=4):
         pass
-    assert out.getvalue().count("\r\033[K") >= 4 and "4/4" in out.getvalue()
+    assert out.getvalue().count(ERASE) >= 4 and "4/4" in out.getvalue()
 
 
 def test_bar_without_total(stream):
