@@ -1,4 +1,4 @@
-"""Attention: score functions (one registry keyed by the spec's literal, one
+"""Attention: score functions (the implementations of zoo.spec.variants.SCORES, one
 signature), the shared attend() step, and separate self- and cross-attention layers.
 
 Every score maps q (B, H, Tq, hd), k (B, KV, Tk, hd) -> scores (B, H, Tq, Tk), where
@@ -18,6 +18,9 @@ from typing import Callable, Optional
 
 import torch
 from torch import nn
+
+from compiler.variants import implement
+from zoo.spec import variants
 
 Rotate = Callable[[torch.Tensor], torch.Tensor]
 KV = tuple[torch.Tensor, torch.Tensor]  # a layer's cached keys and values, each (B, kv_heads, T, hd)
@@ -97,12 +100,15 @@ class Bilinear(nn.Module):
         return grouped_qk(q @ self.w, k)  # (B, H, Tq, Tk)
 
 
-SCORES: dict[str, type[nn.Module]] = {
-    "scaled-dot": ScaledDot,
-    "dot": Dot,
-    "additive": Additive,
-    "bilinear": Bilinear,
-}
+SCORES: dict[str, type[nn.Module]] = implement(
+    variants.SCORES,
+    {
+        "scaled-dot": ScaledDot,
+        "dot": Dot,
+        "additive": Additive,
+        "bilinear": Bilinear,
+    },
+)
 
 
 def attend(

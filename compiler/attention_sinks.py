@@ -31,10 +31,11 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from compiler.variants import variant_of
+
 SHARED = 1.0  # the normal tokens' massive channels, in units of the embedding's typical value
 HEAD_DIM_NAMES = ("head_dim", "attention_head_size", "key_value_proj_dim")
 PAIRS = (("q", "k"), ("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"))
-NON_DOT_SCORES = ("Additive", "Bilinear")
 
 
 @dataclass
@@ -63,8 +64,9 @@ def targets(model: nn.Module, unscaled: list, gen: torch.Generator) -> list[Targ
     found = []
     for m in model.modules():
         hd = _head_dim(m)
-        if hd is None or type(getattr(m, "score", None)).__name__ in NON_DOT_SCORES:
-            continue
+        score = getattr(m, "score", None)
+        if hd is None or (score is not None and getattr(variant_of(score), "dot_product", None) is None):
+            continue  # a zoo score that is not a plain q.k (additive, bilinear: zoo.spec.variants.SCORES)
         scale = 1.0 if m in unscaled else math.sqrt(hd)
         fused = getattr(m, "c_attn", None)
         if fused is not None and type(fused).__name__ == "Conv1D":

@@ -7,16 +7,17 @@ import math
 import torch
 from torch import nn
 
-from compiler import positional as pos
-from compiler.attention import SCORES, Additive, Bilinear, CrossAttention, SelfAttention
-from compiler.ffn import FeedForward
+from compiler.attention import SCORES, CrossAttention, SelfAttention
+from compiler.ffn import FFN_KINDS
 from compiler.layers import CrossDecoderLayer, DecoderLayer, EncoderLayer, Residual
 from compiler.model import DecoderOnlyModel, EncoderDecoderModel, EncoderOnlyModel, OutputTransform, Stack, ZooModel
-from compiler.norms import NORMS, RMSNorm
+from compiler.norms import NORMS
+from compiler.positional import POSITIONAL
+from compiler.variants import init_weights
+from zoo.spec import variants
 from zoo.spec.model import ModelSpec, Stack as StackSpec
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-INIT_STD = 0.02
 
 
 def build(spec: ModelSpec, *, seed: int = 0) -> ZooModel:
@@ -67,29 +68,19 @@ def build_stack(spec: ModelSpec, part: str) -> Stack:
     causal = part == "decoder"
     crossed = causal and spec.family == "encoder-decoder"
     layers = [build_layer(spec, stack, causal=causal, crossed=crossed) for _ in range(stack.layers)]
-    absolute = rotary = score_bias = None
-    p = spec.positional
-    if p.kind == "sinusoidal":
-        absolute = pos.Sinusoidal(spec.d_model, halves=p.layout == "halves")
-    elif p.kind == "learned":
-        absolute = pos.Learned(spec.max_seq_len, spec.d_model, offset=p.offset)
-    elif p.kind == "rope":
-        rotary = pos.Rotary(spec.rotary_dim(part), theta=p.theta)
-    elif p.kind == "alibi":
-        score_bias = pos.Alibi(stack.attention.heads)
-    elif p.kind == "relative-bias":
-        score_bias = pos.RelativeBias(
-            stack.attention.heads, buckets=p.buckets, max_distance=p.max_distance, bidirectional=not causal
-        )
+    hooks = {"absolute": None, "rotary": None, "score-bias": None}
+    hook = variants.POSITIONAL[spec.positional.kind].hook
+    if hook is not None:
+        hooks[hook] = POSITIONAL[spec.positional.kind].from_spec(spec, part)
     norm = stack.norm
     return Stack(
         layers=layers,
         causal=causal,
         window=stack.attention.window,
-        absolute=absolute,
+        absolute=hooks["absolute"],
         embed_norm=NORMS[norm.kind](spec.d_model, eps=norm.eps) if spec.embedding.norm else None,
-        rotary=rotary,
-        score_bias=score_bias,
+        rotary=hooks["rotary"],
+        score_bias=hooks["score-bias"],
         final_norm=NORMS[norm.kind](spec.d_model, eps=norm.eps) if norm.has_final else None,
         dropout=spec.dropout,
     )
@@ -115,13 +106,8 @@ def build_layer(spec: ModelSpec, stack: StackSpec, *, causal: bool, crossed: boo
     def residual() -> Residual:
         return Residual(NORMS[norm.kind](spec.d_model, eps=norm.eps), pre=norm.placement == "pre", dropout=spec.dropout)
 
-    ffn = FeedForward(
-        spec.d_model,
-        stack.ffn.hidden,
-        activation=stack.ffn.activation,
-        gated=stack.ffn.gated,
-        bias=stack.ffn.bias,
-        dropout=spec.dropout,
+    ffn = FFN_KINDS[stack.ffn.kind](
+        spec.d_model, stack.ffn.hidden, activation=stack.ffn.activation, bias=stack.ffn.bias, dropout=spec.dropout
     )
     self_attn = build_attention(spec, stack, SelfAttention)
     if crossed:
@@ -135,24 +121,3 @@ def build_layer(spec: ModelSpec, stack: StackSpec, *, causal: bool, crossed: boo
         )
     cls = DecoderLayer if causal else EncoderLayer
     return cls(self_attn=self_attn, ffn=ffn, norm_attn=residual(), norm_ffn=residual())
-
-
-@torch.no_grad()
-def init_weights(model: nn.Module) -> None:
-    """GPT-2-style: weights N(0, 0.02), biases 0, norms 1; score parameters
-    N(0, 1/sqrt(head_dim)) so that additive and bilinear scores are not flat;
-    relative-bias tables N(0, 0.5) so that distance matters from the start.
-    Parameters are visited in registration order, so a seed fixes every value."""
-    for name, p in model.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        if isinstance(owner, (nn.LayerNorm, RMSNorm)):
-            nn.init.ones_(p) if leaf == "weight" else nn.init.zeros_(p)
-        elif leaf == "bias":
-            nn.init.zeros_(p)
-        elif isinstance(owner, pos.RelativeBias):
-            nn.init.normal_(p, std=0.5)
-        elif isinstance(owner, (Additive, Bilinear)):
-            nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[-1]))
-        else:
-            nn.init.normal_(p, std=INIT_STD)

@@ -1,4 +1,5 @@
-"""Feed-forward blocks: plain (down(act(up x))) and gated (down(act(gate x) * up x))."""
+"""Feed-forward blocks (zoo.spec.variants.FFN_KINDS): plain (down(act(up x))) and gated
+(down(act(gate x) * up x)); the activations of zoo.spec.variants.ACTIVATIONS."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-ACTIVATIONS = {
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "gelu-tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": F.silu,
-}
+from compiler.variants import implement
+from zoo.spec import variants
+
+ACTIVATIONS = implement(
+    variants.ACTIVATIONS,
+    {
+        "relu": F.relu,
+        "gelu": F.gelu,
+        "gelu-tanh": lambda x: F.gelu(x, approximate="tanh"),
+        "silu": F.silu,
+    },
+)
 
 
 class FeedForward(nn.Module):
@@ -31,3 +38,13 @@ class FeedForward(nn.Module):
         else:
             h = self.act(self.gate(x)) * self.up(x)
         return self.down(self.drop(h))
+
+
+# the feed-forward kinds of zoo.spec.variants.FFN_KINDS: (d_model, hidden, activation, bias, dropout) -> module
+FFN_KINDS = implement(
+    variants.FFN_KINDS,
+    {
+        "plain": lambda d, hidden, **kw: FeedForward(d, hidden, gated=False, **kw),
+        "gated": lambda d, hidden, **kw: FeedForward(d, hidden, gated=True, **kw),
+    },
+)

@@ -1,9 +1,12 @@
-"""Norms, registered under the spec's literal (``norm.kind``)."""
+"""Norms: the implementations of zoo.spec.variants.NORMS (``norm.kind``)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from compiler.variants import implement
+from zoo.spec import variants
 
 
 class RMSNorm(nn.Module):
@@ -34,4 +37,4 @@ class LayerNorm(nn.LayerNorm):
         ).to(x.dtype)
 
 
-NORMS: dict[str, type[nn.Module]] = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+NORMS: dict[str, type[nn.Module]] = implement(variants.NORMS, {"layernorm": LayerNorm, "rmsnorm": RMSNorm})

@@ -16,6 +16,9 @@ import math
 import torch
 from torch import nn
 
+from compiler.variants import implement
+from zoo.spec import variants
+
 
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """attention mask (B, T) of 1/0 -> position of each token (B, T), 0 at padding."""
@@ -31,6 +34,10 @@ class Sinusoidal(nn.Module):
         self.halves = halves
         inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d/2,)
+
+    @classmethod
+    def from_spec(cls, spec, part: str) -> "Sinusoidal":
+        return cls(spec.d_model, halves=spec.positional.layout == "halves")
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         angles = positions.float()[..., None] * self.inv_freq  # (B, T, d/2)
@@ -48,6 +55,10 @@ class Learned(nn.Module):
         self.offset = offset
         self.weight = nn.Parameter(torch.zeros(max_seq_len + offset, d_model))
 
+    @classmethod
+    def from_spec(cls, spec, part: str) -> "Learned":
+        return cls(spec.max_seq_len, spec.d_model, offset=spec.positional.offset)
+
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(positions + self.offset if self.offset else positions, self.weight)  # (B, T, d)
 
@@ -61,6 +72,10 @@ class Rotary(nn.Module):
         self.rotary_dim = rotary_dim
         inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (rot/2,)
+
+    @classmethod
+    def from_spec(cls, spec, part: str) -> "Rotary":
+        return cls(spec.rotary_dim(part), theta=spec.positional.theta)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T) -> cos, sin, each (B, 1, T, rotary_dim)."""
@@ -98,6 +113,10 @@ class Alibi(nn.Module):
         super().__init__()
         self.register_buffer("slopes", alibi_slopes(heads)[:, None, None], persistent=False)  # (H, 1, 1)
 
+    @classmethod
+    def from_spec(cls, spec, part: str) -> "Alibi":
+        return cls(spec.stack(part).attention.heads)
+
     def forward(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
         distance = (q_pos[:, :, None] - k_pos[:, None, :]).abs().float()  # (B, Tq, Tk)
         return -self.slopes * distance[:, None]  # (B, H, Tq, Tk)
@@ -111,6 +130,11 @@ class RelativeBias(nn.Module):
         super().__init__()
         self.buckets, self.max_distance, self.bidirectional = buckets, max_distance, bidirectional
         self.weight = nn.Parameter(torch.zeros(buckets, heads))
+
+    @classmethod
+    def from_spec(cls, spec, part: str) -> "RelativeBias":
+        p = spec.positional
+        return cls(spec.stack(part).attention.heads, buckets=p.buckets, max_distance=p.max_distance, bidirectional=part != "decoder")
 
     def bucket(self, relative: torch.Tensor) -> torch.Tensor:
         """relative (key - query) distances -> bucket ids, same shape."""
@@ -131,3 +155,27 @@ class RelativeBias(nn.Module):
         relative = k_pos[:, None, :] - q_pos[:, :, None]  # (B, Tq, Tk)
         bias = nn.functional.embedding(self.bucket(relative), self.weight)  # (B, Tq, Tk, H)
         return bias.permute(0, 3, 1, 2)  # (B, H, Tq, Tk)
+
+
+
+class NoPositional:
+    """``positional: none``: no module."""
+
+    @classmethod
+    def from_spec(cls, spec, part: str) -> None:
+        return None
+
+
+# zoo.spec.variants.POSITIONAL's implementations; each class's from_spec(spec, stack name)
+# makes the module its entry's hook takes (absolute, rotary or score-bias)
+POSITIONAL = implement(
+    variants.POSITIONAL,
+    {
+        "sinusoidal": Sinusoidal,
+        "learned": Learned,
+        "rope": Rotary,
+        "alibi": Alibi,
+        "relative-bias": RelativeBias,
+        "none": NoPositional,
+    },
+)

@@ -21,7 +21,6 @@ et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
 
 The defaults are calibrated against the real 135M checkpoint of issue 13: its fp32
 ONNX-vs-torch difference and its int8 losses (benchmarks/anchors.py, docs/precision.md).
-
 How it is calibrated: by measurement on the model itself, in forward passes over a
 fixed random batch: every Linear gets unit gain (N(0, 1/fan_in)); each norm's weight is
 set, in a forward pre-hook as the norm runs, so that the normal channels of its output
@@ -44,6 +43,7 @@ from torch import nn
 
 from compiler.attention_sinks import plant_shared_channels, plant_sinks
 from compiler.residual_subspace import align_residual
+from compiler.variants import variant_of
 
 # Post-norm stacks renormalize the residual after every sublayer: only large norm weights
 # keep the channels massive, and then they dominate every token's normalized input, so
@@ -116,13 +116,13 @@ def find_roles(model: nn.Module) -> Roles:
     others = [m for m in embeddings if m is not token and m.embedding_dim == d]
     tables = [m.weight for m in embeddings if m is not token and m.embedding_dim != d]
     tables += [m.weight for m in model.modules() if type(m).__name__ == "RelativeBias"]
-    unscaled = [
-        m
-        for m in model.modules()
-        if isinstance(getattr(m, "q", None), nn.Linear)
-        and (type(getattr(m, "score", None)).__name__ == "Dot" or type(m).__name__ == "T5Attention")
-    ]
+    unscaled = [m for m in model.modules() if isinstance(getattr(m, "q", None), nn.Linear) and _unscaled(m)]
     return Roles(token, norms, linears, others, tables, unscaled)
+
+
+def _unscaled(attention: nn.Module) -> bool:  # a plain q.k without 1/sqrt(hd): zoo dot, T5
+    variant = variant_of(getattr(attention, "score", None))
+    return getattr(variant, "dot_product", None) == "unscaled" or type(attention).__name__ == "T5Attention"
 
 
 def _fan_in(module: nn.Module) -> int:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from zoo.spec.model import POSITIONAL_KINDS, SCORES
+from zoo.spec.variants import ACTIVATIONS, NORMS
 
 FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
-ACTIVATIONS = ("relu", "gelu", "gelu-tanh", "silu")
 
 
 def _divisors(n: int) -> list[int]:
@@ -41,12 +41,12 @@ def stacks(draw, d_model: int, rope: bool) -> dict:
         attention["window"] = draw(st.integers(1, 6))
     ffn = {
         "hidden": draw(st.integers(4, 48)),
-        "activation": draw(st.sampled_from(ACTIVATIONS)),
+        "activation": draw(st.sampled_from(ACTIVATIONS.keys())),
         "gated": draw(st.booleans()),
         "bias": draw(st.booleans()),
     }
     norm: dict = {
-        "kind": draw(st.sampled_from(["layernorm", "rmsnorm"])),
+        "kind": draw(st.sampled_from(NORMS.keys())),
         "placement": draw(st.sampled_from(["pre", "post"])),
         "eps": draw(st.sampled_from([1e-5, 1e-6, 1e-3])),
     }

@@ -16,6 +16,7 @@ from tests.conftest import FAMILIES, tiny_spec
 from zoo.spec.catalog import names
 from zoo.spec.params import count_parameters
 from zoo.spec.model import POSITIONAL_KINDS, SCORES
+from zoo.spec.variants import NORMS
 
 
 @pytest.mark.parametrize("name", names())
@@ -155,7 +156,7 @@ EMBEDDING_OPTIONS = {
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("option", list(EMBEDDING_OPTIONS))
-@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("norm", NORMS.keys())
 def test_parameter_count_embedding_options(family, option, norm):
     spec = with_options(family, EMBEDDING_OPTIONS[option], norm=norm)
     assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()

@@ -19,6 +19,7 @@ import pytest
 
 import zoo
 from tests.conftest import TINY_CATALOG, tiny_spec
+from zoo.spec.variants import SCORES
 
 TOL = 1e-4
 
@@ -64,8 +65,8 @@ def _check(spec, lowering: dict, graphs: dict, ops: Counter, report: dict) -> No
     att = lowering["attention"]
     scores = {s.attention.score for _, s in spec.stacks()}
     fused = {"onnx:Attention": "Attention", "com.microsoft:MultiHeadAttention": "com.microsoft:MultiHeadAttention"}
-    if scores == {"additive"}:
-        assert att["lowered_as"] == "decomposed" and "additive" in att["why"]
+    if not any(SCORES[s].fused for s in scores):
+        assert att["lowered_as"] == "decomposed" and all(SCORES[s].lowering in att["why"] for s in scores)
         assert not any(k.endswith("Attention") for k in ops)
     else:
         assert att["nodes"] == _attention_count(spec) and not att.get("decomposed")

@@ -10,6 +10,7 @@ import onnx
 from onnx import TensorProto
 
 from zoo.spec.errors import ExportError
+from zoo.spec.variants import SCORES
 
 from passes.optimize.graph import Graph, node_attr, np_dtype, scopes
 from passes.optimize.lowering import ATTENTION, DECOMPOSED, MHA, MS, WHY
@@ -154,7 +155,8 @@ def lower_attention(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict
         att = spec.stack(stack).attention if stack else None
         m = match_attention(g, softmax)
         if m is None or att is None:
-            decomposed["additive" if att is not None and att.score == "additive" else "unmatched"] += 1
+            unfused = att is not None and not SCORES[att.score].fused  # the entry says it has no fused form
+            decomposed[att.score if unfused else "unmatched"] += 1
             continue
         heads, kv_heads, hd = att.heads, att.n_kv_heads, spec.head_dim(stack)
         gqa = kv_heads != heads
@@ -195,8 +197,7 @@ def lower_attention(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict
         why.append(WHY[(target, "attention")])
     if any(c == plan["attention_gqa"] for c in used) and any(s.attention.n_kv_heads != s.attention.heads for _, s in spec.stacks()):
         why.append(WHY[(target, "attention_gqa")])
-    if decomposed.get("additive"):
-        why.append(WHY["additive"])
+    why += [SCORES[key].lowering for key in SCORES if key in decomposed]
     if decomposed.get("unmatched"):
         why.append(f"{decomposed['unmatched']} attention subgraph(s) did not match the fused pattern: kept decomposed")
     if decomposed.get("by plan"):

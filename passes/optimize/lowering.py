@@ -53,5 +53,4 @@ WHY = {
     ("cpu", "gelu"): "kept as exported (Gelu after the bias Add): FastGelu measured the same as Add + tanh Gelu (the "
     "session fuses those itself), BiasGelu 1.04-1.2x slower than Add + Gelu on CPU",
     ("cuda", "gelu"): "the bias add folded into the activation (FastGelu / BiasGelu, CUDA kernels)",
-    "additive": "the additive score (v . tanh(Wq q + Wk k)) has no fused kernel: decomposed",
 }

@@ -6,11 +6,12 @@ from collections import Counter
 
 import onnx
 
+from zoo.spec import variants
 
 from passes.optimize.graph import Graph, node_attr, scopes
 from passes.optimize.lowering import DECOMPOSED, MS, WHY
 
-NORMS = ("LayerNormalization", "RMSNormalization")
+NORMS = tuple(e.onnx_op for e in variants.NORMS.entries())  # the ops the norms export as
 
 
 def _is_residual_add(node: onnx.NodeProto) -> bool:

@@ -13,109 +13,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from zoo.spec.fields import MAX_SIZE, FieldIssue, Int, PositiveInt, Strict_ as _Strict
+from zoo.spec.positional import Alibi, Learned, NoPositional, RelativeBias, Rope, Sinusoidal
+from zoo.spec.variants import ACTIVATIONS, NORMS, POSITIONAL, SCORES as SCORE_VARIANTS
+
+__all__ = ["Alibi", "Learned", "NoPositional", "RelativeBias", "Rope", "Sinusoidal", "FieldIssue", "MAX_SIZE"]
 
 Family = Literal["encoder-only", "decoder-only", "encoder-decoder"]
-Score = Literal["scaled-dot", "dot", "additive", "bilinear"]
-Activation = Literal["relu", "gelu", "gelu-tanh", "silu"]
-NormKind = Literal["layernorm", "rmsnorm"]
+Score = SCORE_VARIANTS.literal()
+Activation = ACTIVATIONS.literal()
+NormKind = NORMS.literal()
 Placement = Literal["pre", "post"]
 DType = Literal["float32", "float16", "bfloat16"]
 
-# Integers are strict: YAML `true`, "12" or 3.0 where a count belongs is an error, not 1, 12 or 3.
-Int = Annotated[int, Strict()]
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-
-# Upper bounds far above any real model (Llama 3.1: vocabulary 128,256, context 131,072,
-# width 16,384, 126 layers), so a typo like 1e12 is an error at validation instead of
-# an allocation that takes the machine down. Memory is checked again at build time.
-MAX_SIZE = {
-    "vocab_size": 16_777_216,  # 2**24
-    "max_seq_len": 4_194_304,  # 2**22
-    "d_model": 262_144,
-    "hidden": 1_048_576,
-    "heads": 4096,
-    "layers": 4096,
-    "buckets": 65_536,
-}
-
-SCORES: tuple[str, ...] = Score.__args__  # type: ignore[attr-defined]
+SCORES: tuple[str, ...] = SCORE_VARIANTS.keys()
 FAMILIES: tuple[str, ...] = Family.__args__  # type: ignore[attr-defined]
 
-
-class FieldIssue(ValueError):
-    """A cross-field rule broken at ``path`` (field names from the spec root).
-
-    ``where`` is the field whose line an error report points at, when that is not
-    ``path`` itself (a missing stack is reported at the ``family`` line)."""
-
-    def __init__(self, path: tuple[str | int, ...], message: str, where: tuple[str | int, ...] | None = None):
-        super().__init__(message)
-        self.path = path
-        self.message = message
-        self.where = where if where is not None else path
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
-
-
-# --------------------------------------------------------------------------- positional
-
-
-class Sinusoidal(_Strict):
-    """Fixed sin/cos absolute positions added to the token embeddings (Vaswani et al.)."""
-
-    kind: Literal["sinusoidal"] = "sinusoidal"
-    layout: Literal["interleaved", "halves"] = Field(
-        "interleaved",
-        description="interleaved: sin, cos alternate over the dimensions (Vaswani); halves: sin on the first half, cos on the second (Marian)",
-    )
-
-
-class Learned(_Strict):
-    """A learned absolute position table of ``max_seq_len + offset`` rows (GPT-2, BERT);
-    position p reads row p + offset (BART keeps 2 unused rows: offset 2)."""
-
-    kind: Literal["learned"] = "learned"
-    offset: Int = Field(0, ge=0, le=MAX_SIZE["max_seq_len"], description="rows before position 0 in the table (2 for BART)")
-
-
-class Rope(_Strict):
-    """Rotary embeddings on queries and keys (RoFormer, Llama); ``fraction`` < 1 rotates
-    only the first ``fraction * head_dim`` dimensions of each head (GPT-NeoX style)."""
-
-    kind: Literal["rope"] = "rope"
-    theta: float = Field(10000.0, gt=0, description="base of the rotation frequencies")
-    fraction: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated")
-
-
-class Alibi(_Strict):
-    """Linear distance penalties per head added to the scores (Press et al.)."""
-
-    kind: Literal["alibi"] = "alibi"
-
-
-class RelativeBias(_Strict):
-    """T5's learned bias per head over log-bucketed relative distances; bidirectional
-    in encoders, causal in decoders; computed by the first layer, shared by all."""
-
-    kind: Literal["relative-bias"] = "relative-bias"
-    buckets: PositiveInt = Field(32, ge=2, le=MAX_SIZE["buckets"], description="number of distance buckets")
-    max_distance: PositiveInt = Field(128, ge=2, le=MAX_SIZE["max_seq_len"], description="distance beyond which buckets saturate")
-
-
-class NoPositional(_Strict):
-    """No positional information (a bag of tokens, or position from causality alone)."""
-
-    kind: Literal["none"] = "none"
-
-
-Positional = Annotated[
-    Union[Sinusoidal, Learned, Rope, Alibi, RelativeBias, NoPositional],
-    Field(discriminator="kind"),
-]
-POSITIONAL_KINDS: tuple[str, ...] = ("sinusoidal", "learned", "rope", "alibi", "relative-bias", "none")
+Positional = Annotated[Union[tuple(e.options for e in POSITIONAL.entries())], Field(discriminator="kind")]
+POSITIONAL_KINDS: tuple[str, ...] = POSITIONAL.keys()
 
 # --------------------------------------------------------------------------- blocks
 
@@ -125,10 +42,7 @@ class Attention(_Strict):
     kv_heads: Optional[PositiveInt] = Field(
         None, description="key/value heads: = heads (MHA, the default), < heads (GQA), 1 (MQA)"
     )
-    score: Score = Field(
-        "scaled-dot",
-        description="scaled-dot: qk/sqrt(d); dot: qk; additive: v.tanh(Wq q + Wk k); bilinear: q W k",
-    )
+    score: Score = Field("scaled-dot", description=SCORE_VARIANTS.describe())
     bias: Union[bool, Literal["qkv"]] = Field(
         True, description="bias on the q, k, v and output projections; 'qkv': on q, k and v only (Qwen2)"
     )
@@ -151,13 +65,18 @@ class Attention(_Strict):
 
 class FeedForward(_Strict):
     hidden: PositiveInt = Field(le=MAX_SIZE["hidden"], description="inner width of the feed-forward block")
-    activation: Activation = "gelu"
+    activation: Activation = Field("gelu", description=ACTIVATIONS.describe())
     gated: bool = Field(False, description="gated linear unit: act(x W1) * (x W3) -> SwiGLU / GeGLU")
     bias: bool = True
 
+    @property
+    def kind(self) -> str:
+        """Its entry in zoo.spec.variants.FFN_KINDS."""
+        return "gated" if self.gated else "plain"
+
 
 class Norm(_Strict):
-    kind: NormKind = "layernorm"
+    kind: NormKind = Field("layernorm", description=NORMS.describe())
     placement: Placement = "pre"
     eps: float = Field(1e-5, gt=0, lt=1)
     final: Optional[bool] = Field(
@@ -277,22 +196,8 @@ class ModelSpec(_Strict):
         for value in self.tokens.eos:
             if value >= self.vocab_size:
                 raise FieldIssue(("tokens", "eos"), f"eos={value} is not below vocab_size={self.vocab_size}")
-        pos = self.positional
         if self.embedding.pooler and self.family != "encoder-only":
             raise FieldIssue(("embedding", "pooler"), f"a pooler output exists for encoder-only models only, not {self.family}")
-        if isinstance(pos, Sinusoidal) and self.d_model % 2:
-            raise FieldIssue(("d_model",), f"sinusoidal positions need an even d_model, got d_model={self.d_model}")
-        if isinstance(pos, RelativeBias):
-            if pos.buckets < 4:
-                raise FieldIssue(
-                    ("positional", "buckets"),
-                    f"buckets={pos.buckets} is too few: relative bias needs at least 4 (half per direction in encoders)",
-                )
-            if pos.max_distance <= pos.buckets // 2:
-                raise FieldIssue(
-                    ("positional", "max_distance"),
-                    f"max_distance={pos.max_distance} must exceed buckets/2={pos.buckets // 2} (the exact-distance buckets)",
-                )
         for part, stack in self.stacks():
             att = stack.attention
             where = (part, "attention")
@@ -304,19 +209,7 @@ class ModelSpec(_Strict):
                 raise FieldIssue(
                     where + ("kv_heads",), f"kv_heads={att.kv_heads} does not divide heads={att.heads}"
                 )
-            head_dim = self.d_model // att.heads
-            if isinstance(self.positional, Rope):
-                rotary = self.rotary_dim(part)
-                if head_dim % 2:
-                    raise FieldIssue(
-                        where + ("heads",),
-                        f"RoPE needs an even head_dim, got head_dim={head_dim} (d_model={self.d_model} / heads={att.heads})",
-                    )
-                if rotary < 2:
-                    raise FieldIssue(
-                        ("positional", "fraction"),
-                        f"fraction={self.positional.fraction} of head_dim={head_dim} rotates no dimension pair",
-                    )
+        self.positional.check(self)
         return self
 
     # ---- derived values, computed in one place

@@ -1,4 +1,5 @@
-"""Parameter counts derived from a spec alone (no torch), exact to the compiled module.
+"""Parameter counts derived from a spec alone (no torch), exact to the compiled module;
+each variant's own count comes from its registry entry (zoo.spec.variants).
 
 ``tests/test_compiler.py`` checks these numbers against ``sum(p.numel())`` of the
 built module for every catalog spec, so the two cannot drift apart.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from zoo.spec.variants import FFN_KINDS, NORMS, POSITIONAL, SCORES
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.spec.model import Attention, FeedForward, ModelSpec, Norm
@@ -35,23 +38,15 @@ def attention_parameters(att: "Attention", d_model: int) -> int:
         n += q_out + 2 * kv_out
     if att.out_bias:
         n += d_model
-    if att.score == "additive":  # per head: W_q, W_k (head_dim x head_dim) and v (head_dim)
-        n += att.heads * (2 * head_dim * head_dim + head_dim)
-    elif att.score == "bilinear":  # per head: W (head_dim x head_dim)
-        n += att.heads * head_dim * head_dim
-    return n
+    return n + SCORES[att.score].parameters(att.heads, head_dim)
 
 
 def ffn_parameters(ffn: "FeedForward", d_model: int) -> int:
-    ins = 2 if ffn.gated else 1
-    n = ins * d_model * ffn.hidden + ffn.hidden * d_model
-    if ffn.bias:
-        n += ins * ffn.hidden + d_model
-    return n
+    return FFN_KINDS[ffn.kind].parameters(d_model, ffn.hidden, ffn.bias)
 
 
 def norm_parameters(norm: "Norm", d_model: int) -> int:
-    return 2 * d_model if norm.kind == "layernorm" else d_model
+    return NORMS[norm.kind].parameters(d_model)
 
 
 def count_parameters(spec: "ModelSpec") -> ParameterCount:
@@ -60,12 +55,9 @@ def count_parameters(spec: "ModelSpec") -> ParameterCount:
     per_layer: dict[str, int] = {}
     layers: dict[str, int] = {}
     final_norms = 0
-    kind = spec.positional.kind
+    positional = POSITIONAL[spec.positional.kind]
     for part, stack in spec.stacks():
-        if kind == "learned":
-            embeddings += (spec.max_seq_len + spec.positional.offset) * d  # type: ignore[union-attr]
-        elif kind == "relative-bias":
-            embeddings += spec.positional.buckets * stack.attention.heads  # type: ignore[union-attr]
+        embeddings += positional.parameters(spec, part)  # absolute tables, relative-bias tables
         crossed = part == "decoder" and spec.family == "encoder-decoder"
         sublayers = 3 if crossed else 2
         n = attention_parameters(stack.attention, d) * (2 if crossed else 1)

@@ -1,0 +1,93 @@
+"""The registries of zoo.spec.variants: every key implemented in the compiler, and
+everything that derives from them (spec literals, JSON Schema, parameter counts,
+initialisation) agreeing with the implementations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compiler.attention import SCORES as SCORE_IMPLS
+from compiler.builder import build
+from compiler.ffn import ACTIVATIONS as ACTIVATION_IMPLS, FFN_KINDS as FFN_IMPLS
+from compiler.norms import NORMS as NORM_IMPLS
+from compiler.positional import POSITIONAL as POSITIONAL_IMPLS
+from compiler.variants import implement, variant_of
+from tests.conftest import tiny_spec
+from zoo.spec import variants
+from zoo.spec.model import schema
+
+IMPLEMENTED = {
+    "score": SCORE_IMPLS,
+    "positional": POSITIONAL_IMPLS,
+    "norm": NORM_IMPLS,
+    "activation": ACTIVATION_IMPLS,
+    "ffn": FFN_IMPLS,
+}
+
+
+@pytest.mark.parametrize("kind", list(variants.REGISTRIES))
+def test_every_key_is_implemented(kind):
+    assert tuple(IMPLEMENTED[kind]) == variants.REGISTRIES[kind].keys()
+
+
+def test_a_registry_with_a_missing_or_extra_implementation_is_refused():
+    with pytest.raises(TypeError, match=r"not implemented \['dot'\]"):
+        implement(variants.SCORES, {k: v for k, v in SCORE_IMPLS.items() if k != "dot"})
+    with pytest.raises(TypeError, match=r"not declared \['cubic'\]"):
+        implement(variants.SCORES, {**SCORE_IMPLS, "cubic": object})
+
+
+def _enum(tree: dict, field: str) -> list[str]:
+    defs = tree["$defs"]
+    owner = {"score": "Attention", "activation": "FeedForward", "kind": "Norm"}[field]
+    return defs[owner]["properties"][field]["enum"]
+
+
+@pytest.mark.parametrize(("field", "registry"), [("score", variants.SCORES), ("activation", variants.ACTIVATIONS), ("kind", variants.NORMS)])
+def test_json_schema_lists_the_registry(field, registry):
+    assert _enum(schema(), field) == list(registry.keys())
+
+
+def test_json_schema_lists_every_positional_kind():
+    mapping = schema()["properties"]["positional"]["discriminator"]["mapping"]
+    assert sorted(mapping) == sorted(variants.POSITIONAL.keys())
+
+
+@pytest.mark.parametrize("score", variants.SCORES.keys())
+def test_score_entry_matches_its_module(score):
+    """The entry's parameter count and initialised names are the module's."""
+    entry, impl = variants.SCORES[score], SCORE_IMPLS[score](4, 8)
+    params = dict(impl.named_parameters())
+    assert sum(p.numel() for p in params.values()) == entry.parameters(4, 8)
+    assert set(entry.init) <= set(params), f"{score}: init names a parameter the module lacks"
+    assert variant_of(impl) is entry
+
+
+@pytest.mark.parametrize("kind", variants.NORMS.keys())
+def test_norm_entry_matches_its_module(kind):
+    entry, impl = variants.NORMS[kind], NORM_IMPLS[kind](16, eps=1e-5)
+    assert sum(p.numel() for p in impl.parameters()) == entry.parameters(16)
+    assert set(entry.init) == {n for n, _ in impl.named_parameters()}
+
+
+@pytest.mark.parametrize("positional", variants.POSITIONAL.keys())
+def test_positional_hook_is_where_the_module_goes(positional):
+    spec = tiny_spec("decoder-only", positional=positional)
+    stack = build(spec).decoder
+    hook = variants.POSITIONAL[positional].hook
+    slots = {"absolute": stack.absolute, "rotary": stack.rotary, "score-bias": stack.score_bias}
+    assert all((module is not None) == (slot == hook) for slot, module in slots.items())
+
+
+@pytest.mark.parametrize("score", [k for k in variants.SCORES if variants.SCORES[k].init])
+def test_declared_initialisation_is_applied(score):
+    model = build(tiny_spec("decoder-only", score=score))
+    module = model.decoder.layers[0].self_attn.score
+    for name, init in variants.SCORES[score].init.items():
+        p = getattr(module, name).detach()
+        if init.how == "constant":
+            assert torch.all(p == init.value), name
+        else:
+            expected = init.value / p.shape[-1] ** 0.5 if init.how == "fan" else init.value
+            assert 0.6 * expected < float(p.std()) < 1.5 * expected, name

@@ -1,0 +1,98 @@
+"""The options of each positional encoding (one pydantic class per ``kind``) and the
+rules each one sets on the rest of the spec (``check``). Their registry entries (hook,
+parameters, lowering) are in zoo.spec.variants."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from zoo.spec.fields import MAX_SIZE, FieldIssue, Int, PositiveInt, Strict_
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.spec.model import ModelSpec
+
+
+class PositionalOptions(Strict_):
+    """What every positional kind has: ``check``, its rules on the whole spec."""
+
+    def check(self, spec: "ModelSpec") -> None:
+        return None
+
+
+class Sinusoidal(PositionalOptions):
+    """Fixed sin/cos absolute positions added to the token embeddings (Vaswani et al.)."""
+
+    kind: Literal["sinusoidal"] = "sinusoidal"
+    layout: Literal["interleaved", "halves"] = Field(
+        "interleaved",
+        description="interleaved: sin, cos alternate over the dimensions (Vaswani); halves: sin on the first half, cos on the second (Marian)",
+    )
+
+    def check(self, spec: "ModelSpec") -> None:
+        if spec.d_model % 2:
+            raise FieldIssue(("d_model",), f"sinusoidal positions need an even d_model, got d_model={spec.d_model}")
+
+
+class Learned(PositionalOptions):
+    """A learned absolute position table of ``max_seq_len + offset`` rows (GPT-2, BERT);
+    position p reads row p + offset (BART keeps 2 unused rows: offset 2)."""
+
+    kind: Literal["learned"] = "learned"
+    offset: Int = Field(0, ge=0, le=MAX_SIZE["max_seq_len"], description="rows before position 0 in the table (2 for BART)")
+
+
+class Rope(PositionalOptions):
+    """Rotary embeddings on queries and keys (RoFormer, Llama); ``fraction`` < 1 rotates
+    only the first ``fraction * head_dim`` dimensions of each head (GPT-NeoX style)."""
+
+    kind: Literal["rope"] = "rope"
+    theta: float = Field(10000.0, gt=0, description="base of the rotation frequencies")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated")
+
+    def check(self, spec: "ModelSpec") -> None:
+        for part, stack in spec.stacks():
+            head_dim = spec.head_dim(part)
+            if head_dim % 2:
+                raise FieldIssue(
+                    (part, "attention", "heads"),
+                    f"RoPE needs an even head_dim, got head_dim={head_dim} (d_model={spec.d_model} / heads={stack.attention.heads})",
+                )
+            if spec.rotary_dim(part) < 2:
+                raise FieldIssue(
+                    ("positional", "fraction"), f"fraction={self.fraction} of head_dim={head_dim} rotates no dimension pair"
+                )
+
+
+class Alibi(PositionalOptions):
+    """Linear distance penalties per head added to the scores (Press et al.)."""
+
+    kind: Literal["alibi"] = "alibi"
+
+
+class RelativeBias(PositionalOptions):
+    """T5's learned bias per head over log-bucketed relative distances; bidirectional
+    in encoders, causal in decoders; computed by the first layer, shared by all."""
+
+    kind: Literal["relative-bias"] = "relative-bias"
+    buckets: PositiveInt = Field(32, ge=2, le=MAX_SIZE["buckets"], description="number of distance buckets")
+    max_distance: PositiveInt = Field(128, ge=2, le=MAX_SIZE["max_seq_len"], description="distance beyond which buckets saturate")
+
+    def check(self, spec: "ModelSpec") -> None:
+        if self.buckets < 4:
+            raise FieldIssue(
+                ("positional", "buckets"),
+                f"buckets={self.buckets} is too few: relative bias needs at least 4 (half per direction in encoders)",
+            )
+        if self.max_distance <= self.buckets // 2:
+            raise FieldIssue(
+                ("positional", "max_distance"),
+                f"max_distance={self.max_distance} must exceed buckets/2={self.buckets // 2} (the exact-distance buckets)",
+            )
+
+
+class NoPositional(PositionalOptions):
+    """No positional information (a bag of tokens, or position from causality alone)."""
+
+    kind: Literal["none"] = "none"

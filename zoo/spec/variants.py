@@ -1,0 +1,196 @@
+"""Each variant declared once: one registry per kind of component.
+
+An entry carries what every floor needs to know about a variant, keyed by the
+literal a spec writes:
+
+- ``summary``: one line, used in the JSON Schema's description and the docs;
+- its parameter count (``parameters``) and its initialisation (``init``: per
+  parameter name, an ``Init`` the compiler applies);
+- the hook it plugs into (positional kinds: ``absolute``, ``rotary``, ``score-bias``);
+- what the fused lowering does with it (``fused``, and ``lowering``: why, in words).
+
+The spec's Literals and JSON Schema, the parameter counter (zoo.spec.params), the
+compiler's modules and init_weights (compiler.variants.implement refuses a registry
+with a key left unimplemented), the optimizer's checks (passes.optimize) and the tests'
+parametrisation all read these registries. A new variant is one entry here and one
+implementation in the compiler.
+
+No torch, no onnxruntime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, Literal, Optional, TypeVar
+
+from zoo.spec import positional as pos
+
+
+@dataclass(frozen=True)
+class Init:
+    """How the compiler initialises one parameter: N(0, std) (``normal``), N(0,
+    value / sqrt(last dimension)) (``fan``) or a ``constant``."""
+
+    how: Literal["normal", "fan", "constant"]
+    value: float
+
+
+ONES, ZEROS = Init("constant", 1.0), Init("constant", 0.0)
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str  # the spec's literal
+    summary: str
+    init: dict[str, Init] = field(default_factory=dict)  # parameter name -> its initialisation
+
+
+@dataclass(frozen=True)
+class ScoreVariant(Variant):
+    """An attention score: q (B, H, Tq, hd), k (B, KV, Tk, hd) -> (B, H, Tq, Tk)."""
+
+    parameters: Callable[[int, int], int] = lambda heads, head_dim: 0  # (heads, head_dim) -> count
+    dot_product: Optional[Literal["scaled", "unscaled"]] = None  # a plain q.k (the trained-like sinks plant in it)
+    fused: bool = True  # matched and lowered to the fused attention op
+    lowering: str = ""
+
+
+@dataclass(frozen=True)
+class PositionalVariant(Variant):
+    options: type[pos.PositionalOptions] = pos.PositionalOptions  # the spec's class for `positional: {kind: ...}`
+    hook: Optional[Literal["absolute", "rotary", "score-bias"]] = None
+    parameters: Callable[[Any, str], int] = lambda spec, part: 0  # (spec, stack) -> parameters of its tables
+    lowering: str = ""
+
+
+@dataclass(frozen=True)
+class NormVariant(Variant):
+    parameters: Callable[[int], int] = lambda d: 0  # (d_model) -> count
+    onnx_op: str = ""  # the op the export produces (the optimizer's norm pass reads it)
+
+
+@dataclass(frozen=True)
+class ActivationVariant(Variant):
+    onnx_op: str = ""  # the single op torch exports it as ("" where it is several)
+
+
+@dataclass(frozen=True)
+class FfnVariant(Variant):
+    parameters: Callable[[int, int, bool], int] = lambda d, hidden, bias: 0  # (d_model, hidden, bias) -> count
+
+
+V = TypeVar("V", bound=Variant)
+
+
+class Registry(Generic[V]):
+    """The entries of one kind of component, in declaration order."""
+
+    def __init__(self, kind: str, *entries: V):
+        self.kind = kind
+        self._entries = {e.key: e for e in entries}
+
+    def __getitem__(self, key: str) -> V:
+        return self._entries[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[V]:
+        return list(self._entries.values())
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def literal(self) -> Any:
+        """``Literal[key1, key2, ...]`` for a pydantic field."""
+        return Literal[self.keys()]  # type: ignore[valid-type]
+
+    def describe(self) -> str:
+        return "; ".join(f"{e.key}: {e.summary}" for e in self._entries.values())
+
+
+def _fan(*names: str) -> dict[str, Init]:
+    # score matrices N(0, 1/sqrt(head_dim)), so that additive and bilinear scores are not flat
+    return {n: Init("fan", 1.0) for n in names}
+
+
+SCORES: Registry[ScoreVariant] = Registry(
+    "attention score",
+    ScoreVariant("scaled-dot", "qk/sqrt(d)", dot_product="scaled"),
+    ScoreVariant("dot", "qk", dot_product="unscaled"),
+    ScoreVariant(
+        "additive",
+        "v.tanh(Wq q + Wk k)",
+        init=_fan("w_q", "w_k", "v"),
+        parameters=lambda h, hd: h * (2 * hd * hd + hd),  # per head: W_q, W_k (hd x hd) and v (hd)
+        fused=False,
+        lowering="the additive score (v . tanh(Wq q + Wk k)) has no fused kernel: decomposed",
+    ),
+    ScoreVariant(
+        "bilinear",
+        "q W k",
+        init=_fan("w"),
+        parameters=lambda h, hd: h * hd * hd,  # per head: W (hd x hd)
+        lowering="q W is computed first, then the fused op takes it as the query",
+    ),
+)
+
+
+def _learned_rows(spec: Any, part: str) -> int:
+    return (spec.max_seq_len + spec.positional.offset) * spec.d_model
+
+
+def _bias_table(spec: Any, part: str) -> int:
+    return spec.positional.buckets * spec.stack(part).attention.heads
+
+
+POSITIONAL: Registry[PositionalVariant] = Registry(
+    "positional encoding",
+    PositionalVariant("sinusoidal", "fixed sin/cos added to the embeddings", options=pos.Sinusoidal, hook="absolute"),
+    PositionalVariant("learned", "a learned table added to the embeddings", options=pos.Learned, hook="absolute", parameters=_learned_rows),
+    PositionalVariant(
+        "rope", "rotation of q and k", options=pos.Rope, hook="rotary", lowering="RotaryEmbedding where the target gains"
+    ),
+    PositionalVariant("alibi", "per-head distance penalty on the scores", options=pos.Alibi, hook="score-bias"),
+    PositionalVariant(
+        "relative-bias",
+        "learned per-head bias over distance buckets",
+        options=pos.RelativeBias,
+        hook="score-bias",
+        parameters=_bias_table,
+        init={"weight": Init("normal", 0.5)},  # so that distance matters from the start
+    ),
+    PositionalVariant("none", "no positions", options=pos.NoPositional),
+)
+
+NORMS: Registry[NormVariant] = Registry(
+    "norm",
+    NormVariant("layernorm", "(x - mean) / std * w + b", {"weight": ONES, "bias": ZEROS}, parameters=lambda d: 2 * d, onnx_op="LayerNormalization"),
+    NormVariant("rmsnorm", "x / rms(x) * w", {"weight": ONES}, parameters=lambda d: d, onnx_op="RMSNormalization"),
+)
+
+ACTIVATIONS: Registry[ActivationVariant] = Registry(
+    "activation",
+    ActivationVariant("relu", "max(x, 0)", onnx_op="Relu"),
+    ActivationVariant("gelu", "x Phi(x) (erf)", onnx_op="Gelu"),
+    ActivationVariant("gelu-tanh", "the tanh approximation of gelu", onnx_op="Gelu"),
+    ActivationVariant("silu", "x sigmoid(x)"),
+)
+
+
+def _ffn(gated: bool) -> Callable[[int, int, bool], int]:
+    ins = 2 if gated else 1
+    return lambda d, hidden, bias: ins * d * hidden + hidden * d + ((ins * hidden + d) if bias else 0)
+
+
+FFN_KINDS: Registry[FfnVariant] = Registry(
+    "feed-forward",
+    FfnVariant("plain", "down(act(up x))", parameters=_ffn(False)),
+    FfnVariant("gated", "down(act(gate x) * up x): SwiGLU with silu, GeGLU with gelu", parameters=_ffn(True)),
+)
+
+REGISTRIES = {"score": SCORES, "positional": POSITIONAL, "norm": NORMS, "activation": ACTIVATIONS, "ffn": FFN_KINDS}
+
