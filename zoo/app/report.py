@@ -1,5 +1,6 @@
 """The comparison report: a terminal table, a markdown file, JSON with every raw
-figure, and PNG plots (zoo.app.charts). Pure Python: the figures come from
+figure, and PNG plots (zoo.app.charts, drawn with matplotlib where it is installed;
+without it the report skips them with a note). The figures come from
 runtime.measure (one dict per model, see there for names and units)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
@@ -195,7 +197,16 @@ def markdown_report(result: dict, plots: dict[str, str]) -> str:
 
 
 def write_plots(models: list[dict], out: Path) -> dict[str, str]:
-    """PNG plots into ``out``; returns title -> file name."""
+    """PNG plots into ``out``; returns title -> file name. Without matplotlib: none,
+    with a one-line note on stderr (the tables and the JSON do not need it)."""
+    try:
+        return _draw_plots(models, out)
+    except charts.ChartsUnavailable as e:
+        print(f"note: plots skipped: {e}", file=sys.stderr)
+        return {}
+
+
+def _draw_plots(models: list[dict], out: Path) -> dict[str, str]:
     plots = {}
     lat = {
         m["label"]: [(int(c), e["median"]) for c, e in m["decode_ms_by_context"].items()]
