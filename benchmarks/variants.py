@@ -23,31 +23,22 @@ sys.path.insert(0, str(ROOT))
 
 from zoo.app import charts  # noqa: E402
 from zoo.app.cli.compare_cmd import artifact_for, measure_models  # noqa: E402
-from zoo.app.report import _atomic_text, context_rows, markdown_table  # noqa: E402
+from zoo.app.report import context_rows, markdown_table  # noqa: E402
+from zoo.spec.files import write_atomic  # noqa: E402
+from zoo.spec.variants import POSITIONAL, SCORES  # noqa: E402
 
 BASE = ROOT / "benchmarks" / "variant-base.yaml"
 
 # axis -> [(label, overrides)]; the first entry of every axis is the base itself
 AXES = {
-    "attention score": [
-        ("scaled-dot (base)", []),
-        ("dot", ["decoder.attention.score=dot"]),
-        ("additive", ["decoder.attention.score=additive"]),
-        ("bilinear", ["decoder.attention.score=bilinear"]),
-    ],
+    "attention score": [("scaled-dot (base)", [])]
+    + [(s, [f"decoder.attention.score={s}"]) for s in SCORES if s != "scaled-dot"],
     "heads": [
         ("MHA 8/8 (base)", []),
         ("GQA 8/2", ["decoder.attention.kv_heads=2"]),
         ("MQA 8/1", ["decoder.attention.kv_heads=1"]),
     ],
-    "positional encoding": [
-        ("rope (base)", []),
-        ("sinusoidal", ["positional=sinusoidal"]),
-        ("learned", ["positional=learned"]),
-        ("alibi", ["positional=alibi"]),
-        ("relative-bias", ["positional=relative-bias"]),
-        ("none", ["positional=none"]),
-    ],
+    "positional encoding": [("rope (base)", [])] + [(k, [f"positional={k}"]) for k in POSITIONAL if k != "rope"],
     "norm placement": [
         ("pre (base)", []),
         ("post", ["decoder.norm.placement=post"]),
@@ -133,8 +124,8 @@ def write(result: dict, out: Path) -> None:
     lines += _every_variant(result)
     import json
 
-    _atomic_text(figs / "variants.json", json.dumps(result, indent=2) + "\n")
-    _atomic_text(out / "variants.md", "\n".join(lines) + "\n")
+    write_atomic(figs / "variants.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(out / "variants.md", "\n".join(lines) + "\n")
     print(f"wrote {out / 'variants.md'} and {figs}/")
 
 

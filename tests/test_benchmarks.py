@@ -31,3 +31,13 @@ def test_generate_benchmark_runs_and_writes_every_figure(tmp_path):
     assert methods["zoo"]["batch8_tokens_per_s"] > 0
     assert set(res["decode_step_ms_by_context"]) == {"64", "1024"}
     assert abs(res["weight_bytes"] / res["parameter_bytes"] - 1) <= 0.05
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_benchmark_script_imports(script):
+    """Every benchmark script still imports what it uses (default suite: no run, just --help)."""
+    r = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--help"],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
