@@ -1,20 +1,21 @@
-"""Weights on disk in the safetensors format (written and read here, no pickle):
-8-byte little-endian header length, a JSON header (name -> dtype, shape, byte
-offsets; ``__metadata__`` of strings), then the raw little-endian tensor bytes."""
+"""Weights on disk in the safetensors format (no pickle): 8-byte little-endian header
+length, a JSON header (name -> dtype, shape, byte offsets; ``__metadata__`` of
+strings), then the raw little-endian tensor bytes. Written here (save_tensors), read
+through the safetensors package's memory map (load_tensors)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from zoo.spec.errors import ZooError
+from zoo.spec.errors import ZooError, one_line
 from zoo.spec.files import atomic_file
 
 _CODES = {
@@ -28,8 +29,6 @@ _CODES = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
-_DTYPES = {code: dtype for dtype, code in _CODES.items()}
-MAX_HEADER = 100 * 1024 * 1024
 
 
 class WeightsError(ZooError):
@@ -38,13 +37,18 @@ class WeightsError(ZooError):
     exit_code = 2
 
 
-def _bytes(t: torch.Tensor) -> bytes:
+def _bytes(t: torch.Tensor) -> memoryview:
+    """The tensor's bytes, little-endian as stored: a view of its memory when it is
+    contiguous on the CPU (no copy), else of a contiguous CPU copy."""
     t = t.detach().contiguous().cpu()
-    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``tensors`` to ``path`` atomically (a temporary file renamed into place),
+    one tensor's bytes at a time from its own memory. Not safetensors.torch.save_file:
+    that writes to the path itself (no atomic replace) and refuses tensors sharing
+    memory."""
     path = Path(path)
     header: dict = {"__metadata__": dict(metadata or {})}
     offset = 0
@@ -64,60 +68,29 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
             f.write(_bytes(tensors[name]))
 
 
-def _header(f, path: Path, size: int) -> tuple[dict, int]:
-    """The JSON header of the open safetensors file ``f`` (``size`` bytes in all) and
-    the offset of its tensor bytes."""
-    head = f.read(8)
-    if len(head) < 8:
-        raise WeightsError(f"{path}: not a safetensors file (too short)")
-    (n,) = struct.unpack("<Q", head)
-    if n > min(MAX_HEADER, size - 8):
-        raise WeightsError(f"{path}: not a safetensors file (header length {n} out of range)")
-    try:
-        header = json.loads(f.read(n))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise WeightsError(f"{path}: not a safetensors file (bad JSON header)") from None
-    if not isinstance(header, dict):
-        raise WeightsError(f"{path}: not a safetensors file (the header is not a JSON object)")
-    return header, 8 + n
-
-
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file -> (name -> tensor, metadata). Each tensor is read from the
-    file into its own buffer: the file's bytes are held once, never the whole file twice."""
+    """Read a safetensors file -> (name -> tensor, metadata) with safetensors.safe_open:
+    the tensors are views of a private (copy-on-write) memory map of the file, so its
+    bytes are read as touched and held once; writing to a tensor leaves the file as it
+    is. safetensors checks the header (length, JSON, dtypes, shapes, byte ranges that
+    cover the file exactly) before any tensor is made; a file it refuses, or a dtype the
+    zoo does not store, is a one-line WeightsError naming the file. A file truncated in
+    place while its tensors live faults on the next touch (SIGBUS): the zoo's writers
+    replace files (atomic_file, os.replace), never rewrite them in place."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return _read_body(f, path)
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except SafetensorError as e:
+        reason = one_line(e).removeprefix("Error while deserializing header: ")
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        raise WeightsError(f"{path}: not a safetensors file ({reason})") from None
     except OSError as e:
-        raise WeightsError(f"{path}: cannot read weights: {e.strerror or e}") from None
-
-
-def _read_body(f, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    size = os.fstat(f.fileno()).st_size
-    header, body = _header(f, path, size)
-    metadata = header.pop("__metadata__", None) or {}
-    tensors = {}
-    for name, info in header.items():
-        try:
-            dtype = _DTYPES[info["dtype"]]
-            begin, end = info["data_offsets"]
-            shape = [int(s) for s in info["shape"]]
-        except (KeyError, TypeError, ValueError):
-            raise WeightsError(f"{path}: tensor {name!r} has an unreadable header entry") from None
-        count = 1
-        for s in shape:
-            count *= s
-        if not 0 <= begin <= end <= size - body or end - begin != count * torch.empty((), dtype=dtype).element_size():
-            raise WeightsError(f"{path}: tensor {name!r} has byte range [{begin}, {end}) that does not fit its shape")
-        if count == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-            continue
-        buf = bytearray(end - begin)
-        f.seek(body + begin)
-        if f.readinto(buf) != len(buf):
-            raise WeightsError(f"{path}: tensor {name!r}: the file ends before its bytes (truncated while read?)")
-        tensors[name] = torch.frombuffer(buf, dtype=dtype).reshape(shape)
+        raise WeightsError(f"{path}: cannot read weights: {one_line(e.strerror or e)}") from None
+    for name, t in tensors.items():
+        if t.dtype not in _CODES:
+            raise WeightsError(f"{path}: tensor {name!r} has dtype {str(t.dtype).removeprefix('torch.')}, which the zoo does not read")
     return tensors, metadata
 
 
@@ -169,7 +142,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
     check_finite(tensors, path)
     with torch.no_grad():
         for k, t in own.items():
-            t.copy_(tensors[k].to(t.dtype))
+            t.copy_(tensors[k])  # converts to the model's dtype as it copies: no temporary
     converted = {k: t for k, t in own.items() if t.dtype != tensors[k].dtype}
     if converted:  # float32 values past float16's range become inf
         dtype = str(next(iter(converted.values())).dtype).removeprefix("torch.")
