@@ -157,3 +157,14 @@ def plant_sinks(model: nn.Module, unscaled: list, channels: torch.Tensor, margin
     hooks = [h for t in found for h in _hooks(t, channels, margin, normal_mask)]
     run(hooks)
     return len(found)
+
+
+@torch.no_grad()
+def sharpen_scales(model: nn.Module, factor: float) -> int:
+    """Scores that are a parameter times a bounded similarity (a score entry's
+    ``sharpened_by`` in zoo.spec.variants: cosine's temperature) are not sharpened by
+    scaling q and k: multiply that parameter by ``factor``. Returns how many."""
+    found = [getattr(m, v.sharpened_by) for m in model.modules() if (v := variant_of(m)) is not None and getattr(v, "sharpened_by", "")]
+    for p in found:
+        p.mul_(factor)
+    return len(found)

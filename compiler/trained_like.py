@@ -14,7 +14,7 @@ et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
   that are large in those channels: ``input_outlier_ratio`` (4x; post-norm: POST_NORM);
 - sharp attention with wide margins: attention sinks on the massive tokens
   (compiler.attention_sinks, ``sink_margin`` 6), q and k otherwise scaled so that the
-  scores' spread grows ``score_gain`` (1.5)x;
+  scores' spread grows ``score_gain`` (1.5)x, a score's own scale ``scale_gain`` (6)x;
 - non-zero biases and relative-position tables of a few units (T5's span -10..5);
 - a residual stream of rank ``residual_rank`` (d_model / 8) aligned with the weights
   (compiler.residual_subspace): it sets what elementwise weight error costs.
@@ -41,7 +41,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from compiler.attention_sinks import plant_shared_channels, plant_sinks
+from compiler.attention_sinks import plant_shared_channels, plant_sinks, sharpen_scales
 from compiler.residual_subspace import align_residual
 from compiler.variants import variant_of
 
@@ -73,6 +73,7 @@ class TrainedLike:
     residual_rank: float = 0.125
     off_subspace: float = 0.1
     sink_margin: float = 6.0
+    scale_gain: float = 6.0  # a score's own scale parameter (cosine's temperature: Swin v2's 10 -> 60, below its 100)
 
 
 @dataclass
@@ -186,10 +187,8 @@ def _normalized(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _normal_mask(x: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
     """(N,) True for the tokens (rows of x (N, d)) not dominated by the outlier channels."""
-    if channels.numel() == 0:
-        return torch.ones(x.shape[0], dtype=torch.bool)
     energy = x.pow(2)
-    return energy[:, channels].sum(-1) < 0.5 * energy.sum(-1)
+    return energy[:, channels].sum(-1) < 0.5 * energy.sum(-1)  # all True without channels
 
 
 def _batch(vocab: int, outlier_tokens: torch.Tensor, gen: torch.Generator, batch: int = 4, seq: int = 32):
@@ -310,6 +309,7 @@ def make_trained_like(
     share = max(1, round(config.outlier_token_share * vocab_size))
     tokens = torch.randperm(vocab_size, generator=gen)[:share].sort().values
     _reinit(roles, config, gen, channels)
+    sharpen_scales(model, config.scale_gain)
     ids, mask = _batch(vocab_size, tokens, gen, seq=seq)
     order = _norm_order(model, roles, logits_fn, ids, mask)
     final = order[-1] if order else None

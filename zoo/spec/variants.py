@@ -51,6 +51,7 @@ class ScoreVariant(Variant):
 
     parameters: Callable[[int, int], int] = lambda heads, head_dim: 0  # (heads, head_dim) -> count
     dot_product: Optional[Literal["scaled", "unscaled"]] = None  # a plain q.k (the trained-like sinks plant in it)
+    sharpened_by: str = ""  # a parameter multiplying the scores: trained-like weights sharpen attention through it
     fused: bool = True  # matched and lowered to the fused attention op
     lowering: str = ""
 
