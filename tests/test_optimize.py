@@ -98,7 +98,7 @@ def test_tiny_catalog_optimized_for_cpu_passes_parity(name, tiny_artifacts, tmp_
     ops = _ops(tmp_path / name, spec)
     _check(spec, lowering, graphs, ops, _parity(spec, tmp_path / name))
     assert lowering["target"] == "cpu"
-    for comp, (op, n) in EXPECTED_CPU[name].items():
+    for comp, (op, n) in EXPECTED_CPU.get(name, {}).items():  # pinned for these; _check holds for every spec
         assert (lowering[comp]["lowered_as"], lowering[comp]["nodes"]) == (op, n), (comp, lowering[comp])
     assert not any(k.startswith("com.microsoft:") for k in ops)  # CPU: standard ops only (measured faster)
     assert "measured" in lowering["attention"]["why"]
