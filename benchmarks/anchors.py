@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from runtime.graphs import past_dtype  # noqa: E402
 from zoo.app.report import machine_info, markdown_table  # noqa: E402
 
 REAL = {"fp32_vs_torch": 8.7e-5, "version1_text": 0.67, "version1_random": 0.347, "version1_max_error": 17.6}
@@ -47,11 +48,12 @@ EARLIER = {"score_gain": 4.0, "input_outlier_ratio": 20.0, "residual_rank": 1.0,
 def logits_runner(session):
     """ids (B, T) -> logits of a cached-decoder graph run with an empty past."""
     pasts = [i for i in session.get_inputs() if i.name.startswith("past.")]
+    dtype = past_dtype(session)  # float16 for an fp16 graph
 
     def run(ids: np.ndarray) -> np.ndarray:
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         for i in pasts:  # (B, kv_heads, 0, head_dim)
-            feed[i.name] = np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), np.float32)
+            feed[i.name] = np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), dtype)
         return session.run(["logits"], feed)[0]
 
     return run

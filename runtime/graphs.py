@@ -5,10 +5,11 @@ real positions count for each output (what parity, calibration and measurement s
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
-from runtime.session import empty_past, session_options
 from zoo.spec.errors import ExportError
+
+# onnxruntime (and runtime.session) are imported where a graph runs: past_dtype reads a
+# manifest without them (zoo.app.triton).
 
 
 def output_masks(family: str, inputs: dict) -> dict[str, np.ndarray | None]:
@@ -22,14 +23,23 @@ def output_masks(family: str, inputs: dict) -> dict[str, np.ndarray | None]:
 
 
 _ORT_FLOATS = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
+_MANIFEST_FLOATS = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 
 
-def past_dtype(session, default=np.float32):
-    """The dtype a session's graph declares for its past.* inputs (float16 in an fp16
-    artifact, whatever the spec's dtype); ``default`` when it has none or numpy lacks it."""
-    for i in session.get_inputs():
-        if i.name.startswith("past."):
-            return _ORT_FLOATS.get(i.type, default)
+def past_dtype(source, default=np.float32):
+    """The dtype a graph declares for its past.* inputs (float16 in an fp16 artifact,
+    whatever the spec's dtype); ``default`` when it has none or numpy lacks it (bfloat16).
+    ``source``: an onnxruntime session, or an artifact's manifest (a dict: the inputs its
+    graphs record, read without a session)."""
+    if isinstance(source, dict):
+        declared = [(t["name"], t["dtype"]) for g in (source.get("graphs") or {}).values() for t in g.get("inputs", [])]
+        floats = _MANIFEST_FLOATS
+    else:
+        declared = [(i.name, i.type) for i in source.get_inputs()]
+        floats = _ORT_FLOATS
+    for name, dtype in declared:
+        if name.startswith("past."):
+            return floats.get(dtype, default)
     return default
 
 
@@ -38,6 +48,8 @@ def run_graphs(sessions: dict, graphs, inputs: dict, cache, batch: int, float_np
     outputs of the graphs before it (the decoder's cross.* from the encoder) and an
     empty past of the dtype the graph declares (``float_np`` where it declares none
     numpy has); returns every output (all of a session's, taps included) by name."""
+    from runtime.session import empty_past
+
     got: dict[str, np.ndarray] = {}
     for graph in graphs:
         feed = dict(inputs[graph.name])
@@ -54,6 +66,10 @@ def run_graphs(sessions: dict, graphs, inputs: dict, cache, batch: int, float_np
 def open_sessions(paths: dict, spec, providers: list[str]) -> dict:
     """ONNX Runtime sessions of the graphs at ``paths``; a graph the provider cannot
     run is an ExportError naming the dtype."""
+    import onnxruntime as ort
+
+    from runtime.session import session_options
+
     try:
         return {name: ort.InferenceSession(str(p), sess_options=session_options(), providers=providers) for name, p in paths.items()}
     except Exception as e:  # onnxruntime raises its own types; NOT_IMPLEMENTED means a missing kernel

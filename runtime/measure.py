@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from runtime.generate import GenerationConfig, Generator
+from runtime.graphs import past_dtype
 from runtime.session import Session
 
 CONTEXTS = (64, 128, 256, 512, 1024, 2048)  # decode-latency points, those below max_seq_len
@@ -85,10 +86,10 @@ def cache_bytes_per_token(manifest: dict) -> int:
     kv = manifest.get("kv_cache")
     if not kv:
         return 0
-    itemsize = 2 if manifest.get("dtype") in ("float16", "bfloat16") else 4
-    declared = [t["dtype"] for g in manifest["graphs"].values() for t in g.get("inputs", []) if t["name"].startswith("past.")]
-    if declared and declared[0] in ("float16", "bfloat16", "float32"):  # an fp16 build of a float32 spec: float16
-        itemsize = 4 if declared[0] == "float32" else 2
+    # the declared past dtype (an fp16 build of a float32 spec: float16); the spec's size where
+    # numpy has no name for it (bfloat16: 2 bytes, as float16)
+    spec = np.float16 if manifest.get("dtype") in ("float16", "bfloat16") else np.float32
+    itemsize = np.dtype(past_dtype(manifest, spec)).itemsize
     return kv["layers"] * 2 * kv["kv_heads"] * kv["head_dim"] * itemsize
 
 

@@ -115,6 +115,37 @@ def test_decoder_configs_carry_the_kv_cache(repos):
     assert not any(t.name.startswith(("past.", "present.")) for t in (*bert.input, *bert.output))
 
 
+def test_config_pbtxt_is_the_model_config_message(repos, tiny_artifacts):
+    """A comment header, then ModelConfig in text format that parses back to the same text;
+    a tensor with only the batch axis: dims [1] and an empty reshape."""
+    from zoo.app.triton import model_config
+    from zoo.spec.contract import GraphSpec, TensorSpec
+
+    repo, art, opts = repos["gpt2-tiny"]
+    text = (repo / "gpt2-tiny" / "config.pbtxt").read_text(encoding="utf-8")
+    header, body = text.split("\n\n", 1)
+    assert all(line.startswith("# ") for line in header.splitlines()) and "zoo export-triton" in header
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert text_format.MessageToString(config) == body
+    assert (config.name, config.platform, config.backend, config.max_batch_size) == ("gpt2-tiny", "onnxruntime_onnx", "onnxruntime", 8)
+    assert [t.name for t in config.input] == art.graphs[0].input_names
+    assert [t.name for t in config.output] == [t.name for t in art.graphs[0].outputs]
+    declared = {t.name: (list(t.dims), type_name(t.data_type)) for t in (*config.input, *config.output)}
+    assert declared["input_ids"] == ([-1], "TYPE_INT64") and declared["logits"] == ([-1, art.model["vocab_size"]], "TYPE_FP32")
+    assert declared["past.0.key"] == ([art.cache.kv_heads, -1, art.cache.head_dim], "TYPE_FP32")
+    assert [(w.name, w.batch_size) for w in config.model_warmup] == [("zeros", 1)]
+    graph = GraphSpec("model", "model.onnx", (TensorSpec("input_ids", "int64", ("batch", "seq")),), (TensorSpec("score", "float32", ("batch",)),))
+    scorer = text_format.Parse(model_config("scorer", graph, art, opts), model_config_pb2.ModelConfig())
+    assert list(scorer.output[0].dims) == [1] and scorer.output[0].HasField("reshape") and not scorer.output[0].reshape.shape
+    assert not scorer.input[0].HasField("reshape")
+
+
+def test_without_tritonclient_the_export_says_what_to_install(tiny_artifacts, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # its import fails, as if not installed
+    assert "pip install 'transformer-zoo[triton]'" in _fails(capsys, str(tiny_artifacts["gpt2-tiny"]), "-o", str(tmp_path / "r"))
+    assert not list(tmp_path.iterdir())
+
+
 def test_options_reach_the_config(tiny_artifacts, tmp_path):
     opts = TritonOptions(max_batch_size=3, kind="gpu", gpus=(0, 1), instances=4, graph_optimization="off", name="g2")
     export_triton(tiny_artifacts["gpt2-tiny"], tmp_path / "r", opts)
@@ -342,14 +373,18 @@ def test_broken_artifact_is_refused_and_leaves_nothing(tiny_artifacts, tmp_path,
 
 
 def test_export_needs_no_torch(tiny_artifacts, tmp_path):
-    """The export runs where torch is not installed; zoo/app/triton.py itself imports
-    neither torch nor onnxruntime (the runtime package's __init__ imports onnxruntime)."""
+    """The export runs where torch is not installed; the zoo/app/triton/ package itself imports
+    neither torch nor onnxruntime, and importing it loads no onnxruntime."""
     import ast
 
-    tree = ast.parse((ROOT / "zoo" / "app" / "triton.py").read_text(encoding="utf-8"))
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert not imported & {"torch", "onnxruntime", "onnx", "compiler"}, imported
+    for path in sorted((ROOT / "zoo" / "app" / "triton").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"torch", "onnxruntime", "onnx", "compiler"}, (path.name, imported)
+    probe = "import sys, zoo.app.triton\nassert 'onnxruntime' not in sys.modules, 'onnxruntime imported'\n"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 0, r.stderr
     script = without_module("torch", "compiler") + (
         "import sys\nfrom zoo.app.cli import main\n"
         f"code = main(['export-triton', {str(tiny_artifacts['t5-tiny'])!r}, '-o', {str(tmp_path / 'repo')!r}])\n"
