@@ -100,6 +100,21 @@ class Bilinear(nn.Module):
         return grouped_qk(q @ self.w, k)  # (B, H, Tq, Tk)
 
 
+class Cosine(nn.Module):
+    """tau_h * cos(q, k): q and k L2-normalised per head, a learned temperature per
+    head (Henry et al. 2020, "Query-Key Normalization"; Swin v2's scaled cosine attention).
+    Normalised in fp32 whatever the dtype."""
+
+    def __init__(self, heads: int, head_dim: int):
+        super().__init__()
+        self.temperature = nn.Parameter(torch.ones(heads))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        qn = nn.functional.normalize(q.float(), dim=-1) * self.temperature.float()[:, None, None]  # (B, H, Tq, hd)
+        kn = nn.functional.normalize(k.float(), dim=-1)  # (B, KV, Tk, hd)
+        return grouped_qk(qn.to(q.dtype), kn.to(k.dtype))  # (B, H, Tq, Tk)
+
+
 SCORES: dict[str, type[nn.Module]] = implement(
     variants.SCORES,
     {
@@ -107,6 +122,7 @@ SCORES: dict[str, type[nn.Module]] = implement(
         "dot": Dot,
         "additive": Additive,
         "bilinear": Bilinear,
+        "cosine": Cosine,
     },
 )
 

@@ -137,6 +137,14 @@ SCORES: Registry[ScoreVariant] = Registry(
         parameters=lambda h, hd: h * hd * hd,  # per head: W (hd x hd)
         lowering="q W is computed first, then the fused op takes it as the query",
     ),
+    ScoreVariant(
+        "cosine",
+        "tau_h cos(q, k): q and k L2-normalised per head, a learned temperature tau per head",
+        init={"temperature": Init("constant", 10.0)},  # Swin v2's starting scale
+        parameters=lambda h, hd: h,
+        sharpened_by="temperature",
+        lowering="tau q/|q| and k/|k| are computed first, then the fused op takes them at scale 1",
+    ),
 )
 
 
