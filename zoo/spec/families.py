@@ -1,0 +1,217 @@
+"""The three families as objects: each owns its graphs (names, inputs, outputs, the
+tensor role of every cache tensor) and its dummy inputs, so that no other module
+branches on the family's name. The compiler keys its torch wrappers by the same
+names (compiler.model.WRAPPERS). No torch, no pydantic: the runtime imports this.
+
+Cache tensors are named ``{role}.{layer}.{key|value}``; ``Role`` is the one place
+that knows those prefixes (``Role.PAST.name_of(0, "key")`` -> ``"past.0.key"``,
+``Role.of("present.3.value")`` -> ``Role.PRESENT``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Optional
+
+import numpy as np
+
+from zoo.spec.contract import GraphSpec, TensorSpec
+from zoo.spec.inputs import padded_mask, random_ids
+
+KINDS = ("key", "value")
+
+
+class Role(str, Enum):
+    """What a cache tensor of a graph is."""
+
+    PAST = "past"  # input: the keys/values of earlier tokens (batch, kv_heads, past_seq, head_dim)
+    PRESENT = "present"  # output: past + the new tokens' (batch, kv_heads, total_seq, head_dim)
+    CROSS = "cross"  # encoder output / decoder input: the encoder's keys/values (batch, kv_heads, src_seq, head_dim)
+
+    def name_of(self, layer: int, kind: str) -> str:
+        return f"{self.value}.{layer}.{kind}"
+
+    @classmethod
+    def of(cls, name: str) -> Optional["Role"]:
+        """The role of a tensor name, or None for a tensor that is not a cache tensor."""
+        parts = name.split(".")
+        if len(parts) == 3 and parts[1].isdigit() and parts[2] in KINDS:
+            return next((r for r in cls if r.value == parts[0]), None)
+        return None
+
+    @staticmethod
+    def layer_of(name: str) -> int:
+        return int(name.split(".")[1])
+
+    def counterpart(self, name: str) -> str:
+        """``present.3.key`` -> the same layer and kind under this role."""
+        _, layer, kind = name.split(".")
+        return f"{self.value}.{layer}.{kind}"
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """The key/value cache of a decoder graph.
+
+    Per layer i the graph takes ``past.{i}.key`` / ``past.{i}.value`` of shape
+    (batch, kv_heads, past_seq, head_dim) and returns ``present.{i}.key`` /
+    ``present.{i}.value`` of shape (batch, kv_heads, total_seq, head_dim), total_seq =
+    past_seq + seq: the past with the new tokens' keys/values appended (keys after
+    RoPE). The attention mask covers all total_seq slots. Prefill passes a past of
+    length 0. An encoder-decoder's encoder graph also returns ``cross.{i}.key`` /
+    ``cross.{i}.value`` (batch, kv_heads, src_seq, head_dim), which the decoder takes
+    at every step unchanged."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    cross: bool
+
+    def names(self, role: Role | str) -> list[str]:
+        role = Role(role)
+        return [role.name_of(i, kind) for i in range(self.layers) for kind in KINDS]
+
+    def tensors(self, role: Role | str, seq: str) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(n, "float", ("batch", "kv_heads", seq, "head_dim")) for n in self.names(role))
+
+    def to_json(self) -> dict:
+        return {
+            "layers": self.layers,
+            "kv_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "layout": "batch, kv_heads, seq, head_dim",
+            "past": "past.{i}.key / past.{i}.value",
+            "present": "present.{i}.key / present.{i}.value (past + new tokens)",
+            "cross": "cross.{i}.key / cross.{i}.value, from the encoder graph" if self.cross else None,
+            "prefill": "past of length 0",
+        }
+
+
+def _ids(name: str, seq: str) -> TensorSpec:
+    return TensorSpec(name, "int64", ("batch", seq))
+
+
+def _hidden(name: str, seq: str) -> TensorSpec:
+    return TensorSpec(name, "float", ("batch", seq, "d_model"))
+
+
+def _logits(seq: str) -> TensorSpec:
+    return TensorSpec("logits", "float", ("batch", seq, "vocab"))
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a family is, for every floor: its stacks and graphs, the graph a
+    generation step runs (``step_graph``, None: it does not generate) and its inputs."""
+
+    name: str
+    stacks: tuple[str, ...]
+    step_graph: Optional[str]  # the graph a decoding step runs
+    ids: str  # that graph's (or the only graph's) token-id input
+    mask: str  # and its attention mask
+    encoder_graph: Optional[str] = None  # a separate graph run once per prompt
+
+    @property
+    def generates(self) -> bool:
+        return self.step_graph is not None
+
+    @property
+    def crossed(self) -> bool:
+        """Decoder layers attend to an encoder's output."""
+        return self.encoder_graph is not None
+
+    def output_stack(self) -> str:
+        """The stack whose hidden states are projected to logits."""
+        return self.stacks[-1]
+
+    def cache(self, spec: Any) -> Optional[CacheLayout]:
+        if not self.generates:
+            return None
+        dec = spec.stack("decoder")
+        return CacheLayout(layers=dec.layers, kv_heads=dec.attention.n_kv_heads, head_dim=spec.head_dim("decoder"), cross=self.crossed)
+
+    def graphs(self, spec: Any) -> tuple[GraphSpec, ...]:
+        raise NotImplementedError
+
+    def token_inputs(self, *, vocab: int, batch: int, seq: int, src_seq: int | None = None, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+        """Random ids and padded masks of every graph, by graph then input name (cache
+        tensors come from runtime.session or the encoder's outputs)."""
+        rng = np.random.default_rng(seed)
+        return {"model": {self.ids: random_ids(batch, seq, vocab, rng), self.mask: padded_mask(batch, seq, rng)}}
+
+
+class EncoderOnly(Family):
+    def graphs(self, spec: Any) -> tuple[GraphSpec, ...]:
+        outputs: tuple[TensorSpec, ...] = (_hidden("last_hidden_state", "seq"), _logits("seq"))
+        if spec is not None and spec.embedding.pooler:
+            outputs += (TensorSpec("pooler_output", "float", ("batch", "d_model")),)
+        return (GraphSpec("model", "model.onnx", (_ids(self.ids, "seq"), _ids(self.mask, "seq")), outputs),)
+
+
+class DecoderOnly(Family):
+    def graphs(self, spec: Any) -> tuple[GraphSpec, ...]:
+        cache = self.cache(spec)
+        inputs = (_ids(self.ids, "seq"), _ids(self.mask, "total_seq"), *cache.tensors(Role.PAST, "past_seq"))
+        return (GraphSpec("model", "model.onnx", inputs, (_logits("seq"), *cache.tensors(Role.PRESENT, "total_seq"))),)
+
+
+class EncoderDecoder(Family):
+    def graphs(self, spec: Any) -> tuple[GraphSpec, ...]:
+        cache = self.cache(spec)
+        encoder = GraphSpec(
+            "encoder",
+            "encoder.onnx",
+            (_ids("input_ids", "src_seq"), _ids("attention_mask", "src_seq")),
+            (_hidden("encoder_hidden_states", "src_seq"), *cache.tensors(Role.CROSS, "src_seq")),
+        )
+        inputs = (
+            _ids(self.ids, "seq"),
+            _ids(self.mask, "total_seq"),
+            _ids("encoder_attention_mask", "src_seq"),
+            *cache.tensors(Role.CROSS, "src_seq"),
+            *cache.tensors(Role.PAST, "past_seq"),
+        )
+        decoder = GraphSpec("decoder", "decoder.onnx", inputs, (_logits("seq"), *cache.tensors(Role.PRESENT, "total_seq")))
+        return encoder, decoder
+
+    def token_inputs(self, *, vocab: int, batch: int, seq: int, src_seq: int | None = None, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+        rng = np.random.default_rng(seed)
+        src = src_seq or seq
+        src_mask = padded_mask(batch, src, rng)
+        return {
+            "encoder": {"input_ids": random_ids(batch, src, vocab, rng), "attention_mask": src_mask},
+            "decoder": {
+                self.ids: random_ids(batch, seq, vocab, rng),
+                self.mask: padded_mask(batch, seq, rng),
+                "encoder_attention_mask": src_mask,
+            },
+        }
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        EncoderOnly("encoder-only", ("encoder",), None, "input_ids", "attention_mask"),
+        DecoderOnly("decoder-only", ("decoder",), "model", "input_ids", "attention_mask"),
+        EncoderDecoder("encoder-decoder", ("encoder", "decoder"), "decoder", "decoder_input_ids", "decoder_attention_mask", "encoder"),
+    )
+}
+
+
+def family(of: Any) -> Family:
+    """The family of a ModelSpec, an artifact (anything with ``.family``) or a name."""
+    name = of if isinstance(of, str) else of.family
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}: one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def graphs_for(spec: Any) -> tuple[GraphSpec, ...]:
+    """The graphs of an artifact of ``spec`` (attention masks: 1 = token, 0 = padding)."""
+    return family(spec).graphs(spec)
+
+
+def cache_layout(spec: Any) -> Optional[CacheLayout]:
+    """The cache of a ModelSpec's decoder graph; None for encoder-only."""
+    return family(spec).cache(spec)
