@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from generate_workers import GenaiWorker, NoCacheWorker, TransformersWorker, ZooWorker  # noqa: E402
-from runtime.measure import peak_rss_mb  # noqa: E402
+from runtime.measure import peak_rss_mb, stats  # noqa: E402
 from zoo.app.report import machine_info  # noqa: E402
 
 MODELS = {
@@ -174,15 +173,12 @@ def make_genai(hf: Path, folder: Path, threads: int) -> tuple[Path | None, str]:
 
 
 def median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
+    return stats(xs)["median"] if xs else float("nan")
 
 
 def spread(xs: list[float]) -> float:
-    """Half the distance between the 25th and 75th percentiles, relative to the median."""
-    if len(xs) < 4:
-        return float("nan")
-    q = statistics.quantiles(xs, n=4)
-    return (q[2] - q[0]) / 2 / statistics.median(xs)
+    """Half the interquartile range relative to the median (runtime.measure.stats), NaN under 4 values."""
+    return stats(xs)["spread"] if len(xs) >= 4 else float("nan")
 
 
 def bench_model(name: str, work: Path, args) -> dict:
