@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
+from zoo.app.cli.render import Block, Table, field, render
 from zoo.spec.errors import InputError, SpecError
 
 
@@ -108,74 +108,85 @@ def cmd_build(args: argparse.Namespace) -> int:
         )
     except SpecError as err:  # found at build time (too large to fit): point at the spec's line
         raise _located(err, args) from None
-    if not built:
-        print(f"{folder}: up to date (artifact {manifest['artifact_id'][:12]}); --force rebuilds it")
-        return 0
-    print(f"artifact  {folder}")
-    print(f"model     {spec.name}  ({spec.family}, {manifest['parameters']['total']:,} parameters, {spec.dtype})")
-    for name, entry in manifest["files"].items():
-        print(f"  {name:<16} {_fmt_bytes(entry['bytes']):>10}  sha256 {entry['sha256'][:12]}")
-    _print_parity(manifest["parity"])
-    _print_lowering((manifest.get("build") or {}).get("lowering"))
-    _print_precision((manifest.get("build") or {}).get("precision"))
-    secs = manifest["build_seconds"]
-    print("time      " + ", ".join(f"{k} {v:.1f}s" for k, v in secs.items()))
+    render({"folder": folder, "built": built, "manifest": manifest,
+            "model": {"name": spec.name, "family": spec.family, "dtype": spec.dtype}}, as_json=False, view=_build_view)
     return 0
 
 
-def _print_parity(report) -> None:
+def _build_view(r: dict) -> list[Block]:
+    """What ``zoo build`` prints: the artifact's files, parity, optimize and precision records, the times."""
+    manifest, model = r["manifest"], r["model"]
+    if not r["built"]:
+        return [f"{r['folder']}: up to date (artifact {manifest['artifact_id'][:12]}); --force rebuilds it"]
+    blocks: list[Block] = [
+        field("artifact", r["folder"]),
+        field("model", f"{model['name']}  ({model['family']}, {manifest['parameters']['total']:,} parameters, {model['dtype']})"),
+        Table(None, [[name, _fmt_bytes(e["bytes"]), f"sha256 {e['sha256'][:12]}"] for name, e in manifest["files"].items()],
+              align="lrl", indent=2),
+    ]
+    build = manifest.get("build") or {}
+    blocks += _parity_view(manifest["parity"]) + _lowering_view(build.get("lowering")) + _precision_view(build.get("precision"))
+    blocks.append(field("time", ", ".join(f"{k} {v:.1f}s" for k, v in manifest["build_seconds"].items())))
+    return blocks
+
+
+def _parity_view(report) -> list[Block]:
     """The build's parity table: every run and output, the cached decoding, the verdict."""
     if not report:
-        return
-    print(f"parity    ONNX Runtime ({report['provider']}) vs torch, rule {report['tolerance']['rule']}")
-    print(f"  {'batch':>5} {'seq':>4}  {'output':<22} {'max abs':>10} {'max rel':>10} {'of bound':>9} {'top-1':>7}")
+        return []
+    rows = []
     for run in report["runs"]:
         for out, e in run["outputs"].items():
             top1 = f"{e['top1'] * 100:.1f}%" if "top1" in e else ""
-            print(f"  {run['batch']:>5} {run['seq']:>4}  {out:<22} {e['max_abs']:>10.2e} {e['max_rel']:>10.2e} {e['worst']:>9.2g} {top1:>7}")
+            rows.append([run["batch"], run["seq"], out, f"{e['max_abs']:.2e}", f"{e['max_rel']:.2e}", f"{e['worst']:.2g}", top1])
     c = report.get("cache")
     if c:
-        label = f"logits, cached x{c['steps']}"
-        seq = c["prompt"] + c["steps"]
-        print(f"  {c['batch']:>5} {seq:>4}  {label:<22} {c['max_abs']:>10.2e} {c['max_rel']:>10.2e} {c['worst']:>9.2g} {c['top1'] * 100:>6.1f}%")
-    print(f"  {'passed' if report['passed'] else 'FAILED'}: every check within the rule (largest error {report['worst']:.2g} of its bound)")
+        rows.append([c["batch"], c["prompt"] + c["steps"], f"logits, cached x{c['steps']}", f"{c['max_abs']:.2e}",
+                     f"{c['max_rel']:.2e}", f"{c['worst']:.2g}", f"{c['top1'] * 100:.1f}%"])
+    return [
+        field("parity", f"ONNX Runtime ({report['provider']}) vs torch, rule {report['tolerance']['rule']}"),
+        Table(["batch", "seq", "output", "max abs", "max rel", "of bound", "top-1"], rows, align="rrlrrrr", indent=2),
+        f"  {'passed' if report['passed'] else 'FAILED'}: every check within the rule (largest error {report['worst']:.2g} of its bound)",
+    ]
 
 
-def _print_lowering(record) -> None:
+def _lowering_view(record) -> list[Block]:
     """The optimize lines of ``zoo build --optimize``: what each component became for the target."""
     if not isinstance(record, dict):
-        return
-    print(f"optimize  for {record['target']}")
+        return []
+    rows = []
     for comp in ("attention", "rotary", "norm", "gelu"):
         e = record.get(comp)
         if e and (e["nodes"] or e.get("decomposed")):
             left = f", {e['decomposed']} left decomposed" if e.get("decomposed") else ""
-            print(f"  {comp:<10} {e['lowered_as']} x{e['nodes']}{left}")
+            rows.append([comp, f"{e['lowered_as']} x{e['nodes']}{left}"])
+    return [field("optimize", f"for {record['target']}"), *([Table(None, rows, indent=2)] if rows else [])]
 
 
-def _print_precision(record) -> None:
+def _precision_view(record) -> list[Block]:
     """The precision lines of ``zoo build``: what was converted and its measured cost against fp32."""
     if not isinstance(record, dict):
-        return
+        return []
     io = ", ".join(f"{k} {v}" for k, v in record.get("io", {}).items())
-    print(f"precision {record['precision']}  (IO: {io})")
+    lines = [field("precision", f"{record['precision']}  (IO: {io})")]
     if "kept_fp32" in record:
-        print(f"  kept in fp32: {', '.join(record['kept_fp32']['ops'])}")
+        lines.append(f"  kept in fp32: {', '.join(record['kept_fp32']['ops'])}")
     for graph, q in (record.get("quantization") or {}).items():
         tables = ", ".join(f"{e['table']} ({'tied, ' if e['tied_projections'] else ''}{e.get('scheme', 'per row')})" for e in q.get("embeddings", []))
         kept = f"; float32: {q['fp32_matmuls']} q/k MatMuls, outlier channels in {q['weights_with_kept_channels']} weights" if "fp32_matmuls" in q else ""
-        print(f"  {graph}: {q['matmuls']} MatMuls int8 ({q['weight_type']})" + kept + (f"; embeddings {tables}" if tables else ""))
+        lines.append(f"  {graph}: {q['matmuls']} MatMuls int8 ({q['weight_type']})" + kept + (f"; embeddings {tables}" if tables else ""))
     a = record["accuracy"]
-    print(
+    lines.append(
         f"  vs fp32 (batch {a['batch']} x {a['seq']}, {a['positions']} positions): max logit error {a['max_abs_logit']:.2e}, "
         f"mean {a['mean_abs_logit']:.2e}, top-1 agreement {a['top1_agreement'] * 100:.1f}%"
     )
     speed = f"forward {record['speed_vs_fp32']:.2f}x"
     if record.get("decode_speed_vs_fp32"):
         speed += f", decode step {record['decode_speed_vs_fp32']:.2f}x"
-    print(f"  speed vs fp32: {speed} (x > 1 faster; {record['provider']}); size {record['size_vs_fp32']:.2f}x of fp32")
+    lines.append(f"  speed vs fp32: {speed} (x > 1 faster; {record['provider']}); size {record['size_vs_fp32']:.2f}x of fp32")
     if record.get("timing_note"):
-        print(f"  note: {record['timing_note']}")
+        lines.append(f"  note: {record['timing_note']}")
+    return lines
 
 
 def _parse_ids(texts: list[str], what: str) -> list[list[int]]:
@@ -213,28 +224,15 @@ def _check_ids(ids, vocab: int, max_len: int, what: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from runtime.session import Session
+    from zoo.app.forward import forward, open_session
 
     if args.batch < 1 or args.seq < 1 or args.repeat < 0 or args.top < 1:
         raise InputError("--batch, --seq and --top must be at least 1, --repeat at least 0")
-    t0 = time.perf_counter()
-    session = Session(args.artifact, device=args.device, threads=args.threads or None, strict=args.strict)
-    load_s = time.perf_counter() - t0
+    session, load_s = open_session(args.artifact, device=args.device, threads=args.threads or None, strict=args.strict)
     inputs, last_mask, tokenizer = _run_inputs(args, session)
-    t0 = time.perf_counter()
-    outputs = session.forward(inputs)
-    first_s = time.perf_counter() - t0
-    times = []
-    for _ in range(args.repeat):  # the same inputs, checked by the first call: time the forward alone
-        t0 = time.perf_counter()
-        session.forward(inputs, check=False)
-        times.append(time.perf_counter() - t0)
-    timing = f"timing    session load {load_s * 1e3:.1f} ms, first run {first_s * 1e3:.2f} ms"
-    if times:
-        timing += f", median of {len(times)} runs {float(np.median(times)) * 1e3:.2f} ms"
-    _print_run(session, inputs, outputs, timing, last_mask, tokenizer, args.top)
+    result = forward(session, inputs, last_mask=last_mask, tokenizer=tokenizer, repeat=args.repeat, top=args.top,
+                     load_seconds=load_s)
+    render(result, as_json=False, view=_run_view)
     return 0
 
 
@@ -276,30 +274,24 @@ def _run_inputs(args: argparse.Namespace, session):
     return inputs, dec_mask, tokenizer
 
 
-def _print_run(session, inputs: dict, outputs: dict, timing: str, last_mask, tokenizer, top_n: int) -> None:
-    """What ``zoo run`` prints: the artifact, provider, feeds, outputs, timing and the top tokens."""
-    import numpy as np
+def _shape(dims: list[int]) -> str:
+    return str(tuple(dims))
 
-    manifest = session.artifact.manifest
-    print(f"artifact  {session.artifact.folder}  ({manifest['name']}, {manifest['family']})")
-    print(f"provider  {session.provider}")
-    for graph in session.artifact.graphs:
-        feed = inputs[graph.name]
-        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
-        if graph.name != "encoder" and session.artifact.cache is not None:
-            shapes += " (and an empty cache)"
-        print(f"inputs    [{graph.name}] {shapes}")
-    cached = [k for k in outputs if k.startswith(("present.", "cross."))]
-    shown_out = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in outputs.items() if k not in cached)
-    print("outputs   " + shown_out + (f", and {len(cached)} cache tensors" if cached else ""))
-    print(timing)
-    logits = outputs["logits"].astype(np.float64)
-    print(f"top {top_n} tokens at the last position of each sequence (probability):")
-    for row in range(logits.shape[0]):
-        last = int(np.nonzero(last_mask[row])[0][-1])
-        z = logits[row, last]
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        top = np.argsort(-p)[:top_n]
-        shown = (lambda t: f"{int(t)} {tokenizer.token(int(t))!r}") if tokenizer else (lambda t: str(int(t)))
-        print(f"  [{row}] " + "  ".join(f"{shown(t)} ({p[t]:.3g})" for t in top))
+
+def _run_view(r: dict) -> list[Block]:
+    """What ``zoo run`` prints: the artifact, provider, feeds, outputs, timing and the top tokens."""
+    lines = [field("artifact", f"{r['artifact']}  ({r['name']}, {r['family']})"), field("provider", r["provider"])]
+    for feed in r["inputs"]:
+        shapes = ", ".join(f"{k} {_shape(v)}" for k, v in feed["shapes"].items())
+        lines.append(field("inputs", f"[{feed['graph']}] {shapes}" + (" (and an empty cache)" if feed["empty_cache"] else "")))
+    shown = ", ".join(f"{k} {_shape(v['shape'])} {v['dtype']}" for k, v in r["outputs"].items())
+    lines.append(field("outputs", shown + (f", and {r['cache_tensors']} cache tensors" if r["cache_tensors"] else "")))
+    t = r["timing"]
+    timing = f"session load {t['load_ms']:.1f} ms, first run {t['first_ms']:.2f} ms"
+    if t["median_ms"] is not None:
+        timing += f", median of {t['runs']} runs {t['median_ms']:.2f} ms"
+    lines += [field("timing", timing), f"top {r['top_n']} tokens at the last position of each sequence (probability):"]
+    for row, tokens in enumerate(r["top"]):
+        shown_tokens = (f"{t['id']} {t['token']!r}" if t["token"] is not None else str(t["id"]) for t in tokens)
+        lines.append(f"  [{row}] " + "  ".join(f"{tok} ({t['p']:.3g})" for tok, t in zip(shown_tokens, tokens)))
+    return lines

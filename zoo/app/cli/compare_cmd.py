@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from zoo.app.cli.render import Block, Table, field, render
 from zoo.spec.errors import InputError, ZooError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -76,7 +77,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(set(labels)) != len(labels):
         raise InputError("a model is named twice; give each once")
     folders = [artifact_for(arg, args.overrides, precision=p or "fp32") for _, arg, p in runs]
-    from zoo.app.report import summary_rows, terminal_table, write_report
+    from zoo.app.report import write_report
 
     result = measure_models(
         labels,
@@ -90,15 +91,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         batches=batches,
         rounds=args.rounds,
     )
-    models = result["models"]
     files = write_report(result, args.out)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(terminal_table(*summary_rows(models)))
-        print()
-        print("wrote " + ", ".join(str(p) for p in files.values()))
+    render(result, as_json=args.json, view=lambda r: _summary_view(r, files))
     return 0
+
+
+def _summary_view(result: dict, files: dict) -> list[Block]:
+    """The models side by side (zoo.app.report.summary_rows), then the files written."""
+    from zoo.app.report import summary_rows
+
+    header, rows = summary_rows(result["models"])
+    return [Table(header, rows, align="l" + "r" * (len(header) - 1), rule=True), "", "wrote " + ", ".join(str(p) for p in files.values())]
 
 
 def measure_models(labels, folders, *, device, threads, reps, warmup, new_tokens, contexts, batches, rounds: int = 1) -> dict:
@@ -245,28 +248,33 @@ def _parity(args) -> int:
     from zoo.app.parity import artifact_parity
 
     report = artifact_parity(args.parity, weights=args.weights, device=args.device)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0 if report["passed"] else 1
-    print(f"artifact  {args.parity}  ({report['name']}, {report['dtype']}, provider {report['provider']})")
-    print(f"rule      {report['tolerance']['rule']}" + (f" ({report['precision']} build)" if report.get("precision", "fp32") != "fp32" else ""))
-    print(f"  {'padding':<8} {'output':<24} {'max abs':>10} {'max rel':>10} {'of bound':>9} {'top-1':>7}  within")
+    render(report, as_json=args.json, view=lambda r: _parity_view(r, args.parity))
+    return 0 if report["passed"] else 1
+
+
+def _parity_view(report: dict, artifact: Path) -> list[Block]:
+    """``zoo compare --parity``: every output per padding, every layer, the verdict."""
+    precision = f" ({report['precision']} build)" if report.get("precision", "fp32") != "fp32" else ""
+    outputs = []
     for run in report["runs"]:
         for name, e in run["outputs"].items():
             top1 = f"{e['top1'] * 100:.1f}%" if "top1" in e else ""
-            ok = "yes" if e["within"] else "NO"
-            print(f"  {run['padding']:<8} {name:<24} {e['max_abs']:>10.2e} {e['max_rel']:>10.2e} {e['worst']:>9.2g} {top1:>7}  {ok}")
-    print("layers (hidden state after each layer, real positions, the same rule):")
-    for layer in report["layers"]:
-        ok = "yes" if layer["within"] else "NO"
-        print(f"  {layer['layer']:<24} max abs {layer['max_abs']:.2e}  median |torch| {layer['scale']:.3g}  of bound {layer['worst']:.2g}  within {ok}")
+            outputs.append([run["padding"], name, f"{e['max_abs']:.2e}", f"{e['max_rel']:.2e}", f"{e['worst']:.2g}", top1,
+                            "yes" if e["within"] else "NO"])
+    layers = [[layer["layer"], f"{layer['max_abs']:.2e}", f"{layer['scale']:.3g}", f"{layer['worst']:.2g}", "yes" if layer["within"] else "NO"]
+              for layer in report["layers"]]
+    blocks: list[Block] = [
+        field("artifact", f"{artifact}  ({report['name']}, {report['dtype']}, provider {report['provider']})"),
+        field("rule", report["tolerance"]["rule"] + precision),
+        Table(["padding", "output", "max abs", "max rel", "of bound", "top-1", "within"], outputs, align="llrrrrl", indent=2),
+        "layers (hidden state after each layer, real positions, the same rule):",
+        Table(["layer", "max abs", "median |torch|", "of bound", "within"], layers, align="lrrrl", indent=2),
+    ]
     if report["passed"]:
-        print("passed: every output and every layer within the rule")
-        return 0
+        return blocks + ["passed: every output and every layer within the rule"]
     first = report.get("first_divergent_layer")
     where = f"; first layer beyond the rule: {first}" if first else "; every layer within the rule, so the divergence is after the last layer"
     rule = report["tolerance"]
     if report["top1"] is not None and rule.get("top1") is not None and report["top1"] < rule["top1"]:
-        print(f"FAILED: top-1 agreement {report['top1'] * 100:.1f}% < {rule['top1'] * 100:.0f}%")
-    print(f"FAILED: largest error {report['worst']:.3g}x its bound{where}")
-    return 1
+        blocks.append(f"FAILED: top-1 agreement {report['top1'] * 100:.1f}% < {rule['top1'] * 100:.0f}%")
+    return blocks + [f"FAILED: largest error {report['worst']:.3g}x its bound{where}"]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from zoo.app.cli.build_cmds import _parse_ids
+from zoo.app.cli.render import field, render
 from zoo.spec.errors import InputError
 
 
@@ -79,14 +79,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         done = bool(step.finished[0])
     result = gen.last
     if args.json:
-        print(json.dumps({"tokens": result.tokens, **result.summary(), "threads": args.threads or None}, indent=2))
+        render({"tokens": result.tokens, **result.summary(), "threads": args.threads or None}, as_json=True)
         return 0
     if streaming:
         print()
     else:
-        for i, (prompt, toks) in enumerate(zip(prompts, result.tokens)):
-            print(f"[{i}] {_prompt(prompt, tokenizer)} ->" + "".join(show(t) for t in toks))
-    _print_figures(result, config, gen.io_binding, args.threads, len(prompts))
+        rows = [f"[{i}] {_prompt(prompt, tokenizer)} ->" + "".join(show(t) for t in toks) for i, (prompt, toks) in enumerate(zip(prompts, result.tokens))]
+        render(rows, as_json=False)
+    figures = {"result": result, "config": config, "io_binding": gen.io_binding, "threads": args.threads or os.cpu_count(), "rows": len(prompts)}
+    render(figures, as_json=False, view=_figures_view, file=sys.stderr)  # stdout carries the tokens
     return 0
 
 
@@ -126,20 +127,19 @@ def _prompts(args: argparse.Namespace, session):
     return prompts, decoder_prompts, tokenizer
 
 
-def _print_figures(result, config, io_binding: bool, threads_flag: int, rows: int) -> None:
-    """Provider, token count and timing, on stderr (stdout carries the tokens)."""
-    threads = threads_flag or os.cpu_count()
+def _figures_view(f: dict) -> list[str]:
+    """Provider, token count and timing (printed on stderr: stdout carries the tokens)."""
+    result, config = f["result"], f["config"]
     mode = "sampled" + (f", seed {config.seed}" if config.seed is not None else ", no seed") if not config.greedy else "greedy"
-    print(
-        f"provider  {result.provider}, io binding {'on' if io_binding else 'off'}"
-        + (f", {threads} threads" if "CPU" in result.provider else ""),
-        file=sys.stderr,
-    )
+    provider = f"{result.provider}, io binding {'on' if f['io_binding'] else 'off'}" + (f", {f['threads']} threads" if "CPU" in result.provider else "")
     reasons = ", ".join(sorted(set(result.finish_reasons)))
-    print(f"tokens    {sum(len(t) for t in result.tokens)} new ({mode}; stopped by {reasons})", file=sys.stderr)
     rate = f"{result.decode_tokens_per_s:.1f} tokens/s" if result.step_seconds else "n/a (one step)"
-    batch = f", batch throughput {result.throughput:.1f} tokens/s" if rows > 1 and result.step_seconds else ""
-    print(f"timing    time to first token {result.time_to_first_token_s * 1e3:.1f} ms, decode {rate}{batch}", file=sys.stderr)
+    batch = f", batch throughput {result.throughput:.1f} tokens/s" if f["rows"] > 1 and result.step_seconds else ""
+    return [
+        field("provider", provider),
+        field("tokens", f"{sum(len(t) for t in result.tokens)} new ({mode}; stopped by {reasons})"),
+        field("timing", f"time to first token {result.time_to_first_token_s * 1e3:.1f} ms, decode {rate}{batch}"),
+    ]
 
 
 def _prompt(ids: list[int], tokenizer) -> str:

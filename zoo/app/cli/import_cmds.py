@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import uuid
 from pathlib import Path
 
-from zoo.spec.errors import ArtifactError
+from zoo.app.cli.render import field, render
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,47 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from zoo.app.importing import import_model
     from zoo.app.progress import step
 
-    from zoo.app.build import spec_yaml, swap_into_place, sweep
-    from runtime.artifact import staging_name
-
-    out: Path = args.out
-    sweep(out)  # what an earlier, killed import left: puts back a folder it had moved away
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        earlier = out.is_dir() and {p.name for p in out.iterdir()} <= {"spec.yaml", "weights.safetensors", "tokenizer.json"}
-        if not (earlier and args.force):
-            why = "holds an earlier import; --force replaces it" if earlier else "exists and is not an empty folder; refusing to overwrite it"
-            raise ArtifactError(f"{out}: {why}")
-    from compiler.importers import import_folder
-    from compiler.weights import save_tensors
-
-    with step(f"importing {args.folder}"):
-        imported = import_folder(args.folder, name=args.name, dtype=args.dtype)
-    if imported.tokenizer:
-        from runtime.tokenizer import check_tokenizer
-
-        check_tokenizer(imported.tokenizer)  # one the runtime cannot load is refused, not copied
-    spec = imported.spec
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / staging_name(out.name, "partial", os.getpid(), uuid.uuid4().hex[:8])
-    partial.mkdir()
-    try:
-        header = f"# imported by `zoo import` from {args.folder.resolve()} (model_type {imported.model_type})\n"
-        (partial / "spec.yaml").write_text(header + spec_yaml(spec), encoding="utf-8")
-        with step(f"writing {len(imported.state)} tensors"):
-            save_tensors(imported.state, partial / "weights.safetensors", {"source": str(args.folder.resolve()), "model_type": imported.model_type})
-        if imported.tokenizer:
-            shutil.copyfile(imported.tokenizer, partial / "tokenizer.json")
-        swap_into_place(partial, out)  # the earlier import stays whole until the new one is in place
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    print(f"imported  {args.folder}  ({imported.model_type} -> {spec.family}, {spec.parameter_count():,} parameters)")
-    print(f"wrote     {out / 'spec.yaml'}")
-    print(f"          {out / 'weights.safetensors'}")
-    carry = f" --tokenizer {out / 'tokenizer.json'}" if imported.tokenizer else ""
-    if imported.tokenizer:
-        print(f"          {out / 'tokenizer.json'}")
-    print(f"next      zoo build {out / 'spec.yaml'} --weights {out / 'weights.safetensors'}{carry}")
+    result = import_model(args.folder, args.out, name=args.name, dtype=args.dtype, force=args.force, step=step)
+    render(result, as_json=False, view=_view)
     return 0
+
+
+def _view(r: dict) -> list[str]:
+    out = r["out"]
+    spec, weights, *tokenizer = r["written"]
+    carry = f" --tokenizer {tokenizer[0]}" if tokenizer else ""
+    return [
+        field("imported", f"{r['folder']}  ({r['model_type']} -> {r['family']}, {r['parameters']:,} parameters)"),
+        field("wrote", spec),
+        *(field("", path) for path in [weights, *tokenizer]),
+        field("next", f"zoo build {out / 'spec.yaml'} --weights {out / 'weights.safetensors'}{carry}"),
+    ]

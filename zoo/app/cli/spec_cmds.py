@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from zoo.app.cli.render import Block, Table, render
 from zoo.spec.errors import SpecError
 
 
@@ -62,9 +63,9 @@ def _summary(spec) -> str:  # noqa: ANN001 - a ModelSpec
 def cmd_validate(args: argparse.Namespace) -> int:
     from zoo.spec.loader import load_spec
 
-    for source in args.specs:
+    for source in args.specs:  # one line per spec as it loads: the first error stops the rest
         spec = load_spec(source, args.overrides)
-        print(f"ok  {spec.name}  ({_summary(spec)})")
+        render({"name": spec.name, "summary": _summary(spec)}, as_json=False, view=lambda r: [f"ok  {r['name']}  ({r['summary']})"])
     return 0
 
 
@@ -72,40 +73,29 @@ def layers_text(spec) -> str:  # noqa: ANN001 - a ModelSpec
     return "+".join(str(stack.layers) for _, stack in spec.stacks())
 
 
-def table(rows: list[list[str]], header: list[str]) -> str:
-    """Plain-text table: columns padded to their widest cell, the last one left free."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    lines = []
-    for row in [header, *rows]:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + row[len(widths):]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+LIST_HEADER = ["name", "family", "params", "d_model", "layers", "positional", "description"]
+
+
+def _list_view(entries: list) -> list[Block]:
+    """The catalog as a table: one row per spec, a spec that fails to load as an ERROR row."""
+    from zoo.spec.params import human
+
+    rows = []
+    for name, _path, spec in entries:
+        if isinstance(spec, SpecError):
+            rows.append([name, "ERROR", "", "", "", "", str(spec)])
+        else:
+            rows.append([name, spec.family, human(spec.parameter_count()), str(spec.d_model), layers_text(spec),
+                         spec.positional.kind, spec.description])
+    return [Table(LIST_HEADER, rows)]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from zoo.spec.catalog import entries
-    from zoo.spec.params import human
 
-    rows = []
-    broken = 0
-    for name, _path, spec in entries():
-        if isinstance(spec, SpecError):
-            broken += 1
-            rows.append([name, "ERROR", "", "", "", "", str(spec)])
-            continue
-        rows.append(
-            [
-                name,
-                spec.family,
-                human(spec.parameter_count()),
-                str(spec.d_model),
-                layers_text(spec),
-                spec.positional.kind,
-                spec.description,
-            ]
-        )
-    header = ["name", "family", "params", "d_model", "layers", "positional", "description"]
-    print(table(rows, header))
+    listed = list(entries())
+    render(listed, as_json=False, view=_list_view)
+    broken = sum(isinstance(spec, SpecError) for _, _, spec in listed)
     if broken:
         print(f"{broken} catalog spec(s) failed to load", file=sys.stderr)
     return 0
@@ -114,12 +104,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from zoo.spec.model import schema
 
-    text = json.dumps(schema(), indent=2) + "\n"
     if args.out:
-        args.out.write_text(text, encoding="utf-8")
+        args.out.write_text(json.dumps(schema(), indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.out}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        render(schema(), as_json=True)
     return 0
 
 

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from zoo.app.cli.render import field, render
 from zoo.spec.errors import InputError
 
 
@@ -67,28 +67,36 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
         link=args.link,
     )
     result = export_triton(args.artifact, args.out, options, force=args.force)
-    if args.json:
-        print(json.dumps({
-            "repo": str(result.repo),
-            "artifact": str(result.artifact.folder),
-            "family": result.artifact.family,
-            "linked": result.linked,
-            "models": [
-                {
-                    "name": m.name,
-                    "graph": m.graph.name,
-                    "inputs": m.graph.input_names,
-                    "outputs": m.graph.output_names,
-                    "config": str(result.repo / m.name / "config.pbtxt"),
-                }
-                for m in result.models
-            ],
-        }, indent=2))
-        return 0
-    how = "linked" if result.linked else "copied"
-    for m in result.models:
-        print(f"model     {m.name}  ({m.graph.name}: {len(m.graph.inputs)} inputs, {len(m.graph.outputs)} outputs; ONNX {how})")
-    print(f"wrote     {result.repo}  (config.pbtxt per model, README.md)")
-    print(f"serve     docker run --gpus=all -p8000:8000 -p8001:8001 -v {result.repo.resolve()}:/models "
-          "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
+    render(_written(result), as_json=args.json, view=_view)
     return 0
+
+
+def _written(result) -> dict:
+    """What ``export_triton`` wrote, as data (the ``--json`` output)."""
+    return {
+        "repo": str(result.repo),
+        "artifact": str(result.artifact.folder),
+        "family": result.artifact.family,
+        "linked": result.linked,
+        "models": [
+            {
+                "name": m.name,
+                "graph": m.graph.name,
+                "inputs": m.graph.input_names,
+                "outputs": m.graph.output_names,
+                "config": str(result.repo / m.name / "config.pbtxt"),
+            }
+            for m in result.models
+        ],
+    }
+
+
+def _view(w: dict) -> list[str]:
+    how = "linked" if w["linked"] else "copied"
+    lines = [field("model", f"{m['name']}  ({m['graph']}: {len(m['inputs'])} inputs, {len(m['outputs'])} outputs; ONNX {how})")
+             for m in w["models"]]
+    return lines + [
+        field("wrote", f"{w['repo']}  (config.pbtxt per model, README.md)"),
+        field("serve", f"docker run --gpus=all -p8000:8000 -p8001:8001 -v {Path(w['repo']).resolve()}:/models "
+              "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models"),
+    ]
