@@ -14,10 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
-import numpy as np
-
 from zoo.spec.contract import GraphSpec, TensorSpec
-from zoo.spec.inputs import padded_mask, random_ids
 
 KINDS = ("key", "value")
 
@@ -134,9 +131,13 @@ class Family:
     def graphs(self, spec: Any) -> tuple[GraphSpec, ...]:
         raise NotImplementedError
 
-    def token_inputs(self, *, vocab: int, batch: int, seq: int, src_seq: int | None = None, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    def token_inputs(self, *, vocab: int, batch: int, seq: int, src_seq: int | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
         """Random ids and padded masks of every graph, by graph then input name (cache
         tensors come from runtime.session or the encoder's outputs)."""
+        import numpy as np  # here, so that the spec commands load no numpy
+
+        from zoo.spec.inputs import padded_mask, random_ids
+
         rng = np.random.default_rng(seed)
         return {"model": {self.ids: random_ids(batch, seq, vocab, rng), self.mask: padded_mask(batch, seq, rng)}}
 
@@ -175,7 +176,11 @@ class EncoderDecoder(Family):
         decoder = GraphSpec("decoder", "decoder.onnx", inputs, (_logits("seq"), *cache.tensors(Role.PRESENT, "total_seq")))
         return encoder, decoder
 
-    def token_inputs(self, *, vocab: int, batch: int, seq: int, src_seq: int | None = None, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    def token_inputs(self, *, vocab: int, batch: int, seq: int, src_seq: int | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
+        import numpy as np
+
+        from zoo.spec.inputs import padded_mask, random_ids
+
         rng = np.random.default_rng(seed)
         src = src_seq or seq
         src_mask = padded_mask(batch, src, rng)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from zoo.app.cli.render import Block, Table, field, render
 from zoo.spec.errors import InputError, SpecError
+from zoo.spec.families import family
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -260,8 +261,9 @@ def _run_inputs(args: argparse.Namespace, session):
         ids = rng.integers(0, vocab, size=(args.batch, seq), dtype=np.int64)
         mask = padded_mask(args.batch, seq, rng)
     _check_ids(ids, vocab, max_len, "--ids")
-    if session.family != "encoder-decoder":
-        return {"model": {"input_ids": ids, "attention_mask": mask}}, mask, tokenizer
+    fam = family(session.family)
+    if not fam.crossed:
+        return {"model": {fam.ids: ids, fam.mask: mask}}, mask, tokenizer  # its one graph
     dec_rows = _parse_ids(args.decoder_ids, "--decoder-ids") if args.decoder_ids else [[0]] * len(ids)
     if len(dec_rows) != len(ids):
         raise InputError(f"--decoder-ids gives {len(dec_rows)} sequences, --ids gives {len(ids)}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from zoo.app.cli.build_cmds import _parse_ids
 from zoo.app.cli.render import field, render
 from zoo.spec.errors import InputError
+from zoo.spec.families import family
 
 
 def register(sub) -> None:
@@ -122,7 +123,7 @@ def _prompts(args: argparse.Namespace, session):
     else:
         raise InputError("give a prompt: --ids 1,2,3 (or --text, for an artifact with a tokenizer)")
     decoder_prompts = _parse_ids(args.decoder_ids, "--decoder-ids") if args.decoder_ids else None
-    if decoder_prompts is not None and session.family != "encoder-decoder":
+    if decoder_prompts is not None and not family(session.family).crossed:
         raise InputError("--decoder-ids is for encoder-decoder artifacts")
     return prompts, decoder_prompts, tokenizer
 
