@@ -63,7 +63,8 @@ from passes.files import save_graph  # noqa: E402
 from compiler.model import CachedDecoderGraph, _flat  # noqa: E402
 from zoo.spec.inputs import padded_mask, random_ids  # noqa: E402
 from runtime.session import session_options  # noqa: E402
-from zoo.spec.contract import GraphSpec, TensorSpec, cache_layout, graphs_for  # noqa: E402
+from zoo.spec.contract import GraphSpec, TensorSpec  # noqa: E402
+from zoo.spec.families import Role, cache_layout, family, graphs_for  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cache_graphs.json"
 DEFAULT_SHAPES = "1x32,1x256,8x32"

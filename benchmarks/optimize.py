@@ -61,7 +61,7 @@ import zoo  # noqa: E402
 from zoo.app.build import BuildOptions, build_artifact, package_versions  # noqa: E402
 from zoo.spec.inputs import random_ids  # noqa: E402
 from runtime.session import session_options  # noqa: E402
-from zoo.spec.contract import cache_layout, graphs_for  # noqa: E402
+from zoo.spec.families import Role, cache_layout, family, graphs_for  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "optimize.json"
 PREFILL = ((1, 128), (8, 32))  # batch x prompt

@@ -26,9 +26,9 @@ from compiler import build  # noqa: E402
 from zoo.app.build import BuildOptions, build_artifact, package_versions  # noqa: E402
 from compiler.trained_like import zoo_trained_like  # noqa: E402
 from zoo.app.parity import PARITY_RUNS, parity  # noqa: E402
-from zoo.spec.inputs import graph_inputs  # noqa: E402
 from zoo.app.layer_parity import layer_report  # noqa: E402
-from zoo.spec.contract import ParityRule, graphs_for, parity_rule  # noqa: E402
+from zoo.spec.contract import ParityRule, parity_rule  # noqa: E402
+from zoo.spec.families import family, graphs_for  # noqa: E402
 
 MEASURE = ParityRule(rtol=1.0, atol=1.0)  # worst under it = the r each check needs
 CASES = {
@@ -59,7 +59,7 @@ def measure_case(name: str, overrides: list[str], weights: str, precision: str, 
     import onnx
 
     batch, seq, src = PARITY_RUNS[1]
-    inputs = graph_inputs(spec.family, vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=src, seed=1)
+    inputs = family(spec).token_inputs(vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=src, seed=1)
     layers = layer_report(model, spec, {k: onnx.load(str(p)) for k, p in paths.items()}, ["CPUExecutionProvider"], inputs, MEASURE)
     outputs = {}
     for run in report["runs"]:

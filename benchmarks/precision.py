@@ -117,18 +117,17 @@ def _agreement(entry: dict, logits: np.ndarray, ref: np.ndarray, mask, tf: dict,
 
 def measure(folders: dict[str, Path], rows: dict, *, device: str, threads: int | None, reps: int, warmup: int, new_tokens: int,
             batch: int = 4, seq: int = 32, prompt: int = 32, unverified: tuple = ()) -> dict:
-    from runtime.graphs import output_masks
     from runtime.generate import GenerationConfig, Generator
-    from zoo.spec.inputs import graph_inputs
     from runtime.session import Session
+    from zoo.spec.families import family
 
     sessions = {p: Session(f, device=device, threads=threads, verify=p not in unverified) for p, f in folders.items()}
     first = next(iter(sessions.values()))
-    model, family = first.artifact.model, first.family
+    model, fam = first.artifact.model, family(first)
     seq, prompt = min(seq, model["max_seq_len"]), min(prompt, model["max_seq_len"] // 2)
-    inputs = graph_inputs(family, vocab=model["vocab_size"], batch=batch, seq=seq, src_seq=seq, seed=7)
-    mask = output_masks(family, inputs)["logits"].astype(bool)
-    gens = {p: Generator(s) for p, s in sessions.items()} if family != "encoder-only" else {}
+    inputs = fam.token_inputs(vocab=model["vocab_size"], batch=batch, seq=seq, src_seq=seq, seed=7)
+    mask = fam.output_masks(inputs)["logits"].astype(bool)
+    gens = {p: Generator(s) for p, s in sessions.items()} if fam.generates else {}
     prompts = np.random.default_rng(0).integers(0, model["vocab_size"], size=(1, prompt)).tolist()
     config = GenerationConfig(max_new_tokens=new_tokens, eos=())
     forward_ms, decode_ms, tokens, logits = {p: [] for p in sessions}, {p: [] for p in sessions}, {}, {}
@@ -330,7 +329,7 @@ def main(argv=None) -> int:
     build_s = time.perf_counter() - t0
     from runtime.session import Session
 
-    decoder = spec.family == "decoder-only"
+    decoder = spec.is_causal_lm
     length = min(args.text_length, spec.max_seq_len)
     rows = texts(Session(folders["fp32"], device=args.device), spec, massive, args.texts, length) if decoder and args.texts else {}
     result = measure(folders, rows, device=args.device, threads=args.threads or None, reps=args.reps, warmup=args.warmup, new_tokens=args.new_tokens)

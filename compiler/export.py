@@ -20,7 +20,8 @@ from onnx import helper, numpy_helper
 
 from compiler.builder import DTYPES
 from zoo.spec.inputs import padded_mask
-from zoo.spec.contract import OPSET, GraphSpec, cache_layout
+from zoo.spec.contract import OPSET, GraphSpec
+from zoo.spec.families import Role, cache_layout
 from zoo.spec.errors import ExportError
 from zoo.spec.model import ModelSpec
 

@@ -17,8 +17,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from zoo.spec.contract import FORMAT_VERSION, CacheLayout, GraphSpec, TensorSpec
+from zoo.spec.contract import FORMAT_VERSION, GraphSpec, TensorSpec
 from zoo.spec.errors import ArtifactError
+from zoo.spec.families import CacheLayout
 
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 16 << 20  # a manifest is a few KiB; refuse to parse anything this big

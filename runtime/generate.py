@@ -1,6 +1,6 @@
 """Generation with a KV cache on ONNX Runtime alone (onnxruntime + numpy).
 
-The decoder graph (zoo.spec.contract.CacheLayout) takes the cache of the earlier tokens
+The decoder graph (zoo.spec.families.CacheLayout) takes the cache of the earlier tokens
 and returns it with the new tokens appended. A prompt batch is padded on the left,
 so every row's next token sits in the last column; the attention mask marks the
 padding and the graph counts positions per row over the mask (absolute tables,
@@ -28,6 +28,7 @@ from runtime.sampling import GenerationConfig, next_tokens
 from runtime.session import Session, empty_past
 from runtime.validate import as_ids, check_logits
 from zoo.spec.errors import InputError
+from zoo.spec.families import Role, family
 
 
 @dataclass
@@ -149,7 +150,7 @@ class _Runner:
         self.sess = session.sessions[graph]
         self.cache = session.artifact.cache
         self.names_out = [o.name for o in self.sess.get_outputs()]
-        self.present = [n for n in self.names_out if n.startswith("present.")]
+        self.present = [n for n in self.names_out if Role.of(n) is Role.PRESENT]
         self.io_binding = io_binding
         self.device = "cuda" if session.provider == "CUDAExecutionProvider" else "cpu"
         self.fixed: dict = {}  # inputs that do not change between steps (cross.*, encoder mask)
@@ -171,7 +172,7 @@ class _Runner:
         """feeds: ids and mask of this step -> logits of the last position (B, V)."""
         if not self.io_binding:
             out = self.sess.run(self.names_out, {**feeds, **self.fixed, **self.past})
-            self.past = {n.replace("present.", "past.", 1): v for n, v in zip(self.names_out[1:], out[1:])}
+            self.past = Role.carried(dict(zip(self.names_out, out)))
             return out[0][:, -1]
         binding = self.sess.io_binding()
         for name, value in feeds.items():
@@ -183,7 +184,7 @@ class _Runner:
             binding.bind_output(name, self.device)
         self.sess.run_with_iobinding(binding)
         outs = binding.get_outputs()
-        self.past = {n.replace("present.", "past.", 1): v for n, v in zip(self.names_out[1:], outs[1:])}
+        self.past = Role.carried(dict(zip(self.names_out, outs)))
         return outs[0].numpy()[:, -1]
 
 
@@ -204,17 +205,16 @@ class Generator:
         io_binding: Optional[bool] = None,
     ):
         self.session = artifact if isinstance(artifact, Session) else Session(artifact, device=device, threads=threads)
-        if self.session.family == "encoder-only":
+        self.family = family(self.session)
+        if not self.family.generates:
             raise InputError(f"{self.session.artifact.name}: an encoder-only model has no decoder to generate with")
         model = self.session.artifact.model
         self.vocab, self.max_len = model["vocab_size"], model["max_seq_len"]
         self.tokens = model.get("tokens") or {}
         on_cuda = self.session.provider == "CUDAExecutionProvider"
         self.io_binding = on_cuda if io_binding is None else io_binding
-        graph = "decoder" if self.session.family == "encoder-decoder" else "model"
-        self.runner = _Runner(self.session, graph, io_binding=self.io_binding)
-        self.ids_name = "decoder_input_ids" if graph == "decoder" else "input_ids"
-        self.mask_name = "decoder_attention_mask" if graph == "decoder" else "attention_mask"
+        self.runner = _Runner(self.session, self.family.step_graph, io_binding=self.io_binding)
+        self.ids_name, self.mask_name = self.family.ids, self.family.mask
 
     @property
     def provider(self) -> str:
@@ -260,7 +260,7 @@ class Generator:
         pad = self.tokens.get("pad")
         pad = pad if pad is not None else (eos[0] if eos else 0)
         batch = len(prompts)
-        if self.session.family == "encoder-decoder":
+        if self.family.crossed:
             if decoder_prompts is None:
                 start = next((t for t in (self.tokens.get(k) for k in ("decoder_start", "pad", "bos")) if t is not None), 0)
                 decoder_prompts = [[start]] * batch
@@ -276,11 +276,10 @@ class Generator:
         batch = len(prompts)
         t_start = time.perf_counter()
         fixed = {}
-        if self.session.family == "encoder-decoder":
+        if self.family.crossed:
             src_ids, src_mask = left_pad(prompts, pad)
-            enc = self.session.run("encoder", check=False, input_ids=src_ids, attention_mask=src_mask)
-            fixed = {k: v for k, v in enc.items() if k.startswith("cross.")}
-            fixed["encoder_attention_mask"] = src_mask
+            enc = self.session.run(self.family.encoder_graph, check=False, input_ids=src_ids, attention_mask=src_mask)
+            fixed = {**Role.CROSS.pick(enc), "encoder_attention_mask": src_mask}
             ids, mask = left_pad(decoder_prompts, pad)
         else:
             ids, mask = left_pad(prompts, pad)

@@ -1,6 +1,7 @@
 """The graphs of an artifact run once, uncached, on one batch: the sessions, the
-empty past each graph's declared cache dtype asks for, and which attention mask's
-real positions count for each output (what parity, calibration and measurement share)."""
+empty past each graph's declared cache dtype asks for (what parity, calibration and
+measurement share; which attention mask's real positions count for each output is
+zoo.spec.families.Family.output_masks)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,9 @@ import numpy as np
 
 from zoo.spec.errors import ExportError
 
+from zoo.spec.families import Role
 # onnxruntime (and runtime.session) are imported where a graph runs: past_dtype reads a
 # manifest without them (zoo.app.triton).
-
-
-def output_masks(family: str, inputs: dict) -> dict[str, np.ndarray | None]:
-    """The attention mask whose real positions count, per output name."""
-    if family == "encoder-decoder":
-        enc, dec = inputs["encoder"]["attention_mask"], inputs["decoder"]["decoder_attention_mask"]
-        return {"encoder_hidden_states": enc, "logits": dec}
-    mask = inputs["model"]["attention_mask"]
-    # the pooler reads the first position: a row padded on the left pools a padding slot
-    return {"last_hidden_state": mask, "logits": mask, "pooler_output": mask[:, 0]}
 
 
 _ORT_FLOATS = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
@@ -38,7 +30,7 @@ def past_dtype(source, default=np.float32):
         declared = [(i.name, i.type) for i in source.get_inputs()]
         floats = _ORT_FLOATS
     for name, dtype in declared:
-        if name.startswith("past."):
+        if Role.of(name) is Role.PAST:
             return floats.get(dtype, default)
     return default
 

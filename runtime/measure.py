@@ -24,6 +24,7 @@ from runtime.generate import GenerationConfig, Generator
 from runtime.graphs import past_dtype
 from runtime.session import Session
 
+from zoo.spec.families import family
 CONTEXTS = (64, 128, 256, 512, 1024, 2048)  # decode-latency points, those below max_seq_len
 BATCHES = (1, 2, 4, 8)
 PROMPT = 32  # tokens of the prompt for time to first token and decode rates
@@ -165,7 +166,7 @@ def measure(
     rng = np.random.default_rng(0)
     prompt = min(PROMPT, max_len // 2)
     long_prompt = min(LONG_PROMPT, max_len - 1)
-    if session.family == "encoder-only":
+    if not family(session).generates:
         return _encoder_only(session, out, rng, vocab, prompt, long_prompt, reps, warmup, batches, say)
 
     one = _generation_runner(session, rng, vocab, prompt)
@@ -189,7 +190,7 @@ def _generation_runner(session: Session, rng, vocab: int, prompt: int) -> Callab
 
     def one(batch: int, length: int, config: GenerationConfig):
         prompts = _ids(rng, vocab, batch, length)
-        if session.family == "encoder-decoder":
+        if family(session).crossed:
             start = gen.tokens.get("decoder_start") or 0
             return gen.generate(_ids(rng, vocab, batch, prompt), config, decoder_prompts=[[start] + p[1:] for p in prompts])
         return gen.generate(prompts, config)
@@ -234,7 +235,7 @@ def _encoder_only(session: Session, out: dict, rng, vocab, prompt, long_prompt, 
     def forward(batch: int, length: int) -> float:
         ids = np.array(_ids(rng, vocab, batch, length), dtype=np.int64)
         t0 = time.perf_counter()
-        session.forward({"model": {"input_ids": ids, "attention_mask": np.ones_like(ids)}}, check=False)
+        session.forward(family(session).feeds(ids, np.ones_like(ids)), check=False)
         return (time.perf_counter() - t0) * 1e3
 
     say("forward latency")

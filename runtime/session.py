@@ -12,6 +12,7 @@ import onnxruntime as ort
 from runtime.artifact import Artifact, check_external_data, load_artifact
 from runtime.validate import CACHE, check_feed, check_outputs
 from zoo.spec.errors import InputError
+from zoo.spec.families import Role, family
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -19,7 +20,7 @@ PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 def empty_past(cache, batch: int, dtype=np.float32) -> dict[str, np.ndarray]:
     """A cache of length 0 for each past.{i}.key/value of ``cache`` (a CacheLayout): prefill."""
     empty = np.zeros((batch, cache.kv_heads, 0, cache.head_dim), dtype=dtype)
-    return {n: empty for n in cache.names("past")}
+    return {n: empty for n in cache.names(Role.PAST)}
 
 
 def choose_providers(device: str = "auto") -> list[str]:
@@ -121,36 +122,42 @@ class Session:
         return out
 
     def forward(self, inputs: dict[str, dict[str, np.ndarray]], *, check: bool = True) -> dict[str, np.ndarray]:
-        """One pass without a cache. Inputs by graph name (zoo.spec.inputs.graph_inputs's
-        layout: ids and masks) -> every output by name. The decoder gets an empty past
-        and, in an encoder-decoder, the encoder's cross-attention keys/values; its
-        ``encoder_attention_mask`` defaults to the encoder's ``attention_mask``."""
+        """One pass without a cache. Inputs by graph name (the layout of
+        zoo.spec.families.Family.token_inputs: ids and masks) -> every output by name.
+        The decoder gets an empty past and, in an encoder-decoder, the encoder's
+        cross-attention keys/values; its ``encoder_attention_mask`` defaults to the
+        encoder's ``attention_mask``."""
         takes = list(self.graphs)
         if check and (not isinstance(inputs, Mapping) or sorted(map(str, inputs)) != sorted(takes) or not all(isinstance(v, Mapping) for v in inputs.values())):
             example = ", ".join(f"{g!r}: {{{', '.join(repr(n) + ': ...' for n in self._token_inputs(g))}}}" for g in takes)
             got = sorted(map(str, inputs)) if isinstance(inputs, Mapping) else type(inputs).__name__
             raise InputError(f"forward takes the inputs of each graph by graph name: {{{example}}}; got {got}")
-        if self.family == "encoder-only":
+        fam = family(self)
+        if not fam.generates:
             return self.run("model", check=check, **inputs["model"])
-        if self.family == "decoder-only":
-            feed = inputs["model"]
+        if not fam.crossed:
+            feed = inputs[fam.step_graph]
             if check:
-                self._no_cache("model", feed)
-            return self.run("model", check=check, **feed, **self.empty_past(_batch(feed.get("input_ids"))))
-        enc = self.run("encoder", check=check, **inputs["encoder"])
-        feed = dict(inputs["decoder"])
-        src_mask = inputs["encoder"]["attention_mask"]
+                self._no_cache(fam.step_graph, feed)
+            return self.run(fam.step_graph, check=check, **feed, **self.empty_past(_batch(feed.get(fam.ids))))
+        return self._forward_crossed(fam, inputs, check)
+
+    def _forward_crossed(self, fam, inputs: Mapping, check: bool) -> dict[str, np.ndarray]:
+        """An encoder-decoder's forward: the encoder, then the decoder on its cross.* tensors."""
+        enc = self.run(fam.encoder_graph, check=check, **inputs[fam.encoder_graph])
+        feed = dict(inputs[fam.step_graph])
+        src_mask = inputs[fam.encoder_graph]["attention_mask"]
         feed.setdefault("encoder_attention_mask", src_mask)
         if check:
-            self._no_cache("decoder", feed)
-            batch, dec_shape, mask_shape = enc["encoder_hidden_states"].shape[0], _shape(feed.get("decoder_input_ids")), _shape(src_mask)
+            self._no_cache(fam.step_graph, feed)
+            batch, dec_shape, mask_shape = enc["encoder_hidden_states"].shape[0], _shape(feed.get(fam.ids)), _shape(src_mask)
             if dec_shape and dec_shape[0] != batch:
-                raise InputError(f"decoder_input_ids: batch {dec_shape[0]}, the encoder's input_ids batch {batch}")
+                raise InputError(f"{fam.ids}: batch {dec_shape[0]}, the encoder's input_ids batch {batch}")
             given = _shape(feed["encoder_attention_mask"])
             if given is not None and mask_shape is not None and given != mask_shape:
                 raise InputError(f"encoder_attention_mask: shape {given}, the encoder's attention_mask {mask_shape}")
-        feed.update({k: v for k, v in enc.items() if k.startswith("cross.")})
-        return {**enc, **self.run("decoder", check=check, **feed, **self.empty_past(_batch(feed.get("decoder_input_ids"))))}
+        feed.update(Role.CROSS.pick(enc))
+        return {**enc, **self.run(fam.step_graph, check=check, **feed, **self.empty_past(_batch(feed.get(fam.ids))))}
 
     def _token_inputs(self, graph: str) -> list[str]:
         return [t.name for t in self.graphs[graph].inputs if not CACHE.fullmatch(t.name)]
@@ -174,7 +181,7 @@ class Session:
         fp16), float32 in an int8 one; else the spec's dtype (float16, or float32)."""
         for graph in self.graphs.values():
             for t in graph.inputs:
-                if t.name.startswith(("past.", "cross.")) and t.dtype in ("float16", "float32", "float64"):
+                if Role.of(t.name) in (Role.PAST, Role.CROSS) and t.dtype in ("float16", "float32", "float64"):
                     return np.dtype(t.dtype).type
         return np.float16 if self.artifact.manifest.get("dtype") == "float16" else np.float32
 

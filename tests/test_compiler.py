@@ -170,14 +170,14 @@ def test_parameter_count_positional_options(family, positional):
 
 
 def test_pooler_is_an_encoder_only_output():
-    from zoo.spec.contract import graphs_for
+    from zoo.spec.families import family, graphs_for
     from zoo.spec.model import FieldIssue
 
     spec = with_options("encoder-only", {"pooler": True})
     assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
     hidden, logits, pooled = build(spec)(torch.randint(0, 61, (2, 5)), torch.ones(2, 5, dtype=torch.long))
     assert pooled.shape == (2, 32) and graphs_for(spec)[0].output_names == ["last_hidden_state", "logits", "pooler_output"]
-    assert graphs_for("encoder-only")[0].output_names == ["last_hidden_state", "logits"]
+    assert family("encoder-only").graphs(None)[0].output_names == ["last_hidden_state", "logits"]
     with pytest.raises((FieldIssue, ValueError), match="pooler"):
         with_options("decoder-only", {"pooler": True})
 

@@ -12,7 +12,8 @@ import zoo
 from zoo.app.build import build_artifact
 from tests.conftest import FAMILIES, tiny_spec
 from zoo.spec.catalog import names
-from zoo.spec.contract import graphs_for, parity_rule
+from zoo.spec.contract import parity_rule
+from zoo.spec.families import graphs_for
 from zoo.spec.model import POSITIONAL_KINDS, SCORES
 
 FULL_SIZE = [n for n in names() if not n.endswith("-tiny")]

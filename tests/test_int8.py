@@ -28,7 +28,8 @@ from zoo.app.convert.measure import natural_text, top1_agreement
 from compiler.trained_like import POST_NORM, TrainedLike, zoo_trained_like
 from zoo.app.parity import parity
 from runtime.session import Session
-from zoo.spec.contract import graphs_for, parity_rule
+from zoo.spec.contract import parity_rule
+from zoo.spec.families import graphs_for
 
 
 def test_block_quantization_error_is_bounded_by_half_a_step_per_block():

@@ -26,7 +26,7 @@ TOL = 1e-4
 
 def _ops(folder: Path, spec) -> Counter:
     from passes.optimize import op_counts
-    from zoo.spec.contract import graphs_for
+    from zoo.spec.families import graphs_for
 
     total = Counter()
     for g in graphs_for(spec):
@@ -46,7 +46,7 @@ def _optimized_copy(src: Path, dst: Path, spec, target: str, plan=None) -> tuple
 def _parity(spec, folder: Path) -> dict:
     from compiler.builder import build
     from zoo.app.parity import parity
-    from zoo.spec.contract import graphs_for
+    from zoo.spec.families import graphs_for
 
     model = build(spec, seed=0)
     return parity(model, spec, {g.name: folder / g.file for g in graphs_for(spec)})

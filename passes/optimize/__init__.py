@@ -57,7 +57,7 @@ from typing import Optional
 import onnx
 from onnx import helper
 
-from zoo.spec.contract import graphs_for
+from zoo.spec.families import graphs_for
 from zoo.spec.errors import ExportError
 from passes.optimize.attention import lower_attention
 from passes.optimize.gelu import lower_gelu

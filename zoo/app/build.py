@@ -44,7 +44,8 @@ from runtime.artifact import (
 )
 from zoo.app.parity import parity
 from runtime.tokenizer import check_tokenizer
-from zoo.spec.contract import FORMAT_VERSION, OPSET, cache_layout, graphs_for
+from zoo.spec.contract import FORMAT_VERSION, OPSET
+from zoo.spec.families import cache_layout, graphs_for
 from zoo.spec.errors import ArtifactError, ParityError, SpecError
 from zoo.spec.params import count_parameters
 from zoo.spec.model import ModelSpec

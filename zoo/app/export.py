@@ -8,7 +8,7 @@ from pathlib import Path
 from compiler.export import export_graph
 from compiler.model import graph_modules
 from passes.files import graph_record, save_graph
-from zoo.spec.contract import graphs_for
+from zoo.spec.families import graphs_for
 
 
 def export_all(model, spec, folder: Path, on_graph=None) -> dict[str, dict]:

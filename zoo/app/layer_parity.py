@@ -101,17 +101,10 @@ def torch_layers(model, spec, inputs: dict) -> tuple[dict, dict]:
     return expected, captured
 
 
-def stack_masks(spec, inputs: dict) -> dict[str, np.ndarray]:
-    """The attention mask of each stack's tokens."""
-    if spec.family == "encoder-decoder":
-        return {"encoder": inputs["encoder"]["attention_mask"], "decoder": inputs["decoder"]["decoder_attention_mask"]}
-    return {"encoder" if spec.family == "encoder-only" else "decoder": inputs["model"]["attention_mask"]}
-
-
 def layer_figures(got: dict, taps: dict, captured: dict, masks: dict, rule, order: list[str]) -> list[dict]:
     """Per layer, in ``order``, the rule's figures of the tapped value closest to
     torch's layer output (a layer hands on its output and, at times, a few other
-    values of the same shape)."""
+    values of the same shape). ``masks``: by stack name (zoo.spec.families.Family.masks)."""
     out = []
     for layer in order:
         ref = captured.get(layer)
@@ -132,13 +125,13 @@ def layer_order(model) -> list[str]:
 def layer_report(model, spec, protos: dict, providers: list[str], inputs: dict, rule) -> list[dict]:
     """Every layer's figures under ``rule`` on ``inputs`` (one uncached pass)."""
     from runtime.graphs import run_graphs
-    from zoo.spec.contract import cache_layout, graphs_for
+    from zoo.spec.families import cache_layout, family, graphs_for
 
     sessions, taps = tapped_sessions(protos, providers)
     _, captured = torch_layers(model, spec, inputs)
     batch = next(iter(next(iter(inputs.values())).values())).shape[0]
     got = run_graphs(sessions, graphs_for(spec), inputs, cache_layout(spec), batch)
-    return layer_figures(got, taps, captured, stack_masks(spec, inputs), rule, layer_order(model))
+    return layer_figures(got, taps, captured, family(spec).masks(inputs), rule, layer_order(model))
 
 
 def first_layer_beyond(model, spec, protos: dict, providers: list[str], inputs: dict, rule) -> str | None:

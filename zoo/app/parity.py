@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.graphs import open_sessions, output_masks, past_dtype, run_graphs
+from runtime.graphs import open_sessions, past_dtype, run_graphs
 from runtime.session import choose_providers, empty_past
-from zoo.spec.inputs import graph_inputs
 from zoo.app.tolerance import judge, pooled_top1
-from zoo.spec.contract import cache_layout, graphs_for, parity_rule
+from zoo.spec.contract import parity_rule
+from zoo.spec.families import Role, cache_layout, family, graphs_for
 
 # (batch, target/sequence length, source length) of the parity runs: two sizes,
 # both with padding on the right (row 1) and the left (row 2, 3-row batch).
@@ -27,24 +27,24 @@ PARITY_RUNS = ((2, 7, 9), (3, 13, 6))
 ROW_PADDING = {0: "no padding", 1: "right padding", 2: "left padding"}
 
 
-def torch_outputs(model, family: str, inputs: dict[str, dict[str, np.ndarray]], dtype) -> dict[str, np.ndarray]:
-    """The torch module on the same inputs, as numpy (float32 for comparison)."""
+def torch_outputs(model, family_name: str, inputs: dict[str, dict[str, np.ndarray]], dtype) -> dict[str, np.ndarray]:
+    """The torch module on the same inputs (by graph, as Family.feeds gives them), as
+    numpy (float32 for comparison)."""
     import torch
+
+    fam = family(family_name)
 
     def t(x: np.ndarray):
         x = torch.from_numpy(x)
         return x.to(dtype) if x.is_floating_point() else x
 
     with torch.no_grad():
-        if family == "encoder-decoder":
-            enc = inputs["encoder"]
+        if fam.crossed:
+            enc, dec = inputs[fam.encoder_graph], inputs[fam.step_graph]
             memory = model.encode(t(enc["input_ids"]), t(enc["attention_mask"]))
-            dec = inputs["decoder"]
-            logits = model.decode(
-                t(dec["decoder_input_ids"]), t(dec["decoder_attention_mask"]), memory, t(enc["attention_mask"])
-            )
+            logits = model.decode(t(dec[fam.ids]), t(dec[fam.mask]), memory, t(enc["attention_mask"]))
             outs = {"encoder_hidden_states": memory, "logits": logits}
-        elif family == "encoder-only":
+        elif not fam.generates:
             names = ("last_hidden_state", "logits", "pooler_output")
             outs = dict(zip(names, model(**{k: t(v) for k, v in inputs["model"].items()})))
         else:
@@ -67,15 +67,16 @@ def parity(
     cache = cache_layout(spec)
     float_np = np.float16 if spec.dtype == "float16" else np.float32
     rule = rule or parity_rule(spec.dtype, precision)
+    fam = family(spec)
     report_runs, run_inputs = [], []
     for i, (batch, seq, src) in enumerate(runs):
         seq, src = min(seq, spec.max_seq_len), min(src, spec.max_seq_len)
-        inputs = graph_inputs(spec.family, vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=src, seed=seed + i)
+        inputs = fam.token_inputs(vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=src, seed=seed + i)
         expected = torch_outputs(model, spec.family, inputs, DTYPES[spec.dtype])
         got = run_graphs(sessions, graphs_for(spec), inputs, cache, batch, float_np)
-        masks = output_masks(spec.family, inputs)
+        masks = fam.output_masks(inputs)
         outputs = {name: judge(got[name], ref, rule, masks.get(name)) for name, ref in expected.items()}
-        report_runs.append({"batch": batch, "seq": seq, **({"src_seq": src} if spec.family == "encoder-decoder" else {}), "outputs": outputs})
+        report_runs.append({"batch": batch, "seq": seq, **({"src_seq": src} if fam.crossed else {}), "outputs": outputs})
         run_inputs.append(inputs)
     cached = cache_parity(model, spec, sessions, rule, seed=seed) if cache is not None else None
     figures = [o for r in report_runs for o in r["outputs"].values()] + ([cached] if cached else [])
@@ -149,23 +150,25 @@ CACHE_BATCH, CACHE_PROMPT, CACHE_STEPS = 3, 5, 6
 
 
 def _cache_reference(model, spec, sessions, ids, mask, rng):
-    """(decoder session, ids name, mask name, fixed feeds, torch logits of the full forward)."""
+    """(step graph's session, ids name, mask name, fixed feeds, torch logits of the full forward)."""
     from compiler.builder import DTYPES
 
-    if spec.family != "encoder-decoder":
-        reference = torch_outputs(model, spec.family, {"model": {"input_ids": ids, "attention_mask": mask}}, DTYPES[spec.dtype])["logits"]
-        return sessions["model"], "input_ids", "attention_mask", {}, reference
+    fam = family(spec)
+    step = sessions[fam.step_graph], fam.ids, fam.mask
+    if not fam.crossed:
+        reference = torch_outputs(model, spec.family, fam.feeds(ids, mask), DTYPES[spec.dtype])["logits"]
+        return (*step, {}, reference)
     src = min(7, spec.max_seq_len)
     src_ids = rng.integers(0, spec.vocab_size, size=(CACHE_BATCH, src), dtype=np.int64)
     src_mask = np.ones_like(src_ids)
     src_mask[1, -2:] = 0
-    enc_names = [o.name for o in sessions["encoder"].get_outputs()]
-    enc = dict(zip(enc_names, sessions["encoder"].run(enc_names, {"input_ids": src_ids, "attention_mask": src_mask})))
-    fixed = {k: v for k, v in enc.items() if k.startswith("cross.")}
-    fixed["encoder_attention_mask"] = src_mask
-    inputs = {"encoder": {"input_ids": src_ids, "attention_mask": src_mask}, "decoder": {"decoder_input_ids": ids, "decoder_attention_mask": mask}}
+    inputs = fam.feeds(ids, mask, src_ids=src_ids, src_mask=src_mask)
+    encoder = sessions[fam.encoder_graph]
+    enc_names = [o.name for o in encoder.get_outputs()]
+    enc = dict(zip(enc_names, encoder.run(enc_names, inputs[fam.encoder_graph])))
+    fixed = {**Role.CROSS.pick(enc), "encoder_attention_mask": src_mask}
     reference = torch_outputs(model, spec.family, inputs, DTYPES[spec.dtype])["logits"]
-    return sessions["decoder"], "decoder_input_ids", "decoder_attention_mask", fixed, reference
+    return (*step, fixed, reference)
 
 
 def cache_parity(model, spec, sessions: dict, rule, *, seed: int = 0) -> dict:
@@ -188,7 +191,7 @@ def cache_parity(model, spec, sessions: dict, rule, *, seed: int = 0) -> dict:
     for end in [prompt] + list(range(prompt + 1, total + 1)):
         out = sess.run(names, {id_name: ids[:, start:end], mask_name: mask[:, :end], **fixed, **past})
         pieces.append(out[0])
-        past = {n.replace("present.", "past.", 1): v for n, v in zip(names[1:], out[1:])}
+        past = Role.carried(dict(zip(names, out)))
         start = end
     stepped = np.concatenate(pieces, axis=1)  # (B, total, V); padding positions hold no token
     return {"batch": CACHE_BATCH, "prompt": prompt, "steps": total - prompt, "padding": "rows 1, 2 left", **judge(stepped, reference, rule, mask)}
@@ -208,10 +211,9 @@ def _compare_inputs(spec, rng, padding: str, batch: int = 2) -> tuple[dict, np.n
         else:
             mask[1, :pad] = 0
     ids = rng.integers(0, spec.vocab_size, size=(batch, seq), dtype=np.int64)
-    if spec.family == "encoder-decoder":
-        dec = {"decoder_input_ids": ids[:, ::-1].copy(), "decoder_attention_mask": mask, "encoder_attention_mask": mask}
-        return {"encoder": {"input_ids": ids, "attention_mask": mask}, "decoder": dec}, mask
-    return {"model": {"input_ids": ids, "attention_mask": mask}}, mask
+    fam = family(spec)
+    # an encoder-decoder's decoder reads the source reversed
+    return fam.feeds(ids[:, ::-1].copy() if fam.crossed else ids, mask, src_ids=ids, src_mask=mask), mask
 
 
 def _module_for(folder, manifest, weights):
@@ -242,7 +244,7 @@ def artifact_parity(folder, *, weights=None, device: str = "auto", seed: int = 0
     import onnx
 
     from runtime.artifact import load_artifact
-    from zoo.app.layer_parity import layer_figures, layer_order, tapped_sessions, torch_layers, stack_masks
+    from zoo.app.layer_parity import layer_figures, layer_order, tapped_sessions, torch_layers
 
     artifact = load_artifact(folder)
     manifest = artifact.manifest
@@ -257,9 +259,9 @@ def artifact_parity(folder, *, weights=None, device: str = "auto", seed: int = 0
         inputs, mask = _compare_inputs(spec, rng, padding)
         expected, captured = torch_layers(model, spec, inputs)
         got = run_graphs(sessions, artifact.graphs, inputs, cache_layout(spec), mask.shape[0], float_np)
-        masks = output_masks(spec.family, inputs)
+        masks = family(spec).output_masks(inputs)
         runs.append({"padding": padding, "batch": mask.shape[0], "seq": mask.shape[1], "outputs": {n: judge(got[n], ref, rule, masks.get(n)) for n, ref in expected.items()}})
-        for entry in layer_figures(got, taps, captured, stack_masks(spec, inputs), rule, layer_order(model)):
+        for entry in layer_figures(got, taps, captured, family(spec).masks(inputs), rule, layer_order(model)):
             prev = layers.get(entry["layer"])
             layers[entry["layer"]] = entry if prev is None or entry["worst"] > prev["worst"] else prev
     layers = [layers[name] for name in layer_order(model) if name in layers]

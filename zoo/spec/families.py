@@ -46,6 +46,15 @@ class Role(str, Enum):
         _, layer, kind = name.split(".")
         return f"{self.value}.{layer}.{kind}"
 
+    def pick(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """The entries of ``tensors`` (by name) that have this role."""
+        return {k: v for k, v in tensors.items() if Role.of(k) is self}
+
+    @staticmethod
+    def carried(outputs: dict[str, Any]) -> dict[str, Any]:
+        """A step's ``present.*`` outputs as the next step's ``past.*`` inputs."""
+        return {Role.PAST.counterpart(k): v for k, v in Role.PRESENT.pick(outputs).items()}
+
 
 @dataclass(frozen=True)
 class CacheLayout:
@@ -118,6 +127,11 @@ class Family:
         """Decoder layers attend to an encoder's output."""
         return self.encoder_graph is not None
 
+    @property
+    def causal_lm(self) -> bool:
+        """One graph that takes the prompt and its own cache (decoder-only)."""
+        return self.generates and not self.crossed
+
     def output_stack(self) -> str:
         """The stack whose hidden states are projected to logits."""
         return self.stacks[-1]
@@ -131,6 +145,11 @@ class Family:
     def graphs(self, spec: Any) -> tuple[GraphSpec, ...]:
         raise NotImplementedError
 
+    def feeds(self, ids: Any, mask: Any, *, src_ids: Any = None, src_mask: Any = None) -> dict[str, dict[str, Any]]:
+        """The token inputs of every graph, by graph then input name: ``ids`` and
+        ``mask`` for the (step) graph, ``src_*`` for an encoder graph (ignored without one)."""
+        return {"model": {self.ids: ids, self.mask: mask}}
+
     def token_inputs(self, *, vocab: int, batch: int, seq: int, src_seq: int | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
         """Random ids and padded masks of every graph, by graph then input name (cache
         tensors come from runtime.session or the encoder's outputs)."""
@@ -139,7 +158,19 @@ class Family:
         from zoo.spec.inputs import padded_mask, random_ids
 
         rng = np.random.default_rng(seed)
-        return {"model": {self.ids: random_ids(batch, seq, vocab, rng), self.mask: padded_mask(batch, seq, rng)}}
+        return self.feeds(random_ids(batch, seq, vocab, rng), padded_mask(batch, seq, rng))
+
+    def masks(self, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Graph name and stack name -> the attention mask of its tokens in ``inputs``
+        (the form of ``feeds``)."""
+        mask = inputs["model"][self.mask]
+        return {"model": mask, **{stack: mask for stack in self.stacks}}
+
+    def output_masks(self, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Output name -> the attention mask whose real positions count."""
+        mask = inputs["model"][self.mask]
+        # the pooler reads the first position: a row padded on the left pools a padding slot
+        return {"last_hidden_state": mask, "logits": mask, "pooler_output": mask[:, 0]}
 
 
 class EncoderOnly(Family):
@@ -176,6 +207,12 @@ class EncoderDecoder(Family):
         decoder = GraphSpec("decoder", "decoder.onnx", inputs, (_logits("seq"), *cache.tensors(Role.PRESENT, "total_seq")))
         return encoder, decoder
 
+    def feeds(self, ids: Any, mask: Any, *, src_ids: Any = None, src_mask: Any = None) -> dict[str, dict[str, Any]]:
+        return {
+            "encoder": {"input_ids": src_ids, "attention_mask": src_mask},
+            "decoder": {self.ids: ids, self.mask: mask, "encoder_attention_mask": src_mask},
+        }
+
     def token_inputs(self, *, vocab: int, batch: int, seq: int, src_seq: int | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
         import numpy as np
 
@@ -184,14 +221,15 @@ class EncoderDecoder(Family):
         rng = np.random.default_rng(seed)
         src = src_seq or seq
         src_mask = padded_mask(batch, src, rng)
-        return {
-            "encoder": {"input_ids": random_ids(batch, src, vocab, rng), "attention_mask": src_mask},
-            "decoder": {
-                self.ids: random_ids(batch, seq, vocab, rng),
-                self.mask: padded_mask(batch, seq, rng),
-                "encoder_attention_mask": src_mask,
-            },
-        }
+        src_ids = random_ids(batch, src, vocab, rng)
+        return self.feeds(random_ids(batch, seq, vocab, rng), padded_mask(batch, seq, rng), src_ids=src_ids, src_mask=src_mask)
+
+    def masks(self, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"encoder": inputs["encoder"]["attention_mask"], "decoder": inputs["decoder"][self.mask]}
+
+    def output_masks(self, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        masks = self.masks(inputs)
+        return {"encoder_hidden_states": masks["encoder"], "logits": masks["decoder"]}
 
 
 FAMILIES: dict[str, Family] = {

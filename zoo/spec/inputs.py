@@ -1,5 +1,6 @@
 """Random test inputs that follow the ONNX contract (numpy only): token ids and
-attention masks with padding on both sides, for export examples and parity."""
+attention masks with padding on both sides, for export examples and parity (each
+family's graphs get theirs from zoo.spec.families.Family.token_inputs)."""
 
 from __future__ import annotations
 
@@ -25,29 +26,3 @@ def padded_mask(batch: int, seq: int, rng: np.random.Generator) -> np.ndarray:
 
 def random_ids(batch: int, seq: int, vocab: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, vocab, size=(batch, seq), dtype=np.int64)
-
-
-def graph_inputs(
-    family: str,
-    *,
-    vocab: int,
-    batch: int,
-    seq: int,
-    src_seq: int | None = None,
-    seed: int = 0,
-) -> dict[str, dict[str, np.ndarray]]:
-    """Token inputs of every graph of ``family``, by graph name then input name (ids
-    and masks; cache tensors come from runtime.session / the encoder's outputs)."""
-    rng = np.random.default_rng(seed)
-    if family in ("decoder-only", "encoder-only"):
-        return {"model": {"input_ids": random_ids(batch, seq, vocab, rng), "attention_mask": padded_mask(batch, seq, rng)}}
-    src = src_seq or seq
-    src_mask = padded_mask(batch, src, rng)
-    return {
-        "encoder": {"input_ids": random_ids(batch, src, vocab, rng), "attention_mask": src_mask},
-        "decoder": {
-            "decoder_input_ids": random_ids(batch, seq, vocab, rng),
-            "decoder_attention_mask": padded_mask(batch, seq, rng),
-            "encoder_attention_mask": src_mask,
-        },
-    }

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from zoo.spec.families import family
 from zoo.spec.fields import MAX_SIZE, FieldIssue, Int, PositiveInt, Strict_ as _Strict
 from zoo.spec.positional import Alibi, Learned, NoPositional, RelativeBias, Rope, Sinusoidal
 from zoo.spec.variants import ACTIVATIONS, NORMS, POSITIONAL, SCORES as SCORE_VARIANTS
@@ -178,11 +179,7 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "ModelSpec":
-        wanted = {
-            "encoder-only": ("encoder",),
-            "decoder-only": ("decoder",),
-            "encoder-decoder": ("encoder", "decoder"),
-        }[self.family]
+        wanted = family(self).stacks
         for part in ("encoder", "decoder"):
             present = getattr(self, part) is not None
             if part in wanted and not present:
@@ -235,7 +232,7 @@ class ModelSpec(_Strict):
 
     @property
     def is_causal_lm(self) -> bool:
-        return self.family == "decoder-only"
+        return family(self).causal_lm
 
     def parameter_count(self) -> int:
         """Exact number of parameters of the compiled module (tied weights counted once)."""

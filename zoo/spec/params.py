@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from zoo.spec.families import family
 from zoo.spec.variants import FFN_KINDS, NORMS, POSITIONAL, SCORES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,7 +59,7 @@ def count_parameters(spec: "ModelSpec") -> ParameterCount:
     positional = POSITIONAL[spec.positional.kind]
     for part, stack in spec.stacks():
         embeddings += positional.parameters(spec, part)  # absolute tables, relative-bias tables
-        crossed = part == "decoder" and spec.family == "encoder-decoder"
+        crossed = part == "decoder" and family(spec).crossed
         sublayers = 3 if crossed else 2
         n = attention_parameters(stack.attention, d) * (2 if crossed else 1)
         n += ffn_parameters(stack.ffn, d) + sublayers * norm_parameters(stack.norm, d)

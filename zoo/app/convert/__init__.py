@@ -32,7 +32,7 @@ import onnx
 from passes.files import graph_record, save_graph
 from passes.precision import Int8Options, to_fp16, to_int8
 from passes.precision.fp16 import CACHE_PREFIXES
-from zoo.spec.contract import graphs_for
+from zoo.spec.families import graphs_for
 from zoo.spec.errors import ExportError
 
 __all__ = ["Int8Options", "convert_graphs"]

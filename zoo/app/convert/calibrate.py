@@ -55,29 +55,22 @@ def calibrate(spec, protos: dict[str, onnx.ModelProto], *, batch: int = CALIBRAT
     of a seeded random batch (zoo.spec.inputs), the graphs run in order (the decoder
     takes the encoder's outputs)."""
     from runtime.graphs import run_graphs
-    from zoo.spec.inputs import graph_inputs
-    from zoo.spec.contract import cache_layout, graphs_for
+    from zoo.spec.families import cache_layout, family, graphs_for
 
     graphs = graphs_for(spec)
     seq = min(seq, spec.max_seq_len)
-    inputs = graph_inputs(spec.family, vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=seq, seed=seed)
+    inputs = family(spec).token_inputs(vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=seq, seed=seed)
     taps = {g.name: calibration_taps(protos[g.name]) for g in graphs}
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         sessions = {g.name: _session(_tapped(protos[g.name], taps[g.name], g.name), Path(tmp), g.name) for g in graphs}
         got = run_graphs(sessions, graphs, inputs, cache_layout(spec), batch)
         del sessions
-    masks = _masks(spec, inputs)
+    masks = family(spec).masks(inputs)
     out: dict[str, dict[str, np.ndarray]] = {}
     for g in graphs:
         out[g.name] = {t: activation_scores(_real(got[_tap_name(g.name, t)], masks.get(g.name)))
                        for t in taps[g.name] if _tap_name(g.name, t) in got}
     return out
-
-
-def _masks(spec, inputs: dict) -> dict[str, np.ndarray]:
-    if spec.family == "encoder-decoder":
-        return {"encoder": inputs["encoder"]["attention_mask"], "decoder": inputs["decoder"]["decoder_attention_mask"]}
-    return {"model": inputs["model"]["attention_mask"]}
 
 
 def _real(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

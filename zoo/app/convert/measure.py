@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.spec.contract import graphs_for
+from zoo.spec.families import Role, cache_layout, family, graphs_for
 
 ACCURACY_BATCH, ACCURACY_SEQ, ACCURACY_SEED = 4, 32, 1234
 TIMING_REPS, TIMING_WARMUP = 10, 2
@@ -24,22 +24,20 @@ def measure(spec, fp32_paths: dict[str, Path], new_paths: dict[str, Path], *, de
     median time of one decode step after a ``seq``-token prefill."""
     import onnxruntime as ort
 
-    from runtime.graphs import output_masks, run_graphs
-    from zoo.spec.inputs import graph_inputs
+    from runtime.graphs import run_graphs
     from runtime.session import choose_providers, session_options
-    from zoo.spec.contract import cache_layout
 
     providers = choose_providers(device)
     graphs = graphs_for(spec)
     cache = cache_layout(spec)
     seq = min(seq, spec.max_seq_len)
-    inputs = graph_inputs(spec.family, vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=seq, seed=seed)
+    inputs = family(spec).token_inputs(vocab=spec.vocab_size, batch=batch, seq=seq, src_seq=seq, seed=seed)
     opts = session_options()
     s32 = {g.name: ort.InferenceSession(str(fp32_paths[g.name]), sess_options=opts, providers=providers) for g in graphs}
     s_new = {g.name: ort.InferenceSession(str(new_paths[g.name]), sess_options=opts, providers=providers) for g in graphs}
     a = run_graphs(s32, graphs, inputs, cache, batch)["logits"].astype(np.float64)
     b = run_graphs(s_new, graphs, inputs, cache, batch)["logits"].astype(np.float64)
-    mask = output_masks(spec.family, inputs)["logits"].astype(bool)
+    mask = family(spec).output_masks(inputs)["logits"].astype(bool)
     diff = np.abs(a - b)[mask]
     finite = bool(np.isfinite(b).all())
     accuracy = {
@@ -81,26 +79,20 @@ def _interleaved(fns: dict, reps: int, warmup: int) -> dict[str, float]:
 def _decode_step(sessions: dict, spec, graphs, cache, context: int, seed: int):
     """A function that runs one decode step (batch 1) on a ``context``-token cache."""
     from runtime.graphs import run_graphs
-    from zoo.spec.inputs import graph_inputs
 
+    fam = family(spec)
     context = max(1, min(context, spec.max_seq_len - 1))
-    inputs = graph_inputs(spec.family, vocab=spec.vocab_size, batch=1, seq=context, src_seq=context, seed=seed)
+    inputs = fam.token_inputs(vocab=spec.vocab_size, batch=1, seq=context, src_seq=context, seed=seed)
     for part in inputs.values():
         for k in part:
             if k.endswith("attention_mask"):
                 part[k][:] = 1
     got = run_graphs(sessions, graphs, inputs, cache, 1)
-    dec = graphs[-1].name
-    sess = sessions[dec]
-    feed = {k: v for k, v in got.items() if k.startswith("cross.")}
-    if spec.family == "encoder-decoder":
-        feed["encoder_attention_mask"] = inputs["encoder"]["attention_mask"]
-        ids_name, mask_name = "decoder_input_ids", "decoder_attention_mask"
-    else:
-        ids_name, mask_name = "input_ids", "attention_mask"
-    feed.update({k.replace("present.", "past.", 1): v for k, v in got.items() if k.startswith("present.")})
-    feed[ids_name] = np.array([[1]], dtype=np.int64)
-    feed[mask_name] = np.ones((1, context + 1), dtype=np.int64)
+    sess = sessions[fam.step_graph]
+    feed = fam.feeds(np.array([[1]], dtype=np.int64), np.ones((1, context + 1), dtype=np.int64),
+                     src_mask=fam.masks(inputs).get("encoder"))[fam.step_graph]
+    feed.update(Role.CROSS.pick(got))
+    feed.update(Role.carried(got))
     names = ["logits"]
     return lambda: sess.run(names, feed)
 
