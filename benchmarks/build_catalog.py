@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
+from runtime.manifest import Manifest  # noqa: E402
 from zoo.app.build import build_artifact, package_versions  # noqa: E402
 from zoo.spec.catalog import names  # noqa: E402
 
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             _, manifest, _ = build_artifact(spec, Path(tmp) / name)
             total = time.perf_counter() - t0
-        p, s = manifest["parity"], manifest["build_seconds"]
+        manifest = Manifest.from_json(manifest)
+        p, s = manifest.parity, manifest.build_seconds
         row = {
             "spec": name,
             "family": spec.family,

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from generate_workers import GenaiWorker, NoCacheWorker, TransformersWorker, ZooWorker  # noqa: E402
+from runtime.manifest import Manifest  # noqa: E402
 from runtime.measure import peak_rss_mb, stats  # noqa: E402
 from zoo.app.report import machine_info  # noqa: E402
 
@@ -152,7 +153,7 @@ def make_artifact(name: str, hf: Path, folder: Path) -> tuple[Path, dict]:
 
     imported = import_folder(hf, name=name)
     art, manifest, _ = build_artifact(imported.spec, folder / "artifacts" / name, weights=imported.state)
-    return art, manifest
+    return art, Manifest.from_json(manifest, art / "manifest.json")
 
 
 def make_genai(hf: Path, folder: Path, threads: int) -> tuple[Path | None, str]:
@@ -185,7 +186,7 @@ def bench_model(name: str, work: Path, args) -> dict:
     t0 = time.perf_counter()
     hf = make_checkpoint(name, work)
     art, manifest = make_artifact(name, hf, work)
-    print(f"  {name}: checkpoint, import and build in {time.perf_counter() - t0:.0f} s; parity max abs {manifest['parity']['max_abs']:.2e}, cached {manifest['parity']['cache']['max_abs']:.2e}", flush=True)
+    print(f"  {name}: checkpoint, import and build in {time.perf_counter() - t0:.0f} s; parity max abs {manifest.parity['max_abs']:.2e}, cached {manifest.parity['cache']['max_abs']:.2e}", flush=True)
     common = ["--artifact", str(art), "--hf", str(hf), "--threads", str(args.threads), "--device", args.device]
     methods = list(args.methods)
     genai_note = ""
@@ -196,7 +197,7 @@ def bench_model(name: str, work: Path, args) -> dict:
             common += ["--genai", str(genai)]
     workers = {m: Worker(m, common) for m in methods}
     try:
-        runs, batch8, context, rss = _timed_runs(workers, methods, args, manifest["model"]["max_seq_len"])
+        runs, batch8, context, rss = _timed_runs(workers, methods, args, manifest.model.max_seq_len)
     finally:
         for w in workers.values():
             w.close()
@@ -230,11 +231,11 @@ def _timed_runs(workers: dict, methods: list, args, limit: int):
     return runs, batch8, context, rss
 
 
-def _summary(manifest: dict, methods: list, runs: dict, batch8: dict, context: dict, rss: dict, genai_note: str) -> dict:
+def _summary(manifest: Manifest, methods: list, runs: dict, batch8: dict, context: dict, rss: dict, genai_note: str) -> dict:
     """Per method: time to first token, decode speed and its ratio to transformers, batch-8
     throughput, peak RSS, greedy agreement; the zoo's context ratio."""
-    params = manifest["parameters"]["total"]
-    weight_bytes = sum(g["weight_bytes"] for g in manifest["graphs"].values())
+    params = manifest.parameters.total
+    weight_bytes = sum(g.weight_bytes for g in manifest.graphs.values())
     agree = {m: runs[m][0]["first"] == runs["transformers"][0]["first"] for m in methods if "transformers" in runs}
     out = {"parameters": params, "weight_bytes": weight_bytes, "parameter_bytes": params * 4, "methods": {}, "genai_note": genai_note}
     ref = None

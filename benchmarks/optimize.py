@@ -60,6 +60,7 @@ import onnxruntime as ort  # noqa: E402
 import zoo  # noqa: E402
 from zoo.app.build import BuildOptions, build_artifact, package_versions  # noqa: E402
 from zoo.spec.inputs import random_ids  # noqa: E402
+from runtime.manifest import Manifest  # noqa: E402
 from runtime.session import session_options  # noqa: E402
 from zoo.spec.families import Role, cache_layout, family, graphs_for  # noqa: E402
 
@@ -141,13 +142,14 @@ def build_variants(spec, args, root: Path) -> tuple[dict[str, Path], dict]:
     plain, manifest_plain, _ = build_artifact(spec, root / f"{spec.name}-plain", seed=0)
     opt_options = BuildOptions(target=args.target, optimize=True)
     opt, manifest_opt, _ = build_artifact(spec, root / f"{spec.name}-optimized-{args.target}", seed=0, options=opt_options)
+    manifest_plain, manifest_opt = Manifest.from_json(manifest_plain), Manifest.from_json(manifest_opt)
     folders = {PLAIN: plain, OPTIMIZED: opt}
     info = {
-        "lowering": manifest_opt["build"]["lowering"],
-        "parity_plain": manifest_plain["parity"]["max_abs"],
-        "parity_optimized": manifest_opt["parity"]["max_abs"],
-        "parity_optimized_cache": (manifest_opt["parity"].get("cache") or {}).get("max_abs"),
-        "nodes": {PLAIN: {g: v["nodes"] for g, v in manifest_plain["graphs"].items()}, OPTIMIZED: {g: v["nodes"] for g, v in manifest_opt["graphs"].items()}},
+        "lowering": dict(manifest_opt.build.lowering),
+        "parity_plain": manifest_plain.parity["max_abs"],
+        "parity_optimized": manifest_opt.parity["max_abs"],
+        "parity_optimized_cache": (manifest_opt.parity.get("cache") or {}).get("max_abs"),
+        "nodes": {PLAIN: {g: v.nodes for g, v in manifest_plain.graphs.items()}, OPTIMIZED: {g: v.nodes for g, v in manifest_opt.graphs.items()}},
     }
     if args.ablate:
         from passes.optimize import optimize_graphs
@@ -163,7 +165,7 @@ def build_variants(spec, args, root: Path) -> tuple[dict[str, Path], dict]:
             if not (folder / "done").is_file():
                 shutil.rmtree(folder, ignore_errors=True)
                 shutil.copytree(plain, folder)
-                graphs = {g: {} for g in manifest_plain["graphs"]}
+                graphs = {g: {} for g in manifest_plain.graphs}
                 optimize_graphs(spec, folder, graphs, target=args.target, plan={comp: "decomposed", **({"attention_gqa": "decomposed"} if comp == "attention" else {})})
                 (folder / "done").write_text("")
             folders[name] = folder

@@ -123,12 +123,12 @@ def measure(folders: dict[str, Path], rows: dict, *, device: str, threads: int |
 
     sessions = {p: Session(f, device=device, threads=threads, verify=p not in unverified) for p, f in folders.items()}
     first = next(iter(sessions.values()))
-    model, fam = first.artifact.model, family(first)
-    seq, prompt = min(seq, model["max_seq_len"]), min(prompt, model["max_seq_len"] // 2)
-    inputs = fam.token_inputs(vocab=model["vocab_size"], batch=batch, seq=seq, src_seq=seq, seed=7)
+    model, fam = first.artifact.info.model, family(first)
+    seq, prompt = min(seq, model.max_seq_len), min(prompt, model.max_seq_len // 2)
+    inputs = fam.token_inputs(vocab=model.vocab_size, batch=batch, seq=seq, src_seq=seq, seed=7)
     mask = fam.output_masks(inputs)["logits"].astype(bool)
     gens = {p: Generator(s) for p, s in sessions.items()} if fam.generates else {}
-    prompts = np.random.default_rng(0).integers(0, model["vocab_size"], size=(1, prompt)).tolist()
+    prompts = np.random.default_rng(0).integers(0, model.vocab_size, size=(1, prompt)).tolist()
     config = GenerationConfig(max_new_tokens=new_tokens, eos=())
     forward_ms, decode_ms, tokens, logits = {p: [] for p in sessions}, {p: [] for p in sessions}, {}, {}
     for i in range(warmup + reps):
@@ -150,15 +150,14 @@ def measure(folders: dict[str, Path], rows: dict, *, device: str, threads: int |
                 "texts": {k: list(v.shape) for k, v in rows.items()}, "text_agreement_from": TEXT_PROMPT}
     out = {"settings": settings, "precisions": {}}
     for p, s in sessions.items():
-        manifest = s.artifact.manifest
-        files = {f for g in manifest["graphs"].values() for f in g["files"]}
+        manifest = s.artifact.info
         entry = {
             "artifact": str(folders[p]), "provider": s.provider,
-            "size_mb": sum(manifest["files"][f]["bytes"] for f in files) / 1e6,
+            "size_mb": manifest.graph_bytes() / 1e6,
             "forward_ms": statistics.median(forward_ms[p]),
             "decode_ms_per_token": statistics.median(decode_ms[p]) if decode_ms[p] else None,
-            "parity": {k: manifest["parity"].get(k) for k in ("max_abs", "max_rel", "worst", "top1", "tolerance", "passed")} if manifest.get("parity") else None,
-            "build_record": (manifest.get("build") or {}).get("precision"),
+            "parity": {k: manifest.parity.get(k) for k in ("max_abs", "max_rel", "worst", "top1", "tolerance", "passed")} if manifest.parity else None,
+            "build_record": manifest.build.precision,
         }
         if "fp32" in logits:
             _agreement(entry, logits[p], logits["fp32"], mask, tf.get(p, {}), tf.get("fp32", {}))

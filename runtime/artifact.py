@@ -14,16 +14,17 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Optional
 
-from zoo.spec.contract import FORMAT_VERSION, GraphSpec, TensorSpec
+from runtime.manifest import FileEntry, Manifest
+from zoo.spec.contract import GraphSpec
 from zoo.spec.errors import ArtifactError
 from zoo.spec.families import CacheLayout
 
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 16 << 20  # a manifest is a few KiB; refuse to parse anything this big
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -125,23 +126,6 @@ def _missing(folder: Path) -> ArtifactError:
     return ArtifactError(f"{folder}: no such artifact folder")
 
 
-def _version_error(path: Path, version) -> ArtifactError:
-    if isinstance(version, int) and not isinstance(version, bool):
-        if version > FORMAT_VERSION:
-            return ArtifactError(
-                f"{path}: artifact format version {version} is newer than this runtime reads "
-                f"(it needs format version {FORMAT_VERSION}); upgrade the zoo to load it"
-            )
-        return ArtifactError(
-            f"{path}: artifact format version {version} is older than this runtime reads "
-            f"(it needs format version {FORMAT_VERSION}); rebuild the artifact with this zoo"
-        )
-    return ArtifactError(
-        f"{path}: artifact format version {version!r} is not one this runtime knows "
-        f"(it needs format version {FORMAT_VERSION}); rebuild the artifact with this zoo"
-    )
-
-
 def _file_in(folder: Path, name, where: str, path: Path, rule: str = "the manifest names files inside the artifact folder") -> Path:
     """``folder / name`` for a manifest file name that is a plain relative name inside
     the folder (no absolute path, no '..', no link that leads out of it); ``rule`` ends
@@ -184,78 +168,51 @@ def _read_manifest(folder: Path, path: Path) -> dict:
     return manifest
 
 
-def _check_manifest(folder: Path, path: Path, manifest: dict) -> dict[str, tuple[Path, dict]]:
-    """Structure the runtime relies on; returns file name -> (path, entry) for every listed file."""
-    version = manifest.get("format_version")
-    if isinstance(version, bool) or version != FORMAT_VERSION:
-        raise _version_error(path, version)
-    for key, kind in (("name", str), ("family", str), ("graphs", dict), ("files", dict), ("model", dict)):
-        if key not in manifest:
-            raise ArtifactError(f"{path}: manifest lacks '{key}'")
-        if not isinstance(manifest[key], kind):
-            raise ArtifactError(f"{path}: manifest '{key}' is a {type(manifest[key]).__name__}, not a{'n object' if kind is dict else ' string'}")
-    files = {}
-    for name, entry in manifest["files"].items():
-        file = _file_in(folder, name, f"files[{name!r}]", path)
-        if not isinstance(entry, dict):
-            raise ArtifactError(f"{path}: files[{name!r}] is a {type(entry).__name__}, not an object with sha256 and bytes")
-        digest = entry.get("sha256")
-        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-            raise ArtifactError(f"{path}: files[{name!r}] has no sha256 (64 hex digits), so {name} cannot be verified")
-        size = entry.get("bytes")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-            raise ArtifactError(f"{path}: files[{name!r}]: bytes {size!r} is not a size")
-        files[name] = (file, entry)
+def _check_manifest(folder: Path, path: Path, raw: dict) -> tuple[Manifest, dict[str, tuple[Path, FileEntry]]]:
+    """The typed manifest (runtime.manifest checks every field's presence and type) and
+    its file names checked against the folder; returns it with file name -> (path,
+    entry) for every listed file."""
+    manifest = Manifest.from_json(raw, path)
+    files = {name: (_file_in(folder, name, f"files[{name!r}]", path), entry) for name, entry in manifest.files.items()}
     if "spec.yaml" not in files:
         raise ArtifactError(f"{path}: manifest lists no spec.yaml among its files")
-    if not manifest["graphs"]:
-        raise ArtifactError(f"{path}: manifest lists no graphs")
-    for graph, g in manifest["graphs"].items():
+    for graph, g in manifest.graphs.items():
         where = f"graphs[{graph!r}]"
-        if not isinstance(g, dict):
-            raise ArtifactError(f"{path}: {where} is a {type(g).__name__}, not an object")
-        names = g.get("files")
-        if not isinstance(names, list) or not names:
-            raise ArtifactError(f"{path}: {where} has no list of files")
-        for name in names:
+        for name in g.files:
             _file_in(folder, name, f"{where} file", path)
             if name not in files:
                 raise ArtifactError(f"{path}: {where} file {name!r} is not among the manifest's files (no sha256 to check it against)")
-        for key in ("inputs", "outputs"):
-            values = g.get(key)
-            if not isinstance(values, list) or not all(isinstance(v, dict) and {"name", "dtype", "shape"} <= v.keys() for v in values):
-                raise ArtifactError(f"{path}: {where} '{key}' is not a list of {{name, dtype, shape}}")
-    tokenizer = manifest.get("tokenizer")
+    tokenizer = manifest.tokenizer
     if tokenizer is not None:
         _file_in(folder, tokenizer, "tokenizer", path)
         if tokenizer not in files:
             raise ArtifactError(f"{path}: tokenizer {tokenizer!r} is not among the manifest's files (no sha256 to check it against)")
-    return files
+    return manifest, files
 
 
-def _verify(folder: Path, files: dict[str, tuple[Path, dict]]) -> None:
+def _verify(folder: Path, files: dict[str, tuple[Path, FileEntry]]) -> None:
     for name, (file, entry) in files.items():
         if not file.is_file():
             raise ArtifactError(f"{folder}: file {name} listed in the manifest is missing")
         size = file.stat().st_size
-        if entry.get("bytes") is not None and size != entry["bytes"]:
-            raise ArtifactError(f"{file}: {size:,} bytes, the manifest records {entry['bytes']:,}; the file is truncated or was changed")
-        if sha256_file(file) != entry["sha256"]:
+        if entry.bytes is not None and size != entry.bytes:
+            raise ArtifactError(f"{file}: {size:,} bytes, the manifest records {entry.bytes:,}; the file is truncated or was changed")
+        if sha256_file(file) != entry.sha256:
             raise ArtifactError(f"{file}: sha256 differs from the manifest; the file is corrupted or was changed")
 
 
 _INSIDE = "a graph's external data must be a file inside the artifact folder"
 
 
-def check_external_data(folder: Path, manifest: dict) -> None:
+def check_external_data(folder: Path, manifest: Manifest) -> None:
     """Refuse (ArtifactError) a graph whose tensors keep their bytes in a file outside
     ``folder`` (an absolute path, a '..', a link leading out) or in one the manifest does
     not list (no sha256), before ONNX Runtime opens it; reads the graph files'
     external_data locations without onnx (runtime.external_data)."""
     from runtime.external_data import MalformedGraph, external_references
 
-    for graph, g in manifest["graphs"].items():
-        path = folder / g["files"][0]
+    for graph, g in manifest.graphs.items():
+        path = folder / g.files[0]
         try:
             refs = external_references(path)
         except OSError as e:
@@ -269,50 +226,53 @@ def check_external_data(folder: Path, manifest: dict) -> None:
                     continue  # entries without a location, bytes inside: nothing is opened
                 raise ArtifactError(f"{path}: {where} names no location; {_INSIDE}")
             _file_in(folder, ref.location, where, path, _INSIDE)
-            if ref.location not in manifest["files"]:
+            if ref.location not in manifest.files:
                 raise ArtifactError(f"{path}: {where} file {ref.location!r} is not among the manifest's files (no sha256 to check it against)")
 
 
 @dataclass(frozen=True)
 class Artifact:
+    """An artifact folder and its manifest: ``info`` typed (runtime.manifest.Manifest,
+    what the runtime and the application read), ``manifest`` the JSON object as read
+    (kept for callers that still index it by key; the zoo.app.cli commands)."""
+
     folder: Path
     manifest: dict
+    info: Optional[Manifest] = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.info is None:  # an Artifact made by hand: type its manifest here
+            object.__setattr__(self, "info", Manifest.from_json(self.manifest, Path(self.folder) / MANIFEST))
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.info.name
 
     @property
     def family(self) -> str:
-        return self.manifest["family"]
+        return self.info.family
 
     @property
     def graphs(self) -> tuple[GraphSpec, ...]:
         """The graphs as the manifest records them (names, dtypes, axes)."""
-
-        def tensors(values: list[dict]) -> tuple[TensorSpec, ...]:
-            return tuple(TensorSpec(v["name"], v["dtype"], tuple(v["shape"])) for v in values)
-
-        return tuple(
-            GraphSpec(name, g["files"][0], tensors(g["inputs"]), tensors(g["outputs"]))
-            for name, g in self.manifest["graphs"].items()
-        )
+        return self.info.graph_specs()
 
     @property
     def model(self) -> dict:
-        """vocab_size, max_seq_len, d_model and the special token ids."""
+        """The manifest's model entry as JSON (vocab_size, max_seq_len, d_model, tokens);
+        typed: ``info.model``."""
         return self.manifest["model"]
 
     @property
     def cache(self) -> CacheLayout | None:
         """The decoder graph's KV cache (None for encoder-only)."""
-        kv = self.manifest.get("kv_cache")
-        if not kv:
+        kv = self.info.kv_cache
+        if kv is None:
             return None
-        return CacheLayout(layers=kv["layers"], kv_heads=kv["kv_heads"], head_dim=kv["head_dim"], cross=bool(kv["cross"]))
+        return CacheLayout(layers=kv.layers, kv_heads=kv.kv_heads, head_dim=kv.head_dim, cross=bool(kv.cross))
 
     def path(self, graph: str) -> Path:
-        return self.folder / self.manifest["graphs"][graph]["files"][0]
+        return self.folder / self.info.graphs[graph].files[0]
 
 
 def load_artifact(folder: str | Path, *, verify: bool = True) -> Artifact:
@@ -327,9 +287,9 @@ def load_artifact(folder: str | Path, *, verify: bool = True) -> Artifact:
     path = folder / MANIFEST
     if not path.is_file():
         raise ArtifactError(f"{folder}: no {MANIFEST}; not an artifact, or a build that did not finish")
-    manifest = _read_manifest(folder, path)
-    files = _check_manifest(folder, path, manifest)
+    raw = _read_manifest(folder, path)
+    manifest, files = _check_manifest(folder, path, raw)
     if verify:
         _verify(folder, files)
     check_external_data(folder, manifest)  # before ONNX Runtime opens a graph
-    return Artifact(folder, manifest)
+    return Artifact(folder, raw, manifest)

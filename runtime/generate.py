@@ -208,9 +208,9 @@ class Generator:
         self.family = family(self.session)
         if not self.family.generates:
             raise InputError(f"{self.session.artifact.name}: an encoder-only model has no decoder to generate with")
-        model = self.session.artifact.model
-        self.vocab, self.max_len = model["vocab_size"], model["max_seq_len"]
-        self.tokens = model.get("tokens") or {}
+        model = self.session.artifact.info.model
+        self.vocab, self.max_len = model.vocab_size, model.max_seq_len
+        self.tokens = model.tokens  # runtime.manifest.Tokens: bos, eos, pad, decoder_start
         on_cuda = self.session.provider == "CUDAExecutionProvider"
         self.io_binding = on_cuda if io_binding is None else io_binding
         self.runner = _Runner(self.session, self.family.step_graph, io_binding=self.io_binding)
@@ -253,16 +253,16 @@ class Generator:
         if not isinstance(config, GenerationConfig):
             raise InputError(f"config must be a GenerationConfig, got {type(config).__name__}")
         prompts = prompt_rows(prompts, "prompt", self.vocab, self.max_len)
-        eos = tuple(self.tokens.get("eos") or ()) if config.eos is None else tuple(config.eos)
+        eos = self.tokens.eos if config.eos is None else tuple(config.eos)
         for e in eos:
             if not 0 <= e < self.vocab:
                 raise InputError(f"eos id {e} is outside the vocabulary [0, {self.vocab})")
-        pad = self.tokens.get("pad")
+        pad = self.tokens.pad
         pad = pad if pad is not None else (eos[0] if eos else 0)
         batch = len(prompts)
         if self.family.crossed:
             if decoder_prompts is None:
-                start = next((t for t in (self.tokens.get(k) for k in ("decoder_start", "pad", "bos")) if t is not None), 0)
+                start = next((t for t in (self.tokens.decoder_start, self.tokens.pad, self.tokens.bos) if t is not None), 0)
                 decoder_prompts = [[start]] * batch
             decoder_prompts = prompt_rows(decoder_prompts, "decoder prompt", self.vocab, self.max_len)
             if len(decoder_prompts) != batch:

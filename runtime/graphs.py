@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from runtime.manifest import Manifest
 from zoo.spec.errors import ExportError
-
 from zoo.spec.families import Role
+
 # onnxruntime (and runtime.session) are imported where a graph runs: past_dtype reads a
 # manifest without them (zoo.app.triton).
 
@@ -21,10 +22,10 @@ _MANIFEST_FLOATS = {"float16": np.float16, "float32": np.float32, "float64": np.
 def past_dtype(source, default=np.float32):
     """The dtype a graph declares for its past.* inputs (float16 in an fp16 artifact,
     whatever the spec's dtype); ``default`` when it has none or numpy lacks it (bfloat16).
-    ``source``: an onnxruntime session, or an artifact's manifest (a dict: the inputs its
-    graphs record, read without a session)."""
-    if isinstance(source, dict):
-        declared = [(t["name"], t["dtype"]) for g in (source.get("graphs") or {}).values() for t in g.get("inputs", [])]
+    ``source``: an onnxruntime session, or an artifact's manifest (runtime.manifest.Manifest:
+    the inputs its graphs record, read without a session)."""
+    if isinstance(source, Manifest):
+        declared = [(t.name, t.dtype) for g in source.graphs.values() for t in g.inputs]
         floats = _MANIFEST_FLOATS
     else:
         declared = [(i.name, i.type) for i in source.get_inputs()]

@@ -22,9 +22,10 @@ import numpy as np
 
 from runtime.generate import GenerationConfig, Generator
 from runtime.graphs import past_dtype
+from runtime.manifest import Manifest, Parameters
 from runtime.session import Session
-
 from zoo.spec.families import family
+
 CONTEXTS = (64, 128, 256, 512, 1024, 2048)  # decode-latency points, those below max_seq_len
 BATCHES = (1, 2, 4, 8)
 PROMPT = 32  # tokens of the prompt for time to first token and decode rates
@@ -82,29 +83,28 @@ def _repeat(fn: Callable[[], float], reps: int, warmup: int) -> dict:
     return stats([fn() for _ in range(reps)])
 
 
-def cache_bytes_per_token(manifest: dict) -> int:
+def cache_bytes_per_token(manifest: Manifest) -> int:
     """Bytes the KV cache grows by per token of one sequence (self-attention only)."""
-    kv = manifest.get("kv_cache")
-    if not kv:
+    kv = manifest.kv_cache
+    if kv is None:
         return 0
     # the declared past dtype (an fp16 build of a float32 spec: float16); the spec's size where
     # numpy has no name for it (bfloat16: 2 bytes, as float16)
-    spec = np.float16 if manifest.get("dtype") in ("float16", "bfloat16") else np.float32
+    spec = np.float16 if manifest.dtype in ("float16", "bfloat16") else np.float32
     itemsize = np.dtype(past_dtype(manifest, spec)).itemsize
-    return kv["layers"] * 2 * kv["kv_heads"] * kv["head_dim"] * itemsize
+    return kv.layers * 2 * kv.kv_heads * kv.head_dim * itemsize
 
 
-def precision_figures(manifest: dict) -> dict:
+def precision_figures(manifest: Manifest) -> dict:
     """The build's precision (fp32, fp16, int8) and, for a reduced precision, its
     measured cost against the fp32 graphs (zoo.app.convert): logits error, top-1
     agreement, speed and size relative to fp32, and where they were measured."""
-    build = manifest.get("build") or {}
-    record = build.get("precision")
-    if not isinstance(record, dict):
-        return {"precision": record if isinstance(record, str) else "fp32", "precision_cost": None}
+    record = manifest.build.precision_record  # the conversion's open-ended record (zoo.app.convert)
+    if record is None:
+        return {"precision": manifest.precision, "precision_cost": None}
     acc = record.get("accuracy") or {}
     return {
-        "precision": record.get("precision", "fp32"),
+        "precision": manifest.precision,
         "precision_cost": {
             "max_abs_logit": acc.get("max_abs_logit"),
             "mean_abs_logit": acc.get("mean_abs_logit"),
@@ -118,22 +118,24 @@ def precision_figures(manifest: dict) -> dict:
     }
 
 
-def static_figures(folder: Path, manifest: dict) -> dict:
-    """Figures that need no run: parameters, file sizes, cache growth."""
-    files = {f for g in manifest["graphs"].values() for f in g["files"]}
-    params = manifest["parameters"]
+def static_figures(folder: Path, manifest: Manifest | dict) -> dict:
+    """Figures that need no run: parameters, file sizes, cache growth. ``manifest``:
+    the artifact's typed manifest (or its JSON object, typed here)."""
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_json(manifest, Path(folder) / "manifest.json")
+    params = manifest.parameters or Parameters(total=0)
     return {
-        "name": manifest["name"],
-        "family": manifest["family"],
-        "dtype": manifest["dtype"],
+        "name": manifest.name,
+        "family": manifest.family,
+        "dtype": manifest.dtype,
         "artifact": str(folder),
-        "spec_sha256": manifest["spec_sha256"],
-        "parameters": params["total"],
-        "parameters_embeddings": params["embeddings"],
-        "parameters_per_layer": params["per_layer"],
-        "onnx_bytes": sum(manifest["files"][f]["bytes"] for f in files),
+        "spec_sha256": manifest.spec_sha256,
+        "parameters": params.total,
+        "parameters_embeddings": params.embeddings,
+        "parameters_per_layer": dict(params.per_layer),
+        "onnx_bytes": manifest.graph_bytes(),
         "kv_cache_bytes_per_token": cache_bytes_per_token(manifest),
-        "max_seq_len": manifest["model"]["max_seq_len"],
+        "max_seq_len": manifest.model.max_seq_len,
         **precision_figures(manifest),
     }
 
@@ -158,11 +160,11 @@ def measure(
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     session = Session(folder, device=device, threads=threads)
-    out = static_figures(Path(folder), session.artifact.manifest)
+    out = static_figures(Path(folder), session.artifact.info)
     out["session_load_ms"] = (time.perf_counter() - t0) * 1e3
     out["provider"] = session.provider
     out["threads"] = threads or int(os.environ.get("ZOO_THREADS", "0") or 0) or os.cpu_count()
-    vocab, max_len = session.artifact.model["vocab_size"], session.artifact.model["max_seq_len"]
+    vocab, max_len = session.artifact.info.model.vocab_size, session.artifact.info.model.max_seq_len
     rng = np.random.default_rng(0)
     prompt = min(PROMPT, max_len // 2)
     long_prompt = min(LONG_PROMPT, max_len - 1)
@@ -191,7 +193,7 @@ def _generation_runner(session: Session, rng, vocab: int, prompt: int) -> Callab
     def one(batch: int, length: int, config: GenerationConfig):
         prompts = _ids(rng, vocab, batch, length)
         if family(session).crossed:
-            start = gen.tokens.get("decoder_start") or 0
+            start = gen.tokens.decoder_start or 0
             return gen.generate(_ids(rng, vocab, batch, prompt), config, decoder_prompts=[[start] + p[1:] for p in prompts])
         return gen.generate(prompts, config)
 

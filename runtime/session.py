@@ -58,7 +58,7 @@ class Session:
         self, artifact: Artifact | str | Path, *, device: str = "auto", threads: int | None = None, verify: bool = True, strict: bool = False
     ):
         if isinstance(artifact, Artifact):
-            check_external_data(artifact.folder, artifact.manifest)  # load_artifact does it otherwise
+            check_external_data(artifact.folder, artifact.info)  # load_artifact does it otherwise
             self.artifact = artifact
         else:
             self.artifact = load_artifact(artifact, verify=verify)
@@ -114,7 +114,7 @@ class Session:
         if sess is None:
             raise InputError(f"{self.artifact.name} has no graph {graph!r} (its graphs: {', '.join(self.sessions)})")
         if check:
-            inputs = check_feed(self.graphs[graph], inputs, self.artifact.model, float_dtype=self.float_dtype)
+            inputs = check_feed(self.graphs[graph], inputs, self.artifact.info.model, float_dtype=self.float_dtype)
         names = self.output_names[graph]
         out = dict(zip(names, sess.run(names, inputs)))
         if check:
@@ -183,7 +183,7 @@ class Session:
             for t in graph.inputs:
                 if Role.of(t.name) in (Role.PAST, Role.CROSS) and t.dtype in ("float16", "float32", "float64"):
                     return np.dtype(t.dtype).type
-        return np.float16 if self.artifact.manifest.get("dtype") == "float16" else np.float32
+        return np.float16 if self.artifact.info.dtype == "float16" else np.float32
 
 
 def _shape(x) -> tuple | None:

@@ -50,7 +50,7 @@ def _first_line(err: Exception) -> str:
 
 class Tokenizer:
     def __init__(self, artifact: Artifact):
-        name = artifact.manifest.get("tokenizer")
+        name = artifact.info.tokenizer
         if not name:
             raise InputError(f"{artifact.folder}: the artifact carries no tokenizer; pass token ids (--ids)")
         try:

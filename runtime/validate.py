@@ -137,12 +137,13 @@ def _float_dtype(name: str) -> np.dtype | None:
         return None  # e.g. bfloat16, which numpy does not name: checked as "a float" only
 
 
-def check_feed(graph, feed: Mapping[str, Any], model: Mapping[str, Any], *, float_dtype=None) -> dict[str, np.ndarray]:
+def check_feed(graph, feed: Mapping[str, Any], model, *, float_dtype=None) -> dict[str, np.ndarray]:
     """Check one graph's inputs (``graph``: a zoo.spec.contract.GraphSpec as the manifest
-    records it; ``model``: the manifest's model entry with vocab_size and max_seq_len)
-    and return them as ONNX Runtime takes them. Raises InputError, one line."""
+    records it; ``model``: the manifest's model entry, runtime.manifest.ModelEntry, with
+    vocab_size and max_seq_len) and return them as ONNX Runtime takes them. Raises
+    InputError, one line."""
     _check_names(graph, feed)
-    vocab, max_len = int(model["vocab_size"]), int(model["max_seq_len"])
+    vocab, max_len = int(model.vocab_size), int(model.max_seq_len)
     out: dict[str, np.ndarray] = {}
     sizes: dict[str, tuple[int, str]] = {}  # axis name -> (size, the input that set it)
     for spec in graph.inputs:

@@ -8,6 +8,7 @@ tokens; the same seed gives the same sampled tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -80,7 +81,7 @@ def test_cached_steps_equal_full_forward(tiny_artifacts, name, io_binding):
     result = gen.generate([prompt], GenerationConfig(max_new_tokens=24, eos=()), keep_logits=True)
     tokens = result.tokens[0]
     assert len(tokens) == 24 and result.finish_reasons == ["length"]
-    full = full_forward_logits(gen.session, prompt, tokens, decoder_start=gen.tokens.get("decoder_start"))
+    full = full_forward_logits(gen.session, prompt, tokens, decoder_start=gen.tokens.decoder_start)
     stepped = result.logits[0]
     assert stepped.shape == full.shape == (24, 512)
     assert np.abs(stepped - full).max() <= TOL
@@ -91,7 +92,7 @@ def test_greedy_onnx_equals_greedy_torch(tiny_artifacts, name):
     gen = Generator(tiny_artifacts[name])
     for prompt in PROMPTS[:2]:
         got = gen.generate([prompt], GenerationConfig(max_new_tokens=16, eos=())).tokens[0]
-        want = torch_greedy(name, prompt, 16, decoder_start=gen.tokens.get("decoder_start"))
+        want = torch_greedy(name, prompt, 16, decoder_start=gen.tokens.decoder_start)
         assert got == want, (prompt, got, want)
 
 
@@ -143,9 +144,9 @@ def test_eos_stops_each_row_on_its_own(tiny_artifacts):
 
 def test_spec_eos_is_the_default(tiny_artifacts):
     gen = Generator(tiny_artifacts["gpt2-tiny"])
-    assert gen.tokens["eos"] == [511]
+    assert gen.tokens.eos == (511,)
     free = gen.generate([PROMPTS[0]], GenerationConfig(max_new_tokens=6, eos=())).tokens[0]
-    gen.tokens = dict(gen.tokens, eos=[free[1]])
+    gen.tokens = dataclasses.replace(gen.tokens, eos=(free[1],))
     cut = free.index(free[1]) + 1
     assert gen.generate([PROMPTS[0]], GenerationConfig(max_new_tokens=6)).tokens[0] == free[:cut]
 

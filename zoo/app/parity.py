@@ -217,20 +217,21 @@ def _compare_inputs(spec, rng, padding: str, batch: int = 2) -> tuple[dict, np.n
 
 
 def _module_for(folder, manifest, weights):
-    """The artifact's torch module: rebuilt from spec.yaml and its seed, or ``weights``."""
+    """The artifact's torch module: rebuilt from spec.yaml and its seed, or ``weights``
+    (``manifest``: the artifact's runtime.manifest.Manifest)."""
     from compiler.builder import build
     from compiler.weights import load_weights, weights_digest
     from zoo.spec.errors import ArtifactError
     from zoo.spec.loader import load_spec
 
     spec = load_spec(str(Path(folder) / "spec.yaml"))
-    model = build(spec, seed=int(manifest.get("seed") or 0))
+    model = build(spec, seed=manifest.seed or 0)
     if weights is not None:
         load_weights(model, weights)
-    if weights_digest(model) != manifest["weights_sha256"]:
+    if weights_digest(model) != manifest.weights_sha256:
         raise ArtifactError(
             f"{folder}: the torch module's weights differ from the artifact's "
-            + ("(wrong --weights file)" if weights else f"(it was not built from the seeded init, seed {manifest.get('seed')}); give --weights FILE, the safetensors it was built from")
+            + ("(wrong --weights file)" if weights else f"(it was not built from the seeded init, seed {manifest.seed}); give --weights FILE, the safetensors it was built from")
         )
     return spec, model
 
@@ -247,9 +248,9 @@ def artifact_parity(folder, *, weights=None, device: str = "auto", seed: int = 0
     from zoo.app.layer_parity import layer_figures, layer_order, tapped_sessions, torch_layers
 
     artifact = load_artifact(folder)
-    manifest = artifact.manifest
+    manifest = artifact.info
     spec, model = _module_for(folder, manifest, weights)
-    precision = artifact_precision(manifest)
+    precision = manifest.precision
     rule = parity_rule(spec.dtype, precision)
     sessions, taps = tapped_sessions({g.name: onnx.load(str(artifact.path(g.name))) for g in artifact.graphs}, choose_providers(device))
     float_np = np.float16 if spec.dtype == "float16" else np.float32
@@ -270,7 +271,7 @@ def artifact_parity(folder, *, weights=None, device: str = "auto", seed: int = 0
     first = next((entry["layer"] for entry in layers if not entry["within"]), None)
     top1_ok = top1 is None or rule.top1 is None or top1 >= rule.top1
     return {
-        "name": manifest["name"],
+        "name": manifest.name,
         "dtype": spec.dtype,
         "precision": precision,
         "provider": next(iter(sessions.values())).get_providers()[0],
@@ -283,9 +284,3 @@ def artifact_parity(folder, *, weights=None, device: str = "auto", seed: int = 0
         "passed": all(e["within"] for e in figures + layers) and top1_ok,
         "first_divergent_layer": first,
     }
-
-
-def artifact_precision(manifest: dict) -> str:
-    """fp32, fp16 or int8: how the artifact's graphs were built (manifest["build"])."""
-    record = (manifest.get("build") or {}).get("precision", "fp32")
-    return record.get("precision", "fp32") if isinstance(record, dict) else str(record or "fp32")

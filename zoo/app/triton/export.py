@@ -43,14 +43,14 @@ def plan(artifact: Artifact, options: TritonOptions) -> list[TritonModel]:
     models = []
     for graph in graphs:
         name = base if graph.name == "model" else f"{base}_{graph.name}"
-        files = tuple(artifact.manifest["graphs"][graph.name]["files"])
+        files = artifact.info.graphs[graph.name].files
         if MODEL_FILE in files[1:]:
             raise ArtifactError(f"{artifact.folder}: graph {graph.name!r} has an external data file named {MODEL_FILE}")
         models.append(TritonModel(name, graph, files, model_config(name, graph, artifact, options)))
     return models
 
 
-def _copy_checked(src: Path, dst: Path, entry: dict, link: bool) -> bool:
+def _copy_checked(src: Path, dst: Path, entry: FileEntry, link: bool) -> bool:
     """Copy (or hard-link) ``src`` to ``dst`` and check its sha256 and size against the
     manifest ``entry`` on the way; returns whether it was linked."""
     linked = False
@@ -75,9 +75,9 @@ def _copy_checked(src: Path, dst: Path, entry: dict, link: bool) -> bool:
     except FileNotFoundError:
         raise ArtifactError(f"{src}: listed in the manifest but missing") from None
     size = dst.stat().st_size
-    if entry.get("bytes") is not None and size != entry["bytes"]:
-        raise ArtifactError(f"{src}: {size:,} bytes, the manifest records {entry['bytes']:,}; the file is truncated or was changed")
-    if h.hexdigest() != entry["sha256"]:
+    if entry.bytes is not None and size != entry.bytes:
+        raise ArtifactError(f"{src}: {size:,} bytes, the manifest records {entry.bytes:,}; the file is truncated or was changed")
+    if h.hexdigest() != entry.sha256:
         raise ArtifactError(f"{src}: sha256 differs from the manifest; the file is corrupted or was changed")
     return linked
 
@@ -118,7 +118,7 @@ def export_triton(artifact: str | Path | Artifact, repo: str | Path, options: Tr
             version.mkdir(parents=True)
             (partial / model.name / "config.pbtxt").write_text(model.config, encoding="utf-8")
             for i, name in enumerate(model.files):
-                entry = art.manifest["files"].get(name)
+                entry = art.info.files.get(name)
                 if entry is None:
                     raise ArtifactError(f"{art.folder}: graph file {name!r} is not among the manifest's files")
                 dst = version / (MODEL_FILE if i == 0 else name)
