@@ -31,6 +31,7 @@ import yaml
 
 from compiler.builder import build
 from zoo.app.export import export_all
+from zoo.app.manifest import ArtifactManifest
 from compiler.weights import check_finite, load_weights, weights_digest
 from runtime.artifact import (
     MANIFEST,
@@ -236,8 +237,7 @@ def build_artifact(
         (partial / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
         if tokenizer is not None:
             shutil.copyfile(tokenizer, partial / TOKENIZER)
-        manifest = _manifest(spec, model, partial, graphs, report, s_hash, w_hash, artifact_id, seed, times)
-        manifest["build"] = build_info
+        manifest = _manifest(spec, partial, graphs, report, (s_hash, w_hash, artifact_id), seed, times, build_info)
         tmp = partial / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.replace(tmp, partial / MANIFEST)
@@ -299,7 +299,7 @@ def _up_to_date(target: Path, artifact_id: str) -> Optional[dict]:
         existing = load_artifact(target, verify=True)
     except ArtifactError:
         return None  # damaged or older: rebuild it
-    return existing.manifest if existing.manifest.get("artifact_id") == artifact_id else None
+    return existing.manifest if existing.info.artifact_id == artifact_id else None  # the JSON, as build_artifact returns it
 
 
 def _graphs(spec: ModelSpec, model, partial: Path, options: BuildOptions, check_parity: bool, step: Callable, times: dict):
@@ -343,10 +343,14 @@ def parity_failure(spec: ModelSpec, report: dict, what: str) -> ParityError:
     return err
 
 
-def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, artifact_id, seed, times) -> dict:
+def _manifest(spec, folder: Path, graphs: dict, report, ids: tuple[str, str, str], seed, times, build_info: dict) -> dict:
+    """manifest.json's object, checked field by field by zoo.app.manifest.ArtifactManifest
+    (a misspelt or mistyped field is a pydantic ValidationError here, not a bad artifact).
+    ``ids``: the spec's sha256, the weights' sha256, the artifact id."""
     params = count_parameters(spec)
     files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()}
-    return {
+    s_hash, w_hash, artifact_id = ids
+    return ArtifactManifest.model_validate({
         "format_version": FORMAT_VERSION,
         "name": spec.name,
         "family": spec.family,
@@ -373,4 +377,5 @@ def _manifest(spec, model, folder: Path, graphs: dict, report, s_hash, w_hash, a
         "parity": report,
         "build_seconds": {k: round(v, 3) for k, v in times.items()},
         "files": files,
-    }
+        "build": build_info,
+    }).to_json()
