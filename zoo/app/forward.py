@@ -36,8 +36,8 @@ def forward(session, inputs: dict, *, last_mask, tokenizer=None, repeat: int = 1
     cached = [k for k in outputs if k.startswith(("present.", "cross."))]
     return {
         "artifact": str(artifact.folder),
-        "name": artifact.manifest["name"],
-        "family": artifact.manifest["family"],
+        "name": artifact.info.name,
+        "family": artifact.info.family,
         "provider": session.provider,
         "inputs": [
             {"graph": g.name, "shapes": {k: list(v.shape) for k, v in inputs[g.name].items()},

@@ -244,7 +244,7 @@ def _run_inputs(args: argparse.Namespace, session):
 
     from zoo.spec.inputs import padded_mask
 
-    vocab, max_len = session.artifact.model["vocab_size"], session.artifact.model["max_seq_len"]
+    vocab, max_len = session.artifact.info.model.vocab_size, session.artifact.info.model.max_seq_len
     rng = np.random.default_rng(args.seed)
     tokenizer = None
     if args.text:
