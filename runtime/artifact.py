@@ -14,9 +14,10 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Optional
+from typing import Iterator, Optional
 
 from runtime.manifest import FileEntry, Manifest
 from zoo.spec.contract import GraphSpec
@@ -61,6 +62,22 @@ def swap_into_place(partial: Path, target: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged(target: Path) -> Iterator[Path]:
+    """A hidden ``.NAME.partial-PID-TAG`` folder beside ``target`` to write into: when
+    the block ends it replaces ``target`` (swap_into_place); on any error, a kill's
+    KeyboardInterrupt included, it is removed and ``target`` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.parent / staging_name(target.name, "partial", os.getpid(), uuid.uuid4().hex[:8])
+    partial.mkdir()
+    try:
+        yield partial
+        swap_into_place(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def staging_folders(target: Path) -> list[tuple[Path, str, int]]:

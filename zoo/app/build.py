@@ -19,7 +19,6 @@ import os
 import platform
 import shutil
 import time
-import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,9 +38,8 @@ from runtime.artifact import (
     load_artifact,
     pid_alive,
     sha256_file,
+    staged,
     staging_folders,
-    staging_name,
-    swap_into_place,
 )
 from zoo.app.parity import parity
 from runtime.tokenizer import check_tokenizer
@@ -229,10 +227,7 @@ def build_artifact(
     existing = None if force else _up_to_date(target, artifact_id)
     if existing is not None:
         return target, existing, False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.parent / staging_name(target.name, "partial", os.getpid(), uuid.uuid4().hex[:8])
-    partial.mkdir()
-    try:
+    with staged(target) as partial:
         graphs, report, build_info = _graphs(spec, model, partial, options, check_parity, step, times)
         (partial / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
         if tokenizer is not None:
@@ -241,10 +236,6 @@ def build_artifact(
         tmp = partial / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         os.replace(tmp, partial / MANIFEST)
-        swap_into_place(partial, target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return target, manifest, True
 
 

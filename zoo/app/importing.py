@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Optional
@@ -17,8 +15,8 @@ def import_model(folder: Path, out: Path, *, name: Optional[str] = None, dtype: 
                  step: Optional[Callable] = None) -> dict:
     """Import ``folder`` into ``out`` (an earlier import there is replaced only with ``force``);
     ``step(label)``: progress around the slow parts. Returns what was imported and written."""
-    from zoo.app.build import spec_yaml, swap_into_place, sweep
-    from runtime.artifact import staging_name
+    from zoo.app.build import spec_yaml, sweep
+    from runtime.artifact import staged
 
     step = step or (lambda label: nullcontext())
     sweep(out)  # what an earlier, killed import left: puts back a folder it had moved away
@@ -37,20 +35,13 @@ def import_model(folder: Path, out: Path, *, name: Optional[str] = None, dtype: 
 
         check_tokenizer(imported.tokenizer)  # one the runtime cannot load is refused, not copied
     spec = imported.spec
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / staging_name(out.name, "partial", os.getpid(), uuid.uuid4().hex[:8])
-    partial.mkdir()
-    try:
+    with staged(out) as partial:  # the earlier import stays whole until the new one is in place
         header = f"# imported by `zoo import` from {folder.resolve()} (model_type {imported.model_type})\n"
         (partial / "spec.yaml").write_text(header + spec_yaml(spec), encoding="utf-8")
         with step(f"writing {len(imported.state)} tensors"):
             save_tensors(imported.state, partial / "weights.safetensors", {"source": str(folder.resolve()), "model_type": imported.model_type})
         if imported.tokenizer:
             shutil.copyfile(imported.tokenizer, partial / "tokenizer.json")
-        swap_into_place(partial, out)  # the earlier import stays whole until the new one is in place
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     written = [out / "spec.yaml", out / "weights.safetensors"] + ([out / "tokenizer.json"] if imported.tokenizer else [])
     return {"folder": folder, "out": out, "model_type": imported.model_type, "family": spec.family,
             "parameters": spec.parameter_count(), "written": written, "tokenizer": bool(imported.tokenizer)}

@@ -7,11 +7,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.artifact import Artifact, load_artifact, staging_name, swap_into_place
+from runtime.artifact import Artifact, load_artifact, staged
+from runtime.manifest import FileEntry
 from zoo.app.triton.config import NAME, TritonModel, TritonOptions, model_config
 from zoo.app.triton.readme import readme
 from zoo.spec.errors import ArtifactError, InputError
@@ -107,11 +107,8 @@ def export_triton(artifact: str | Path | Artifact, repo: str | Path, options: Tr
     real_repo, real_art = repo.resolve(), art.folder.resolve()
     if _inside(real_art, real_repo) or _inside(real_repo, real_art):
         raise InputError(f"{repo}: the repository and the artifact {art.folder} would contain one another; write it elsewhere")
-    repo.parent.mkdir(parents=True, exist_ok=True)
-    partial = repo.parent / staging_name(repo.name, "partial", os.getpid(), uuid.uuid4().hex[:8])
-    partial.mkdir()
     result = TritonExport(repo, art, models)
-    try:
+    with staged(repo) as partial:
         linked = []
         for model in models:
             version = partial / model.name / "1"
@@ -126,8 +123,4 @@ def export_triton(artifact: str | Path | Artifact, repo: str | Path, options: Tr
                 linked.append(_copy_checked(art.folder / name, dst, entry, options.link))
         result.linked = bool(linked) and all(linked)
         (partial / "README.md").write_text(readme(art, models, options), encoding="utf-8")
-        swap_into_place(partial, repo)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return result
