@@ -10,11 +10,12 @@ from torch import nn
 from compiler.attention import SCORES, CrossAttention, SelfAttention
 from compiler.ffn import FFN_KINDS
 from compiler.layers import CrossDecoderLayer, DecoderLayer, EncoderLayer, Residual
-from compiler.model import DecoderOnlyModel, EncoderDecoderModel, EncoderOnlyModel, OutputTransform, Stack, ZooModel
+from compiler.model import MODELS, OutputTransform, Stack, ZooModel
 from compiler.norms import NORMS
 from compiler.positional import POSITIONAL
 from compiler.variants import init_weights
 from zoo.spec import variants
+from zoo.spec.families import family
 from zoo.spec.model import ModelSpec, Stack as StackSpec
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -55,18 +56,16 @@ def _build_model(spec: ModelSpec) -> ZooModel:
         head_transform=head_transform,
         output_bias=emb.output_bias,
     )
-    if spec.family == "decoder-only":
-        return DecoderOnlyModel(decoder=build_stack(spec, "decoder"), **common)
-    if spec.family == "encoder-only":
-        pooler = nn.Linear(d, d) if emb.pooler else None
-        return EncoderOnlyModel(encoder=build_stack(spec, "encoder"), pooler=pooler, **common)
-    return EncoderDecoderModel(encoder=build_stack(spec, "encoder"), decoder=build_stack(spec, "decoder"), **common)
+    if emb.pooler:  # encoder-only (ModelSpec's rule); made before the stacks, as the init's order has it
+        common["pooler"] = nn.Linear(d, d)
+    fam = family(spec)
+    return MODELS[fam.name](**{part: build_stack(spec, part) for part in fam.stacks}, **common)
 
 
 def build_stack(spec: ModelSpec, part: str) -> Stack:
     stack = spec.stack(part)
     causal = part == "decoder"
-    crossed = causal and spec.family == "encoder-decoder"
+    crossed = causal and family(spec).crossed
     layers = [build_layer(spec, stack, causal=causal, crossed=crossed) for _ in range(stack.layers)]
     hooks = {"absolute": None, "rotary": None, "score-bias": None}
     hook = variants.POSITIONAL[spec.positional.kind].hook

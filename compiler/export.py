@@ -38,7 +38,7 @@ def _dims(spec: ModelSpec, graph: GraphSpec) -> tuple[dict[int, object], ...]:
         "total_seq": torch.export.Dim.AUTO,
     }
     per_input = [{i: dims[a] for i, a in enumerate(t.axes) if a in dims} for t in graph.inputs]
-    n_fixed = sum(1 for t in graph.inputs if "." not in t.name)  # cache names are prefix.{i}.kind
+    n_fixed = sum(1 for t in graph.inputs if Role.of(t.name) is None)  # the cache tensors go as *args
     if n_fixed == len(per_input):
         return tuple(per_input)
     return (*per_input[:n_fixed], tuple(per_input[n_fixed:]))  # the *args of the graph module

@@ -3,7 +3,7 @@ plain numbers (builder.py reads the spec)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from torch import nn
 from compiler.ffn import ACTIVATIONS
 from compiler.attention import KV
 from compiler.positional import Rotary, positions_from_mask
+from zoo.spec.families import family
 
 
 def self_attention_mask(
@@ -299,10 +300,16 @@ class DecoderGraph(nn.Module):
         return (logits, *_flat(presents))
 
 
+# By family name (zoo.spec.families): the module class the builder makes, and per graph
+# the wrapper whose forward that graph is (an encoder-only model's own forward is its graph).
+MODELS: dict[str, type[ZooModel]] = {m.family: m for m in (EncoderOnlyModel, DecoderOnlyModel, EncoderDecoderModel)}
+WRAPPERS: dict[str, dict[str, Callable[[ZooModel], nn.Module]]] = {
+    "encoder-only": {"model": lambda model: model},
+    "decoder-only": {"model": CachedDecoderGraph},
+    "encoder-decoder": {"encoder": EncoderGraph, "decoder": DecoderGraph},
+}
+
+
 def graph_modules(model: ZooModel) -> dict[str, nn.Module]:
-    """Graph name (zoo.spec.contract) -> the module whose forward that graph is."""
-    if isinstance(model, EncoderDecoderModel):
-        return {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model)}
-    if isinstance(model, DecoderOnlyModel):
-        return {"model": CachedDecoderGraph(model)}
-    return {"model": model}
+    """Graph name (zoo.spec.families) -> the module whose forward that graph is."""
+    return {graph: wrap(model) for graph, wrap in WRAPPERS[family(model).name].items()}

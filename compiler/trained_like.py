@@ -44,6 +44,7 @@ from torch import nn
 from compiler.attention_sinks import plant_shared_channels, plant_sinks, sharpen_scales
 from compiler.residual_subspace import align_residual
 from compiler.variants import variant_of
+from zoo.spec.families import family
 
 # Post-norm stacks renormalize the residual after every sublayer: only large norm weights
 # keep the channels massive, and then they dominate every token's normalized input, so
@@ -379,8 +380,7 @@ def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, pl
 
 def zoo_logits(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Logits (B, T, V) of a zoo module (the family decides the call)."""
-    family = getattr(model, "family", "")
-    if family == "encoder-decoder":
+    if family(model).crossed:
         return model(ids, mask, ids, mask)
     out = model(ids, mask)
     return out[1] if isinstance(out, tuple) else out
