@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from runtime.graphs import past_dtype  # noqa: E402
 from zoo.app.report import machine_info, markdown_table  # noqa: E402
+from zoo.spec.families import Role  # noqa: E402
 
 REAL = {"fp32_vs_torch": 8.7e-5, "version1_text": 0.67, "version1_random": 0.347, "version1_max_error": 17.6}
 VERSION1 = "dynamic, per-channel weights (VERSION 1)"
@@ -47,7 +48,7 @@ EARLIER = {"score_gain": 4.0, "input_outlier_ratio": 20.0, "residual_rank": 1.0,
 
 def logits_runner(session):
     """ids (B, T) -> logits of a cached-decoder graph run with an empty past."""
-    pasts = [i for i in session.get_inputs() if i.name.startswith("past.")]
+    pasts = [i for i in session.get_inputs() if Role.of(i.name) is Role.PAST]
     dtype = past_dtype(session)  # float16 for an fp16 graph
 
     def run(ids: np.ndarray) -> np.ndarray:

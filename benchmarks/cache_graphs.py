@@ -61,8 +61,7 @@ from compiler.builder import build  # noqa: E402
 from compiler.export import export_graph  # noqa: E402
 from passes.files import save_graph  # noqa: E402
 from compiler.model import CachedDecoderGraph, _flat  # noqa: E402
-from zoo.spec.inputs import padded_mask, random_ids  # noqa: E402
-from runtime.session import session_options  # noqa: E402
+from runtime.session import empty_past, session_options  # noqa: E402
 from zoo.spec.contract import GraphSpec, TensorSpec  # noqa: E402
 from zoo.spec.families import Role, cache_layout, family, graphs_for  # noqa: E402
 
@@ -93,7 +92,7 @@ def prefill_graph_spec(spec) -> GraphSpec:
         "prefill",
         "prefill.onnx",
         (TensorSpec("input_ids", "int64", ("batch", "seq")), TensorSpec("attention_mask", "int64", ("batch", "seq"))),
-        (single.outputs[0], *cache.tensors("present", "seq")),
+        (single.outputs[0], *cache.tensors(Role.PRESENT, "seq")),
     )
 
 
@@ -134,11 +133,9 @@ def export_both(spec, folder: Path) -> dict[str, dict]:
 
 def feeds(spec, batch: int, seq: int, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """The same prompt for both variants; the single graph also gets an empty past."""
-    rng = np.random.default_rng(seed)
-    prompt = {"input_ids": random_ids(batch, seq, spec.vocab_size, rng), "attention_mask": padded_mask(batch, seq, rng)}
-    cache = cache_layout(spec)
-    dtype = NP_DTYPES[spec.dtype]
-    empty = {n: np.zeros((batch, cache.kv_heads, 0, cache.head_dim), dtype=dtype) for n in cache.names("past")}
+    fam = family(spec)
+    prompt = fam.token_inputs(vocab=spec.vocab_size, batch=batch, seq=seq, seed=seed)[fam.step_graph]
+    empty = empty_past(cache_layout(spec), batch, NP_DTYPES[spec.dtype])
     return {SINGLE: {**prompt, **empty}, PREFILL: prompt}
 
 
@@ -166,7 +163,7 @@ def time_shape(sessions, feed, reps: int, warmup: int) -> dict[str, list[float]]
 
 
 def bench_spec(spec, shapes, threads: int, reps: int, warmup: int) -> dict:
-    if spec.family != "decoder-only":
+    if not spec.is_causal_lm:
         raise SystemExit(f"{spec.name}: a {spec.family} spec; this benchmark compares decoder-only graphs")
     if spec.dtype not in NP_DTYPES:
         raise SystemExit(f"{spec.name}: dtype {spec.dtype} has no numpy type to feed ONNX Runtime")

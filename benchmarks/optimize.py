@@ -108,20 +108,17 @@ def feeds(spec, kind: str, batch: int, length: int, seed: int = 0) -> dict:
     new = length if kind == "prefill" else 1
     ids = random_ids(batch, new, spec.vocab_size, rng)
     mask = np.ones((batch, past_len + new), dtype=np.int64)
+    fam = family(spec)
     past = {}
     if cache is not None:
-        for n in cache.names("past"):
+        for n in cache.names(Role.PAST):
             past[n] = (rng.standard_normal((batch, cache.kv_heads, past_len, cache.head_dim)) * 0.5).astype(f32)
-    if spec.family == "encoder-only":
-        return {"model": {"input_ids": ids, "attention_mask": mask}}
-    if spec.family == "decoder-only":
-        return {"model": {"input_ids": ids, "attention_mask": mask, **past}}
-    src = min(64, spec.max_seq_len)
-    src_ids = rng.integers(0, spec.vocab_size, (batch, src), dtype=np.int64)
-    enc = {"input_ids": src_ids, "attention_mask": np.ones_like(src_ids)}
-    dec = {"decoder_input_ids": ids, "decoder_attention_mask": mask, "encoder_attention_mask": enc["attention_mask"], **past}
-    dec.update({n: n for n in cache.names("cross")})
-    return {"encoder": enc, "decoder": dec}
+    src_ids = rng.integers(0, spec.vocab_size, (batch, min(64, spec.max_seq_len)), dtype=np.int64) if fam.crossed else None
+    out = fam.feeds(ids, mask, src_ids=src_ids, src_mask=None if src_ids is None else np.ones_like(src_ids))
+    if cache is not None:
+        out[fam.step_graph].update(past)
+        out[fam.step_graph].update({n: n for n in cache.names(Role.CROSS)} if cache.cross else {})
+    return out
 
 
 def time_round_robin(variants: list[Variant], feed: dict, reps: int, warmup: int = 2) -> dict[str, list[float]]:
@@ -260,7 +257,7 @@ def _time_pair(rows: list, reps: int, name: str, shape: str, variants: dict, fee
 
 
 def _sizes(spec):
-    stack = spec.stack("decoder" if spec.family != "encoder-only" else "encoder")
+    stack = spec.stack(family(spec).output_stack())
     heads, kv = stack.attention.heads, stack.attention.n_kv_heads
     return spec.d_model, stack.ffn.hidden, heads, kv, spec.d_model // heads
 

@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from zoo.app.report import machine_info, markdown_table  # noqa: E402
+from zoo.spec.families import family  # noqa: E402
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TEXT_PROMPT = 8  # tokens of random prompt before the continuation; agreement counts from here
@@ -92,7 +93,7 @@ def texts(session, spec, massive, n: int, length: int) -> dict[str, np.ndarray]:
     from zoo.app.convert.measure import natural_text
 
     def logits(ids):
-        return session.forward({"model": {"input_ids": ids, "attention_mask": np.ones_like(ids)}}, check=False)["logits"]
+        return session.forward(family(session).feeds(ids, np.ones_like(ids)), check=False)["logits"]
 
     out = {"own continuations": natural_text(logits, spec.vocab_size, prompts=n, length=length, prompt_len=TEXT_PROMPT)}
     if massive is not None and len(massive):
@@ -102,7 +103,8 @@ def texts(session, spec, massive, n: int, length: int) -> dict[str, np.ndarray]:
 
 
 def teacher_forced(session, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: session.forward({"model": {"input_ids": ids, "attention_mask": np.ones_like(ids)}}, check=False)["logits"] for k, ids in rows.items()}
+    feeds = family(session).feeds  # the rows are decoder-only text
+    return {k: session.forward(feeds(ids, np.ones_like(ids)), check=False)["logits"] for k, ids in rows.items()}
 
 
 def _agreement(entry: dict, logits: np.ndarray, ref: np.ndarray, mask, tf: dict, tf_ref: dict) -> None:
@@ -119,7 +121,6 @@ def measure(folders: dict[str, Path], rows: dict, *, device: str, threads: int |
             batch: int = 4, seq: int = 32, prompt: int = 32, unverified: tuple = ()) -> dict:
     from runtime.generate import GenerationConfig, Generator
     from runtime.session import Session
-    from zoo.spec.families import family
 
     sessions = {p: Session(f, device=device, threads=threads, verify=p not in unverified) for p, f in folders.items()}
     first = next(iter(sessions.values()))

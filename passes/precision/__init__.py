@@ -12,7 +12,7 @@ The build step that runs them, measures them and writes the manifest's record is
 zoo.app.convert.
 """
 
-from passes.precision.fp16 import CACHE_PREFIXES, KEPT_FP32_OPS, drop_round_trips, fp32_nodes, to_fp16
+from passes.precision.fp16 import KEPT_FP32_OPS, drop_round_trips, fp32_nodes, to_fp16
 from passes.precision.graph import quiet_logs, reinfer, topological_sort
 from passes.precision.int8 import Int8Options, to_int8
 
@@ -20,6 +20,6 @@ from passes.precision.int8 import Int8Options, to_int8
 VERSION = 2
 
 __all__ = [
-    "VERSION", "CACHE_PREFIXES", "KEPT_FP32_OPS", "Int8Options", "drop_round_trips", "fp32_nodes",
+    "VERSION", "KEPT_FP32_OPS", "Int8Options", "drop_round_trips", "fp32_nodes",
     "quiet_logs", "reinfer", "to_fp16", "to_int8", "topological_sort",
 ]

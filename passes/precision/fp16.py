@@ -29,6 +29,7 @@ import onnx
 from onnx import TensorProto
 
 from passes.precision.graph import name_nodes, quiet_logs, reinfer, topological_sort, value_types
+from zoo.spec.families import Role
 
 NORM_OPS = (
     "LayerNormalization",
@@ -55,7 +56,6 @@ _INTEGER_TYPES = {
     TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64,
     TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL,
 }
-CACHE_PREFIXES = ("past.", "present.", "cross.")
 
 
 def fp32_nodes(proto: onnx.ModelProto) -> set[str]:
@@ -157,7 +157,7 @@ def to_fp16(proto: onnx.ModelProto, *, naive: bool = False) -> tuple[onnx.ModelP
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     name_nodes(proto)
-    keep_io = [o.name for o in proto.graph.output if not o.name.startswith(CACHE_PREFIXES)]
+    keep_io = [o.name for o in proto.graph.output if Role.of(o.name) is None]  # the cache tensors go fp16
     ops = set(DEFAULT_OP_BLOCK_LIST)
     nodes: set[str] = set()
     if not naive:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
+from zoo.spec.families import Role
+
+
 def constant_matmuls(proto: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, bool]]:
     """(MatMul, weight initialiser, transposed) for every MatMul whose B is a 2-D
     float32 initialiser (transposed False) or a Transpose of one (a tied output
@@ -65,7 +68,7 @@ def score_projections(proto: onnx.ModelProto) -> set[str]:
     producer = {o: n for n in g.node for o in n.output}
     constant = {n.name for n, _, _ in constant_matmuls(proto)}
     # an encoder graph's cross-attention keys are graph outputs (``cross.{i}.key``): the decoder's scores read them
-    starts: list[str] = [o.name for o in g.output if o.name.startswith("cross.") and o.name.endswith(".key")]
+    starts: list[str] = [o.name for o in g.output if Role.of(o.name) is Role.CROSS and o.name.endswith(".key")]
     for node in g.node:
         if node.op_type in ATTENTION_OPS:
             starts += [i for i in node.input[:2] if i]

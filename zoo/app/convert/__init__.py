@@ -31,8 +31,7 @@ import onnx
 
 from passes.files import graph_record, save_graph
 from passes.precision import Int8Options, to_fp16, to_int8
-from passes.precision.fp16 import CACHE_PREFIXES
-from zoo.spec.families import graphs_for
+from zoo.spec.families import Role, graphs_for
 from zoo.spec.errors import ExportError
 
 __all__ = ["Int8Options", "convert_graphs"]
@@ -127,6 +126,6 @@ def _io_dtypes(graphs: dict) -> dict:
         for t in entry["inputs"] + entry["outputs"]:
             if t["dtype"].startswith("int"):
                 continue
-            key = "cache" if t["name"].startswith(CACHE_PREFIXES) else t["name"]
+            key = "cache" if Role.of(t["name"]) is not None else t["name"]
             out[key] = t["dtype"]
     return out

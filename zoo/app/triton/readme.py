@@ -13,6 +13,7 @@ from runtime.graphs import past_dtype
 from runtime.manifest import Tokens
 from zoo.app.triton.config import KINDS, TRITON_TYPES, TritonModel, TritonOptions
 from zoo.spec.contract import TensorSpec
+from zoo.spec.families import family
 
 
 def _shape_text(t: TensorSpec) -> str:
@@ -111,9 +112,9 @@ def _readme_generation(art: Artifact, models: list[TritonModel]) -> list[str]:
     """The decode loop with the cache travelling through every request."""
     model = art.info.model
     cache = art.cache
-    dec = next(x for x in models if x.graph.name in ("model", "decoder"))
-    ids = "decoder_input_ids" if art.family == "encoder-decoder" else "input_ids"
-    mask = "decoder_attention_mask" if art.family == "encoder-decoder" else "attention_mask"
+    fam = family(art)
+    dec = next(x for x in models if x.graph.name == fam.step_graph)
+    ids, mask = fam.ids, fam.mask
     out = [
         "## Generating: the loop is the client's",
         "",
@@ -122,7 +123,7 @@ def _readme_generation(art: Artifact, models: list[TritonModel]) -> list[str]:
         "",
     ]
     step = 1
-    if art.family == "encoder-decoder":
+    if fam.crossed:
         out.append(
             f"{step}. `{models[0].name}`: `input_ids`, `attention_mask` (batch, src_seq) -> `encoder_hidden_states` "
             f"and `cross.{{i}}.key/value`, once per prompt. Keep the cross tensors: every decoder step takes them unchanged, "
