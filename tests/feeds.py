@@ -10,7 +10,9 @@ import pytest
 
 from runtime.generate import Generator
 from runtime.session import Session
+import zoo
 from zoo.spec.errors import InputError
+from zoo.spec.families import Role, family
 
 FAMILIES = ["bert-tiny", "gpt2-tiny", "llama-tiny", "t5-tiny"]
 GENERATIVE = ["gpt2-tiny", "llama-tiny", "t5-tiny"]
@@ -31,17 +33,20 @@ def generators(sessions):
 def inputs(name: str, ids=IDS, mask=MASK, **decoder) -> dict:
     """forward's inputs: ``ids``/``mask`` feed the encoder of t5-tiny, whose decoder
     gets ``decoder`` (default: the start token 0 per row)."""
-    if name != "t5-tiny":
-        return {"model": {"input_ids": ids, "attention_mask": mask}}
+    fam = family(zoo.load(name))
+    if not fam.crossed:
+        return fam.feeds(ids, mask)
     batch = len(ids)
-    dec = {"decoder_input_ids": [[0]] * batch, "decoder_attention_mask": [[1]] * batch, **decoder}
-    return {"encoder": {"input_ids": ids, "attention_mask": mask}, "decoder": dec}
+    feeds = fam.feeds([[0]] * batch, [[1]] * batch, src_ids=ids, src_mask=mask)
+    del feeds[fam.step_graph]["encoder_attention_mask"]  # forward defaults it to the encoder's mask
+    feeds[fam.step_graph].update(decoder)
+    return feeds
 
 
 def cache(s: Session, batch: int, past: int, fill: float = 0.0) -> dict:
     """past.* tensors of the artifact's layout holding ``past`` cached positions."""
     c = s.artifact.cache
-    return {k: np.full((batch, c.kv_heads, past, c.head_dim), fill, np.float32) for k in c.names("past")}
+    return {k: np.full((batch, c.kv_heads, past, c.head_dim), fill, np.float32) for k in c.names(Role.PAST)}
 
 
 def refused(call, message: str, error=InputError) -> str:

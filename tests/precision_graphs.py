@@ -7,6 +7,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
+from zoo.spec.families import Role
 import onnx
 from onnx import helper, numpy_helper
 
@@ -51,7 +53,7 @@ def run_ort(proto, ids) -> np.ndarray:
     s = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     for i in s.get_inputs():
-        if i.name.startswith("past."):
+        if Role.of(i.name) is Role.PAST:
             feed[i.name] = np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), dtype=np.float16 if "16" in i.type else np.float32)
     return s.run(["logits"], feed)[0].astype(np.float64)
 
@@ -64,7 +66,7 @@ def run_native_fp16(proto, ids) -> np.ndarray:
 
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     for i in proto.graph.input:
-        if i.name.startswith("past."):
+        if Role.of(i.name) is Role.PAST:
             dims = [d.dim_value for d in i.type.tensor_type.shape.dim]
             dtype = np.float16 if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else np.float32
             feed[i.name] = np.zeros((ids.shape[0], dims[1], 0, dims[3]), dtype=dtype)

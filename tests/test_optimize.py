@@ -20,6 +20,8 @@ import pytest
 import zoo
 from tests.conftest import TINY_CATALOG, tiny_spec
 from zoo.spec.variants import SCORES
+from runtime.session import empty_past
+from zoo.spec.families import cache_layout
 
 TOL = 1e-4
 
@@ -214,7 +216,7 @@ def test_padding_rows_match_torch_exactly(tiny_artifacts, tmp_path):
     spec = zoo.load("gpt2-tiny")
     _optimized_copy(tiny_artifacts["gpt2-tiny"], tmp_path / "opt", spec, "cpu")
     feed = {"input_ids": np.array([[3, 4, 5, 6, 7], [0, 0, 0, 8, 9]]), "attention_mask": np.array([[1] * 5, [0, 0, 0, 1, 1]])}
-    feed.update({f"past.{i}.{k}": np.zeros((2, 4, 0, 16), np.float32) for i in range(2) for k in ("key", "value")})
+    feed.update(empty_past(cache_layout(spec), 2))  # 2 layers, kv_heads 4, head_dim 16
     plain = ort.InferenceSession(str(tiny_artifacts["gpt2-tiny"] / "model.onnx"), providers=["CPUExecutionProvider"])
     opt = ort.InferenceSession(str(tmp_path / "opt" / "model.onnx"), providers=["CPUExecutionProvider"])
     a, b = plain.run(["logits"], feed)[0], opt.run(["logits"], feed)[0]

@@ -14,14 +14,16 @@ import pytest
 
 from runtime import placement
 from runtime.placement import CPU, CUDA, PlacementError, check_placement, fallback_lines, placement_report
+from runtime.session import empty_past
 from zoo.spec.errors import InputError
+from zoo.spec.families import CacheLayout
 
 HAS_CUDA = CUDA in ort.get_available_providers()
 
 
 def _feed(n_layers=2, heads=4, hd=16):
     feed = {"input_ids": np.array([[1, 2, 3]]), "attention_mask": np.ones((1, 3), np.int64)}
-    feed.update({f"past.{i}.{k}": np.zeros((1, heads, 0, hd), np.float32) for i in range(n_layers) for k in ("key", "value")})
+    feed.update(empty_past(CacheLayout(layers=n_layers, kv_heads=heads, head_dim=hd, cross=False), 1))
     return feed
 
 

@@ -40,6 +40,7 @@ from tests.conftest import ROOT, TINY_CATALOG
 from tests.precision_graphs import decompose_layer_norms, run_native_fp16, run_ort
 from zoo.spec.contract import parity_rule
 from zoo.spec.errors import InputError
+from zoo.spec.families import Role
 
 
 def within(got, ref, precision: str, mask=None) -> bool:
@@ -142,7 +143,7 @@ def test_build_passes_parity_at_its_tolerance_and_records_its_cost(built, name, 
     cache_dtype = "float16" if precision == "fp16" else "float32"
     for g in manifest["graphs"].values():
         for t in g["inputs"] + g["outputs"]:
-            if t["name"].startswith(("past.", "present.", "cross.")):
+            if Role.of(t["name"]) is not None:
                 assert t["dtype"] == cache_dtype, t
             elif not t["dtype"].startswith("int"):
                 assert t["dtype"] == "float32", t  # logits and hidden states stay float32

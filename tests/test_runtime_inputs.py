@@ -18,6 +18,7 @@ import runtime.session
 from runtime.generate import GenerationConfig
 from tests.feeds import FAMILIES, GENERATIVE, IDS, MASK, cache, generators, inputs, refused, sessions  # noqa: F401 (fixtures)
 from zoo.spec.errors import InputError, OutputError
+from zoo.spec.families import Role
 
 # --------------------------------------------------------------------------- accepted and cast
 
@@ -160,7 +161,7 @@ def test_encoder_decoder_shapes(sessions):
         "encoder_attention_mask: shape (2, 5), the encoder's attention_mask (2, 3)",
     )
     enc = s.run("encoder", input_ids=IDS, attention_mask=MASK)
-    cross = {k: v for k, v in enc.items() if k.startswith("cross.")}
+    cross = Role.CROSS.pick(enc)
     dec = {"decoder_input_ids": [[0], [0]], "decoder_attention_mask": [[1], [1]]}
     refused(
         lambda: s.run("decoder", **dec, encoder_attention_mask=np.ones((2, 4)), **cross, **s.empty_past(2)),
@@ -187,7 +188,7 @@ def test_cache_tensors_must_match_the_artifact(sessions, name, change, message):
     past = {k: change(v) for k, v in s.empty_past(2).items()}
     if name == "t5-tiny":
         enc = s.run("encoder", input_ids=IDS, attention_mask=MASK)
-        cross = {k: v for k, v in enc.items() if k.startswith("cross.")}
+        cross = Role.CROSS.pick(enc)
         dec = {"decoder_input_ids": [[0], [0]], "decoder_attention_mask": [[1], [1]], "encoder_attention_mask": MASK}
         refused(lambda: s.run("decoder", **dec, **cross, **past), message)
         bad_cross = {k: change(v[:, :, :0]) for k, v in cross.items()}

@@ -26,6 +26,7 @@ text_format = pytest.importorskip("google.protobuf.text_format")
 from runtime.artifact import load_artifact  # noqa: E402
 from zoo.app.triton import TritonOptions, example_sizes, export_triton  # noqa: E402
 from zoo.app.cli import main  # noqa: E402
+from zoo.spec.families import Role  # noqa: E402
 
 # Triton's DataType -> numpy
 NUMPY = {"TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_BOOL": np.bool_}
@@ -106,13 +107,13 @@ def test_decoder_configs_carry_the_kv_cache(repos):
         outputs = {t.name: list(t.dims) for t in config.output}
         for i in range(cache.layers):
             for kind in ("key", "value"):
-                assert inputs[f"past.{i}.{kind}"] == [cache.kv_heads, -1, cache.head_dim]
-                assert outputs[f"present.{i}.{kind}"] == [cache.kv_heads, -1, cache.head_dim]
+                assert inputs[Role.PAST.name_of(i, kind)] == [cache.kv_heads, -1, cache.head_dim]
+                assert outputs[Role.PRESENT.name_of(i, kind)] == [cache.kv_heads, -1, cache.head_dim]
         assert outputs["logits"] == [-1, art.model["vocab_size"]]
     encoder = parse(repos["t5-tiny"][0] / "t5-tiny_encoder" / "config.pbtxt")
     assert {t.name for t in encoder.output} >= {"encoder_hidden_states", "cross.0.key", "cross.0.value"}
     bert = parse(repos["bert-tiny"][0] / "bert-tiny" / "config.pbtxt")
-    assert not any(t.name.startswith(("past.", "present.")) for t in (*bert.input, *bert.output))
+    assert not any(Role.of(t.name) is not None for t in (*bert.input, *bert.output))
 
 
 def test_config_pbtxt_is_the_model_config_message(repos, tiny_artifacts):
@@ -265,7 +266,7 @@ def _greedy_client(repo: Path, model: str, prompt: list[int], steps: int, fixed=
     config = parse(repo / model / "config.pbtxt")
     session = _ort(repo / model / "1" / "model.onnx")
     dtypes = {t.name: NUMPY[type_name(t.data_type)] for t in config.input}
-    past = {t.name: np.zeros((1, t.dims[0], 0, t.dims[2]), dtype=dtypes[t.name]) for t in config.input if t.name.startswith("past.")}
+    past = {t.name: np.zeros((1, t.dims[0], 0, t.dims[2]), dtype=dtypes[t.name]) for t in config.input if Role.of(t.name) is Role.PAST}
     out_names = [t.name for t in config.output]
     tokens, new = [], np.array([prompt], dtype=dtypes[ids])
     attention = np.ones((1, len(prompt)), dtype=dtypes[mask])
@@ -273,7 +274,7 @@ def _greedy_client(repo: Path, model: str, prompt: list[int], steps: int, fixed=
         result = dict(zip(out_names, session.run(out_names, {ids: new, mask: attention, **past, **(fixed or {})})))
         token = int(result["logits"][0, -1].argmax())
         tokens.append(token)
-        past = {n.replace("present.", "past."): v for n, v in result.items() if n.startswith("present.")}
+        past = Role.carried(result)
         new = np.array([[token]], dtype=dtypes[ids])
         attention = np.concatenate([attention, np.ones((1, 1), dtype=dtypes[mask])], axis=1)
     return tokens
@@ -292,7 +293,7 @@ def test_client_driven_generation_matches_the_zoo_runtime(repos):
     src = np.array([prompt], dtype=np.int64)
     names = [t.name for t in parse(repo / "t5-tiny_encoder" / "config.pbtxt").output]
     enc = dict(zip(names, encoder.run(names, {"input_ids": src, "attention_mask": np.ones_like(src)})))
-    fixed = {k: v for k, v in enc.items() if k.startswith("cross.")} | {"encoder_attention_mask": np.ones_like(src)}
+    fixed = Role.CROSS.pick(enc) | {"encoder_attention_mask": np.ones_like(src)}
     start = next((t for t in (art.model["tokens"].get(k) for k in ("decoder_start", "pad", "bos")) if t is not None), 0)
     got = _greedy_client(repo, "t5-tiny_decoder", [start], 5, fixed, ids="decoder_input_ids", mask="decoder_attention_mask")
     want = Generator(art.folder).generate([prompt], GenerationConfig(max_new_tokens=5, eos=())).tokens[0]
