@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.artifact import Artifact, check_external_data, load_artifact
-from runtime.validate import CACHE, check_feed, check_outputs
+from runtime.validate import check_feed, check_outputs
 from zoo.spec.errors import InputError
 from zoo.spec.families import Role, family
 
@@ -160,10 +160,10 @@ class Session:
         return {**enc, **self.run(fam.step_graph, check=check, **feed, **self.empty_past(_batch(feed.get(fam.ids))))}
 
     def _token_inputs(self, graph: str) -> list[str]:
-        return [t.name for t in self.graphs[graph].inputs if not CACHE.fullmatch(t.name)]
+        return [t.name for t in self.graphs[graph].inputs if Role.of(t.name) is None]
 
     def _no_cache(self, graph: str, feed: Mapping) -> None:
-        cached = [k for k in feed if CACHE.fullmatch(str(k))]
+        cached = [k for k in feed if Role.of(str(k)) in (Role.PAST, Role.CROSS)]
         if cached:
             raise InputError(
                 f"forward runs without a cache and takes {', '.join(self._token_inputs(graph))}; "

@@ -26,14 +26,13 @@ max_seq_len:
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Any, Mapping
 
 import numpy as np
 
 from zoo.spec.errors import InputError, OutputError
+from zoo.spec.families import Role
 
-CACHE = re.compile(r"(past|cross)\.(\d+)\.(key|value)")
 CHECKED_OUTPUTS = ("logits", "last_hidden_state", "encoder_hidden_states")
 NONEMPTY_AXES = ("batch", "seq", "src_seq")
 LENGTH_AXES = ("seq", "src_seq")
@@ -45,16 +44,14 @@ def describe_inputs(graph) -> str:
     parts, seen = [], set()
     for t in graph.inputs:
         axes = "(" + ", ".join(str(a) for a in t.axes) + ")"
-        m = CACHE.fullmatch(t.name)
-        if m:
-            if m.group(1) in seen:
-                continue
-            seen.add(m.group(1))
-            layers = sorted({int(CACHE.fullmatch(u.name).group(2)) for u in graph.inputs if CACHE.fullmatch(u.name) and u.name.startswith(m.group(1) + ".")})
-            span = f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else str(layers[0])
-            parts.append(f"{m.group(1)}.{{{span}}}.key/value {axes} {t.dtype}")
-        else:
+        role = Role.of(t.name)
+        if role is None:
             parts.append(f"{t.name} {axes} {t.dtype}")
+        elif role not in seen:
+            seen.add(role)
+            layers = sorted({Role.layer_of(u.name) for u in graph.inputs if Role.of(u.name) is role})
+            span = f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else str(layers[0])
+            parts.append(f"{role.value}.{{{span}}}.key/value {axes} {t.dtype}")
     return ", ".join(parts)
 
 

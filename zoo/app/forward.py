@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+from zoo.spec.families import Role
+
 
 def open_session(folder, *, device: str = "auto", threads: Optional[int] = None, strict: bool = False):
     """(runtime.session.Session of ``folder``, seconds the load took)."""
@@ -33,7 +35,7 @@ def forward(session, inputs: dict, *, last_mask, tokenizer=None, repeat: int = 1
         session.forward(inputs, check=False)
         times.append(time.perf_counter() - t0)
     artifact = session.artifact
-    cached = [k for k in outputs if k.startswith(("present.", "cross."))]
+    cached = [k for k in outputs if Role.of(k) is not None]
     return {
         "artifact": str(artifact.folder),
         "name": artifact.info.name,

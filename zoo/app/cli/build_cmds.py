@@ -263,16 +263,13 @@ def _run_inputs(args: argparse.Namespace, session):
     _check_ids(ids, vocab, max_len, "--ids")
     fam = family(session.family)
     if not fam.crossed:
-        return {"model": {fam.ids: ids, fam.mask: mask}}, mask, tokenizer  # its one graph
+        return fam.feeds(ids, mask), mask, tokenizer
     dec_rows = _parse_ids(args.decoder_ids, "--decoder-ids") if args.decoder_ids else [[0]] * len(ids)
     if len(dec_rows) != len(ids):
         raise InputError(f"--decoder-ids gives {len(dec_rows)} sequences, --ids gives {len(ids)}")
     dec_ids, dec_mask = _pad(dec_rows)
     _check_ids(dec_ids, vocab, max_len, "--decoder-ids")
-    inputs = {
-        "encoder": {"input_ids": ids, "attention_mask": mask},
-        "decoder": {"decoder_input_ids": dec_ids, "decoder_attention_mask": dec_mask, "encoder_attention_mask": mask},
-    }
+    inputs = fam.feeds(dec_ids, dec_mask, src_ids=ids, src_mask=mask)
     return inputs, dec_mask, tokenizer
 
 
