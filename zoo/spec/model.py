@@ -193,7 +193,7 @@ class ModelSpec(_Strict):
         for value in self.tokens.eos:
             if value >= self.vocab_size:
                 raise FieldIssue(("tokens", "eos"), f"eos={value} is not below vocab_size={self.vocab_size}")
-        if self.embedding.pooler and self.family != "encoder-only":
+        if self.embedding.pooler and family(self).generates:  # a pooler summarises an encoder-only model
             raise FieldIssue(("embedding", "pooler"), f"a pooler output exists for encoder-only models only, not {self.family}")
         for part, stack in self.stacks():
             att = stack.attention
