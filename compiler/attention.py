@@ -149,23 +149,40 @@ def attend(
 
 class _Attention(nn.Module):
     """Projections shared by self- and cross-attention; kv_heads < heads shares
-    each key/value head among heads // kv_heads query heads (GQA; 1 -> MQA)."""
+    each key/value head among heads // kv_heads query heads (GQA; 1 -> MQA).
+    ``q_norm`` / ``k_norm``: QK-norm, over each head (``norm_heads``) or the whole projection."""
 
     def __init__(
-        self, d_model: int, *, heads: int, kv_heads: int, qkv_bias: bool, out_bias: bool, score: nn.Module, dropout: float
+        self, d_model: int, *, heads: int, kv_heads: int, head_dim: int, qkv_bias: bool, out_bias: bool, score: nn.Module,
+        dropout: float, q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None, norm_heads: bool = True,
     ):
         super().__init__()
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, d_model // heads
-        self.q = nn.Linear(d_model, heads * self.head_dim, bias=qkv_bias)
-        self.k = nn.Linear(d_model, kv_heads * self.head_dim, bias=qkv_bias)
-        self.v = nn.Linear(d_model, kv_heads * self.head_dim, bias=qkv_bias)
-        self.o = nn.Linear(heads * self.head_dim, d_model, bias=out_bias)
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.q = nn.Linear(d_model, heads * head_dim, bias=qkv_bias)
+        self.k = nn.Linear(d_model, kv_heads * head_dim, bias=qkv_bias)
+        self.v = nn.Linear(d_model, kv_heads * head_dim, bias=qkv_bias)
+        self.o = nn.Linear(heads * head_dim, d_model, bias=out_bias)
+        self.q_norm, self.k_norm, self.norm_heads = q_norm, k_norm, norm_heads
         self.score = score
         self.drop = nn.Dropout(dropout)
 
     def split(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, heads, self.head_dim).transpose(1, 2)  # (B, heads, T, hd)
+
+    def _project(self, x: torch.Tensor, linear: nn.Module, norm: Optional[nn.Module], heads: int) -> torch.Tensor:
+        """x (B, T, d) -> (B, heads, T, hd), QK-normed when ``norm`` is given."""
+        y = linear(x)
+        if norm is not None and not self.norm_heads:
+            y = norm(y)
+        y = self.split(y, heads)
+        return norm(y) if norm is not None and self.norm_heads else y
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        return self._project(x, self.q, self.q_norm, self.heads)  # (B, H, T, hd)
+
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        return self._project(x, self.k, self.k_norm, self.kv_heads)  # (B, KV, T, hd)
 
     def merge(self, y: torch.Tensor) -> torch.Tensor:
         b, _, t, _ = y.shape
@@ -190,8 +207,7 @@ class SelfAttention(_Attention):
         rotate: Optional[Rotate] = None,
         past: Optional[KV] = None,
     ) -> tuple[torch.Tensor, KV]:
-        q = self.split(self.q(x), self.heads)  # (B, H, T, hd)
-        k = self.split(self.k(x), self.kv_heads)  # (B, KV, T, hd)
+        q, k = self.queries(x), self.keys(x)  # (B, H, T, hd), (B, KV, T, hd)
         v = self.split(self.v(x), self.kv_heads)  # (B, KV, T, hd)
         if rotate is not None:
             q, k = rotate(q), rotate(k)
@@ -209,9 +225,9 @@ class CrossAttention(_Attention):
 
     def project(self, memory: torch.Tensor) -> KV:
         """memory (B, S, d) -> k, v, each (B, kv_heads, S, hd)."""
-        return self.split(self.k(memory), self.kv_heads), self.split(self.v(memory), self.kv_heads)
+        return self.keys(memory), self.split(self.v(memory), self.kv_heads)
 
     def forward(self, x: torch.Tensor, memory_kv: KV, *, allowed: torch.Tensor) -> torch.Tensor:
-        q = self.split(self.q(x), self.heads)  # (B, H, Tq, hd)
+        q = self.queries(x)  # (B, H, Tq, hd)
         k, v = memory_kv  # (B, KV, Tk, hd)
         return self.merge(attend(q, k, v, score=self.score, allowed=allowed, bias=None, dropout=self.drop))

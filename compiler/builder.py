@@ -66,7 +66,7 @@ def build_stack(spec: ModelSpec, part: str) -> Stack:
     stack = spec.stack(part)
     causal = part == "decoder"
     crossed = causal and family(spec).crossed
-    layers = [build_layer(spec, stack, causal=causal, crossed=crossed) for _ in range(stack.layers)]
+    layers = [build_layer(spec, part, causal=causal, crossed=crossed) for _ in range(stack.layers)]
     hooks = {"absolute": None, "rotary": None, "score-bias": None}
     hook = variants.POSITIONAL[spec.positional.kind].hook
     if hook is not None:
@@ -85,21 +85,33 @@ def build_stack(spec: ModelSpec, part: str) -> Stack:
     )
 
 
-def build_attention(spec: ModelSpec, stack: StackSpec, cls: type) -> nn.Module:
+def build_attention(spec: ModelSpec, stack: StackSpec, cls: type, part: str) -> nn.Module:
     att = stack.attention
-    head_dim = spec.d_model // att.heads
+    head_dim = spec.head_dim(part)
+    norms: dict = {}
+    if att.qk_norm is not None:
+        qk, eps = att.qk_norm, att.qk_norm.eps or stack.norm.eps
+        per_head = qk.over == "head"
+        norms = dict(
+            q_norm=NORMS[qk.kind](head_dim if per_head else att.heads * head_dim, eps=eps),
+            k_norm=NORMS[qk.kind](head_dim if per_head else att.n_kv_heads * head_dim, eps=eps),
+            norm_heads=per_head,
+        )
     return cls(
         spec.d_model,
         heads=att.heads,
         kv_heads=att.n_kv_heads,
+        head_dim=head_dim,
         qkv_bias=att.qkv_bias,
         out_bias=att.out_bias,
         score=SCORES[att.score](att.heads, head_dim),
         dropout=spec.dropout,
+        **norms,
     )
 
 
-def build_layer(spec: ModelSpec, stack: StackSpec, *, causal: bool, crossed: bool) -> nn.Module:
+def build_layer(spec: ModelSpec, part: str, *, causal: bool, crossed: bool) -> nn.Module:
+    stack = spec.stack(part)
     norm = stack.norm
 
     def residual() -> Residual:
@@ -108,11 +120,11 @@ def build_layer(spec: ModelSpec, stack: StackSpec, *, causal: bool, crossed: boo
     ffn = FFN_KINDS[stack.ffn.kind](
         spec.d_model, stack.ffn.hidden, activation=stack.ffn.activation, bias=stack.ffn.bias, dropout=spec.dropout
     )
-    self_attn = build_attention(spec, stack, SelfAttention)
+    self_attn = build_attention(spec, stack, SelfAttention, part)
     if crossed:
         return CrossDecoderLayer(
             self_attn=self_attn,
-            cross_attn=build_attention(spec, stack, CrossAttention),
+            cross_attn=build_attention(spec, stack, CrossAttention, part),
             ffn=ffn,
             norm_attn=residual(),
             norm_cross=residual(),

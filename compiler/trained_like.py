@@ -358,7 +358,7 @@ def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, pl
 
     def attention(module, args):
         x = args[0]
-        q, k = module.split(module.q(x), module.heads), module.split(module.k(x), module.kv_heads)  # (B, H|KV, T, hd)
+        q, k = module.queries(x), module.keys(x)  # (B, H|KV, T, hd)
         k = k.repeat_interleave(module.heads // module.kv_heads, dim=1)
         p = torch.softmax(module.score(q, k).float(), dim=-1)  # (B, H, T, T), unmasked
         peak_attention.append(float(p.max(-1).values.median()))

@@ -39,6 +39,10 @@ def stacks(draw, d_model: int, rope: bool) -> dict:
         attention["bias"] = draw(st.sampled_from([True, False, "qkv"]))
     if draw(st.integers(0, 3)) == 0:
         attention["window"] = draw(st.integers(1, 6))
+    if draw(st.integers(0, 3)) == 0:  # an explicit head_dim, not d_model / heads
+        attention["head_dim"] = draw(st.sampled_from([2, 4, 6, 8, 12] if rope else [1, 3, 4, 6, 8, 12]))
+    if draw(st.integers(0, 3)) == 0:
+        attention["qk_norm"] = {"kind": draw(st.sampled_from(NORMS.keys())), "over": draw(st.sampled_from(["head", "all"]))}
     ffn = {
         "hidden": draw(st.integers(4, 48)),
         "activation": draw(st.sampled_from(ACTIVATIONS.keys())),
@@ -95,7 +99,7 @@ def valid_specs(draw) -> dict:
     if family != "encoder-only":
         spec["decoder"] = draw(stacks(d_model, rope))
     if rope and spec["positional"]["fraction"] < 1:
-        head_dims = [d_model // s["attention"]["heads"] for s in (spec.get("encoder"), spec.get("decoder")) if s]
+        head_dims = [s["attention"].get("head_dim", d_model // s["attention"]["heads"]) for s in (spec.get("encoder"), spec.get("decoder")) if s]
         if min(head_dims) < 4:  # half of a 2-wide head rotates nothing
             spec["positional"]["fraction"] = 1.0
     embedding = {
@@ -167,6 +171,7 @@ _WRONG_TYPES = {
     "STACK.attention.heads": ["four", [4], 2.5],
     "STACK.attention.score": [1, ["dot"], True],
     "STACK.attention.window": ["wide", 3.3],
+    "STACK.attention.head_dim": ["wide", 6.5, [8]],
     "STACK.ffn.hidden": ["big", 7.7, {}],
     "STACK.ffn.gated": ["sure", 3],
     "STACK.norm.eps": ["tiny", [1e-5]],
@@ -184,6 +189,7 @@ _OUT_OF_RANGE = {
     "STACK.attention.heads": [0, -2],
     "STACK.attention.kv_heads": [0, -1],
     "STACK.attention.window": [0, -4],
+    "STACK.attention.head_dim": [0, -8],
     "STACK.ffn.hidden": [0, -16],
     "STACK.norm.eps": [0, -1e-5, 1.0, 5],
     "tokens.bos": [-1],
@@ -230,7 +236,7 @@ _FIELDS = {
                   "output_transform", "output_bias", "pooler"},
     "encoder": {"layers", "attention", "ffn", "norm"},
     "decoder": {"layers", "attention", "ffn", "norm"},
-    "attention": {"heads", "kv_heads", "score", "bias", "window"},
+    "attention": {"heads", "kv_heads", "score", "bias", "window", "head_dim", "qk_norm"},
     "ffn": {"hidden", "activation", "gated", "bias"},
     "norm": {"kind", "placement", "eps", "final"},
 }
@@ -247,7 +253,9 @@ def impossible(draw, spec: dict) -> Broken:
     what = draw(st.sampled_from(choices))
     if what == "heads":
         bad = draw(st.sampled_from([h for h in range(2, 3 * d_model) if d_model % h]))
-        return Broken(_set(spec, f"{stack}.attention.heads", bad), f"{stack}.attention.heads", "impossible")
+        out = _set(spec, f"{stack}.attention.heads", bad)
+        out[stack]["attention"].pop("head_dim", None)  # with an explicit head_dim any head count is fine
+        return Broken(out, f"{stack}.attention.heads", "impossible")
     if what == "kv_heads":
         bad = draw(st.sampled_from([k for k in range(2, 2 * heads + 3) if heads % k]))
         return Broken(_set(spec, f"{stack}.attention.kv_heads", bad), f"{stack}.attention.kv_heads", "impossible")
@@ -278,6 +286,7 @@ def impossible(draw, spec: dict) -> Broken:
             if part in out:
                 out[part]["attention"]["heads"] = 2
                 out[part]["attention"].pop("kv_heads", None)
+                out[part]["attention"].pop("head_dim", None)
         first = "encoder" if "encoder" in out else "decoder"  # both are broken; the first one is reported
         return Broken(_set(out, "d_model", draw(st.sampled_from([6, 10, 14]))), f"{first}.attention.heads", "impossible")
     if what == "relative-distance":

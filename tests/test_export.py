@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 import zoo
+from compiler.builder import build
 from zoo.app.build import build_artifact
 from tests.conftest import FAMILIES, tiny_spec
 from zoo.spec.catalog import names
@@ -99,6 +100,23 @@ def test_score_positional_family_parity(family, positional, score, tmp_path):
 )
 def test_block_variants_parity(family, variant, tmp_path):
     spec = tiny_spec(family, positional="rope", **variant)
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a")
+    check_artifact(folder, manifest, spec)
+
+
+@pytest.mark.parametrize(
+    "attention",
+    [
+        {"heads": 4, "kv_heads": 2, "head_dim": 12, "qk_norm": {"kind": "rmsnorm"}},  # Qwen3: per head, head_dim != d / heads
+        {"heads": 4, "qk_norm": {"kind": "layernorm", "over": "all", "eps": 1e-6}},  # OLMo 2's scope, as a LayerNorm
+    ],
+    ids=["qk-rms-head-dim", "qk-layernorm-all"],
+)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_qk_norm_and_head_dim_parity(family, attention, tmp_path):
+    """QK-norm and an explicit head_dim in every family (cross-attention included), with RoPE."""
+    spec = tiny_spec(family, positional="rope", attention=attention)
+    assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
     folder, manifest, _ = build_artifact(spec, tmp_path / "a")
     check_artifact(folder, manifest, spec)
 

@@ -39,6 +39,8 @@ CAUSAL = {
     "llama-tied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=1, tie_word_embeddings=True, **SMALL)),
     "mistral-window": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(num_key_value_heads=2, sliding_window=4, **SMALL)),
     "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(num_key_value_heads=2, **SMALL)),
+    # QK-norm and an explicit head_dim (12, not hidden_size / heads = 8)
+    "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(num_key_value_heads=2, head_dim=12, **SMALL)),
 }
 DEEP_LLAMA = lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=1e5, **DEEP))  # noqa: E731
 T5 = {
@@ -241,12 +243,12 @@ def test_unsupported_fields_are_all_refused_at_once(tmp_path):
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     config["rope_parameters"] = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
     config["pretraining_tp"] = 2
-    config["head_dim"] = 16
+    config["partial_rotary_factor"] = 0.5
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError) as err:
         import_folder(tmp_path / "hf")
     message = str(err.value)
-    for field in ("pretraining_tp=2", "rope_type='linear'", "head_dim=16"):
+    for field in ("pretraining_tp=2", "rope_type='linear'", "partial_rotary_factor=0.5"):
         assert field in message, message
     proc = subprocess.run(
         [sys.executable, "-m", "zoo", "import", str(tmp_path / "hf"), "-o", str(tmp_path / "out")],

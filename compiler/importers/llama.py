@@ -1,12 +1,13 @@
-"""Llama and the decoders that share its layout (``llama``, ``mistral``, ``qwen2``):
-RoPE (GPT-NeoX halves layout), RMSNorm, SwiGLU, GQA; Qwen2 has biases on q, k, v;
-Mistral may use a sliding window."""
+"""Llama and the decoders that share its layout (``llama``, ``mistral``, ``qwen2``,
+``qwen3``): RoPE (GPT-NeoX halves layout), RMSNorm, SwiGLU, GQA; Qwen2 has biases on
+q, k, v; Mistral may use a sliding window; Qwen3 adds a per-head RMSNorm on q and k
+(QK-norm) and an explicit head_dim."""
 
 from __future__ import annotations
 
 from compiler.importers.common import ACTIVATIONS, W, rope_theta
 
-MODEL_TYPES = ("llama", "mistral", "qwen2")
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def _bias(c: dict) -> object:
@@ -15,8 +16,18 @@ def _bias(c: dict) -> object:
     return bool(c.get("attention_bias", False))
 
 
+def _head_dim(c: dict):
+    """An explicit head_dim where it differs from hidden_size / heads (else the default)."""
+    hd = c.get("head_dim")
+    return hd if hd is not None and hd * c["num_attention_heads"] != c["hidden_size"] else None
+
+
+def _qk_norm(c: dict):
+    return {"kind": "rmsnorm", "over": "head"} if c["model_type"] == "qwen3" else None
+
+
 def _window(c: dict):
-    if c["model_type"] == "qwen2":
+    if c["model_type"] in ("qwen2", "qwen3"):
         return c.get("sliding_window") if c.get("use_sliding_window") else None
     if c["model_type"] == "mistral":
         return c.get("sliding_window")
@@ -36,6 +47,8 @@ CONFIG = [  # zoo spec path <- HF config
     ("decoder.attention.score", lambda c: "scaled-dot"),
     ("decoder.attention.bias", _bias),
     ("decoder.attention.window", _window),
+    ("decoder.attention.head_dim", _head_dim),
+    ("decoder.attention.qk_norm", _qk_norm),
     ("decoder.ffn.hidden", lambda c: c["intermediate_size"]),
     ("decoder.ffn.activation", lambda c: ACTIVATIONS.get(c.get("hidden_act", "silu"))),
     ("decoder.ffn.gated", lambda c: True),
@@ -63,10 +76,7 @@ def unsupported_extra(c: dict) -> list[str]:
     partial = params.get("partial_rotary_factor", c.get("partial_rotary_factor", 1.0))
     if partial != 1.0:
         problems.append(f"partial_rotary_factor={partial} (supported: 1.0)")
-    head_dim = c.get("head_dim")
-    if head_dim is not None and head_dim * c["num_attention_heads"] != c["hidden_size"]:
-        problems.append(f"head_dim={head_dim} with hidden_size={c['hidden_size']} / heads={c['num_attention_heads']} (supported: head_dim = hidden_size / heads)")
-    if c["model_type"] == "qwen2" and c.get("use_sliding_window") and c.get("max_window_layers", 0) < c["num_hidden_layers"]:
+    if c["model_type"] in ("qwen2", "qwen3") and c.get("use_sliding_window") and c.get("max_window_layers", 0) < c["num_hidden_layers"]:
         problems.append(f"max_window_layers={c.get('max_window_layers')} (supported: a sliding window in every layer or none)")
     layer_types = c.get("layer_types")
     if layer_types and len(set(layer_types)) > 1:
@@ -80,6 +90,7 @@ WEIGHTS = [
     W("lm_head.weight", "lm_head.weight"),
     W("decoder.layers.{i}.norm_attn.norm.weight", L + "input_layernorm.weight", stack="decoder"),
     *(W(f"decoder.layers.{{i}}.self_attn.{p}.{k}", L + f"self_attn.{p}_proj.{k}", stack="decoder") for p in "qkvo" for k in ("weight", "bias")),
+    *(W(f"decoder.layers.{{i}}.self_attn.{p}_norm.weight", L + f"self_attn.{p}_norm.weight", stack="decoder") for p in "qk"),
     W("decoder.layers.{i}.norm_ffn.norm.weight", L + "post_attention_layernorm.weight", stack="decoder"),
     *(W(f"decoder.layers.{{i}}.ffn.{z}.{k}", L + f"mlp.{h}_proj.{k}", stack="decoder") for z, h in (("gate", "gate"), ("up", "up"), ("down", "down")) for k in ("weight", "bias")),
     W("decoder.final_norm.weight", "model.norm.weight"),

@@ -38,6 +38,15 @@ POSITIONAL_KINDS: tuple[str, ...] = POSITIONAL.keys()
 # --------------------------------------------------------------------------- blocks
 
 
+class QKNorm(_Strict):
+    """A norm on the queries and keys after their projections, before RoPE: per head
+    over head_dim (Qwen3, Gemma 3) or over the whole projection (OLMo 2)."""
+
+    kind: NormKind = Field("rmsnorm", description=NORMS.describe())
+    over: Literal["head", "all"] = Field("head", description="head: each head's head_dim values; all: the whole q (k) projection")
+    eps: Optional[float] = Field(None, gt=0, lt=1, description="default: the stack norm's eps")
+
+
 class Attention(_Strict):
     heads: PositiveInt = Field(le=MAX_SIZE["heads"], description="number of query heads")
     kv_heads: Optional[PositiveInt] = Field(
@@ -50,6 +59,10 @@ class Attention(_Strict):
     window: Optional[PositiveInt] = Field(
         None, description="sliding window: a query sees at most this many keys around it (itself included)"
     )
+    head_dim: Optional[PositiveInt] = Field(
+        None, le=MAX_SIZE["d_model"], description="width of each head; default d_model / heads (Qwen3 and Gemma set it)"
+    )
+    qk_norm: Optional[QKNorm] = Field(None, description="a norm on q and k before RoPE (Qwen3, OLMo 2, Gemma 3)")
 
     @property
     def qkv_bias(self) -> bool:
@@ -198,7 +211,7 @@ class ModelSpec(_Strict):
         for part, stack in self.stacks():
             att = stack.attention
             where = (part, "attention")
-            if self.d_model % att.heads:
+            if att.head_dim is None and self.d_model % att.heads:
                 raise FieldIssue(
                     where + ("heads",), f"heads={att.heads} does not divide d_model={self.d_model}"
                 )
@@ -221,7 +234,8 @@ class ModelSpec(_Strict):
         return stack
 
     def head_dim(self, part: str) -> int:
-        return self.d_model // self.stack(part).attention.heads
+        att = self.stack(part).attention
+        return att.head_dim if att.head_dim is not None else self.d_model // att.heads
 
     def rotary_dim(self, part: str) -> int:
         """Dimensions of each head that RoPE rotates (even, at most head_dim)."""

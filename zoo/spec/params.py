@@ -32,13 +32,16 @@ class ParameterCount:
 
 
 def attention_parameters(att: "Attention", d_model: int) -> int:
-    head_dim = d_model // att.heads
+    head_dim = att.head_dim if att.head_dim is not None else d_model // att.heads
     q_out, kv_out = att.heads * head_dim, att.n_kv_heads * head_dim
     n = d_model * q_out + 2 * d_model * kv_out + q_out * d_model
     if att.qkv_bias:
         n += q_out + 2 * kv_out
     if att.out_bias:
         n += d_model
+    if att.qk_norm is not None:
+        norm = NORMS[att.qk_norm.kind]
+        n += 2 * norm.parameters(head_dim) if att.qk_norm.over == "head" else norm.parameters(q_out) + norm.parameters(kv_out)
     return n + SCORES[att.score].parameters(att.heads, head_dim)
 
 
