@@ -67,15 +67,20 @@ class Rotary(nn.Module):
     """RoPE on the first ``rotary_dim`` dimensions of each head, halves rotated
     together (the GPT-NeoX / Llama layout: x * cos + rotate_half(x) * sin)."""
 
-    def __init__(self, rotary_dim: int, *, theta: float):
+    def __init__(self, rotary_dim: int, *, theta: float, scaling=None):
         super().__init__()
         self.rotary_dim = rotary_dim
-        inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim))
+        # on the CPU even inside a meta-device build (the importers' skeleton): the values are needed here
+        inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32, device="cpu") / rotary_dim))
+        self.attention_factor = 1.0
+        if scaling is not None:  # zoo.spec.variants.ROPE_SCALINGS: the frequencies and the factor on the rotated part
+            scaled, self.attention_factor = variants.ROPE_SCALINGS[scaling.kind].frequencies(inv_freq.tolist(), scaling, rotary_dim, theta)
+            inv_freq = torch.tensor(scaled, dtype=torch.float32, device="cpu")
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (rot/2,)
 
     @classmethod
     def from_spec(cls, spec, part: str) -> "Rotary":
-        return cls(spec.rotary_dim(part), theta=spec.positional.theta)
+        return cls(spec.rotary_dim(part), theta=spec.positional.theta, scaling=spec.positional.scaling)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T) -> cos, sin, each (B, 1, T, rotary_dim)."""
@@ -89,6 +94,8 @@ class Rotary(nn.Module):
         half = self.rotary_dim // 2
         rotated = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)  # rotate_half
         out = rot.float() * cos + rotated.float() * sin
+        if self.attention_factor != 1.0:
+            out = out * self.attention_factor  # YaRN: on the rotated dimensions only, as cos and sin are scaled
         return torch.cat((out.to(x.dtype), rest), dim=-1)
 
 

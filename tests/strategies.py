@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from zoo.spec.model import POSITIONAL_KINDS, SCORES
-from zoo.spec.variants import ACTIVATIONS, NORMS
+from zoo.spec.variants import ACTIVATIONS, NORMS, ROPE_SCALINGS
 
 FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
 
@@ -67,11 +67,17 @@ def positionals(draw, kind: str, d_model: int) -> dict | str:
     if kind == "learned":
         return {"kind": kind, "offset": draw(st.integers(0, 2))}
     if kind == "rope":
-        return {
+        out = {
             "kind": kind,
             "theta": draw(st.sampled_from([10000.0, 500.0, 1e6])),
             "fraction": draw(st.sampled_from([1.0, 0.5])),
         }
+        scaling = draw(st.sampled_from([None, *ROPE_SCALINGS.keys()]))
+        if scaling is not None:  # every registered scaling, trained at a context of 4
+            out["scaling"] = {"kind": scaling, "factor": draw(st.sampled_from([2.0, 8.0]))}
+            if scaling != "linear":
+                out["scaling"]["original_max_seq_len"] = 4
+        return out
     if kind == "relative-bias":
         buckets = draw(st.integers(4, 16))
         return {"kind": kind, "buckets": buckets, "max_distance": draw(st.integers(buckets // 2 + 1, 64))}

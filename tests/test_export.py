@@ -10,12 +10,13 @@ import pytest
 
 import zoo
 from compiler.builder import build
-from zoo.app.build import build_artifact
+from zoo.app.build import BuildOptions, build_artifact
 from tests.conftest import FAMILIES, tiny_spec
 from zoo.spec.catalog import names
 from zoo.spec.contract import parity_rule
 from zoo.spec.families import Role, graphs_for
-from zoo.spec.model import POSITIONAL_KINDS, SCORES
+from zoo.spec import variants
+from zoo.spec.model import POSITIONAL_KINDS, SCORES, ModelSpec
 
 FULL_SIZE = [n for n in names() if not n.endswith("-tiny")]
 TINY = [n for n in names() if n.endswith("-tiny")]
@@ -119,6 +120,28 @@ def test_qk_norm_and_head_dim_parity(family, attention, tmp_path):
     assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
     folder, manifest, _ = build_artifact(spec, tmp_path / "a")
     check_artifact(folder, manifest, spec)
+
+
+ROPE_SCALING_EXAMPLES = {  # one per zoo.spec.variants.ROPE_SCALINGS entry; a context of 32 trained at 8
+    "linear": {"factor": 4.0},
+    "llama3": {"factor": 8.0, "original_max_seq_len": 8},
+    "yarn": {"factor": 4.0, "original_max_seq_len": 8},
+}
+
+
+@pytest.mark.parametrize("kind", variants.ROPE_SCALINGS.keys())
+@pytest.mark.parametrize("optimize", [False, True], ids=["plain", "optimized"])
+def test_rope_scaling_parity(kind, optimize, tmp_path):
+    """Every RoPE scaling, exported and (fused for CPU) checked with cached decoding, with partial rotary."""
+    spec = tiny_spec("decoder-only", positional="rope")
+    positional = {"kind": "rope", "theta": 500.0, "fraction": 0.5, "scaling": {"kind": kind, **ROPE_SCALING_EXAMPLES[kind]}}
+    spec = ModelSpec.model_validate({**spec.model_dump(), "positional": positional})
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(optimize=optimize))
+    check_artifact(folder, manifest, spec)
+    if optimize:  # as the registry entry states
+        rotary = manifest["build"]["lowering"]["rotary"]
+        assert (rotary["lowered_as"] != "decomposed") == variants.ROPE_SCALINGS[kind].fused
+        assert variants.ROPE_SCALINGS[kind].fused or variants.ROPE_SCALINGS[kind].lowering in rotary["why"]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,14 @@ DEEP = dict(SMALL, hidden_size=64, num_hidden_layers=24, intermediate_size=128) 
 CAUSAL = {
     "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=V, n_positions=64)),
     "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=500.0, **SMALL)),
+    # RoPE scaling (rope_parameters as transformers 5 writes them), trained context 16 of 64
+    "llama-linear": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        num_key_value_heads=2, rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}, **SMALL)),
+    "llama-llama3": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_parameters={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16, "rope_theta": 500.0}, **SMALL)),
+    "llama-yarn": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_parameters={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}, **SMALL)),
     "llama-tied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=1, tie_word_embeddings=True, **SMALL)),
     "mistral-window": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(num_key_value_heads=2, sliding_window=4, **SMALL)),
     "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(num_key_value_heads=2, **SMALL)),
@@ -241,14 +249,14 @@ def test_pytorch_bin_and_sharded_checkpoints(tmp_path):
 def test_unsupported_fields_are_all_refused_at_once(tmp_path):
     save(CAUSAL["llama"](), tmp_path / "hf")
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    config["rope_parameters"] = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    config["rope_parameters"] = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
     config["pretraining_tp"] = 2
     config["partial_rotary_factor"] = 0.5
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError) as err:
         import_folder(tmp_path / "hf")
     message = str(err.value)
-    for field in ("pretraining_tp=2", "rope_type='linear'", "partial_rotary_factor=0.5"):
+    for field in ("pretraining_tp=2", "rope_type='dynamic'", "partial_rotary_factor=0.5"):
         assert field in message, message
     proc = subprocess.run(
         [sys.executable, "-m", "zoo", "import", str(tmp_path / "hf"), "-o", str(tmp_path / "out")],

@@ -151,11 +151,46 @@ def rope_theta(config: dict) -> float:
     return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
 
 
+def _rope_params(config: dict) -> dict:
+    """The RoPE parameters, new format (rope_parameters) or old (rope_scaling, rope_theta)."""
+    return {**(config.get("rope_scaling") or {}), **(config.get("rope_parameters") or {})}
+
+
 def rope_type(config: dict) -> Optional[str]:
-    """None for plain RoPE; the scaling type otherwise (refused)."""
-    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    """None for plain RoPE; the scaling type otherwise."""
+    params = _rope_params(config)
     kind = params.get("rope_type", params.get("type", "default"))
     return None if kind in ("default", None) else kind
+
+
+ROPE_SCALING_FIELDS = {  # zoo scaling kind -> (zoo field, HF field) pairs
+    "linear": (("factor", "factor"),),
+    "llama3": (("factor", "factor"), ("low_freq_factor", "low_freq_factor"), ("high_freq_factor", "high_freq_factor"),
+               ("original_max_seq_len", "original_max_position_embeddings")),
+    "yarn": (("factor", "factor"), ("original_max_seq_len", "original_max_position_embeddings"), ("beta_fast", "beta_fast"),
+             ("beta_slow", "beta_slow"), ("attention_factor", "attention_factor"), ("mscale", "mscale"),
+             ("mscale_all_dim", "mscale_all_dim"), ("truncate", "truncate")),
+}
+
+
+def rope_scaling(config: dict) -> Optional[dict]:
+    """The zoo's positional.scaling for a HF config's rope type (None: plain RoPE or one
+    the zoo does not reproduce, which ``unsupported_rope`` names)."""
+    kind = rope_type(config)
+    if kind not in ROPE_SCALING_FIELDS:
+        return None
+    params = _rope_params(config)
+    out = {"kind": kind, **{z: params[h] for z, h in ROPE_SCALING_FIELDS[kind] if params.get(h) is not None}}
+    if kind == "yarn" and "original_max_seq_len" not in out:
+        out["original_max_seq_len"] = config.get("max_position_embeddings")
+    return out
+
+
+def unsupported_rope(config: dict) -> list[str]:
+    kind = rope_type(config)
+    if kind is None or kind in ROPE_SCALING_FIELDS:
+        return []
+    return [f"rope_type={kind!r} (supported: 'default', {', '.join(repr(k) for k in ROPE_SCALING_FIELDS)})"]
 
 
 # ---------------------------------------------------------------- weight mapping

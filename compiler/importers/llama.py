@@ -5,7 +5,7 @@ q, k, v; Mistral may use a sliding window; Qwen3 adds a per-head RMSNorm on q an
 
 from __future__ import annotations
 
-from compiler.importers.common import ACTIVATIONS, W, rope_theta
+from compiler.importers.common import ACTIVATIONS, W, rope_scaling, rope_theta, unsupported_rope
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -39,7 +39,7 @@ CONFIG = [  # zoo spec path <- HF config
     ("vocab_size", lambda c: c["vocab_size"]),
     ("max_seq_len", lambda c: c.get("max_position_embeddings", 2048)),
     ("d_model", lambda c: c["hidden_size"]),
-    ("positional", lambda c: {"kind": "rope", "theta": rope_theta(c), "fraction": 1.0}),
+    ("positional", lambda c: {"kind": "rope", "theta": rope_theta(c), "fraction": 1.0, "scaling": rope_scaling(c)}),
     ("embedding.tie_output", lambda c: c.get("tie_word_embeddings", False)),
     ("decoder.layers", lambda c: c["num_hidden_layers"]),
     ("decoder.attention.heads", lambda c: c["num_attention_heads"]),
@@ -62,17 +62,13 @@ CONFIG = [  # zoo spec path <- HF config
 SUPPORTED = {  # HF field -> values the zoo reproduces
     "hidden_act": ("silu", "gelu", "gelu_pytorch_tanh", "relu"),
     "pretraining_tp": (1,),
-    "rope_scaling": (None,),
 }
 
 
 def unsupported_extra(c: dict) -> list[str]:
     """Rules that need more than one field."""
-    problems = []
+    problems = unsupported_rope(c)
     params = c.get("rope_parameters") or {}
-    kind = params.get("rope_type", params.get("type", "default"))
-    if kind not in ("default", None):
-        problems.append(f"rope_parameters.rope_type={kind!r} (supported: 'default')")
     partial = params.get("partial_rotary_factor", c.get("partial_rotary_factor", 1.0))
     if partial != 1.0:
         problems.append(f"partial_rotary_factor={partial} (supported: 1.0)")

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from zoo.spec.errors import ExportError
+from zoo.spec.variants import ROPE_SCALINGS
 
 from passes.optimize.graph import Graph, node_attr, np_dtype, slice_last
 from passes.optimize.lowering import DECOMPOSED, MS, WHY
@@ -164,5 +165,11 @@ def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
         return {"why": [WHY[(target, "rotary")]], "decomposed": unmatched}
     if not unmatched:
         return {"why": []}
-    return {"why": [f"kept decomposed for {target} by plan" if choice == DECOMPOSED else "the rotary subgraph did not match: kept decomposed"],
-            "decomposed": unmatched}
+    scaling = getattr(spec.positional, "scaling", None)
+    if choice == DECOMPOSED:
+        why = f"kept decomposed for {target} by plan"
+    elif scaling is not None and not ROPE_SCALINGS[scaling.kind].fused:
+        why = ROPE_SCALINGS[scaling.kind].lowering  # the registry entry says why
+    else:
+        why = "the rotary subgraph did not match: kept decomposed"
+    return {"why": [why], "decomposed": unmatched}

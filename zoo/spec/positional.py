@@ -4,7 +4,7 @@ parameters, lowering) are in zoo.spec.variants."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -43,6 +43,43 @@ class Learned(PositionalOptions):
     offset: Int = Field(0, ge=0, le=MAX_SIZE["max_seq_len"], description="rows before position 0 in the table (2 for BART)")
 
 
+class LinearScaling(Strict_):
+    """Positions divided by ``factor`` (position interpolation; Hugging Face rope_type linear)."""
+
+    kind: Literal["linear"] = "linear"
+    factor: float = Field(gt=0, description="how many times longer the context is than in training")
+
+
+class Llama3Scaling(Strict_):
+    """Llama 3.1's frequency-dependent scaling: long wavelengths divided by ``factor``,
+    short ones kept, a smooth ramp between (rope_type llama3)."""
+
+    kind: Literal["llama3"] = "llama3"
+    factor: float = Field(gt=0)
+    low_freq_factor: float = Field(1.0, gt=0)
+    high_freq_factor: float = Field(4.0, gt=0)
+    original_max_seq_len: PositiveInt = Field(le=MAX_SIZE["max_seq_len"], description="the training context length")
+
+
+class YarnScaling(Strict_):
+    """YaRN (Peng et al. 2023): interpolated and extrapolated frequencies blended over
+    the dimensions between beta_fast and beta_slow rotations, the rotated part scaled by
+    attention_factor (default 0.1 ln(factor) + 1) (rope_type yarn)."""
+
+    kind: Literal["yarn"] = "yarn"
+    factor: float = Field(gt=0)
+    original_max_seq_len: PositiveInt = Field(le=MAX_SIZE["max_seq_len"])
+    beta_fast: float = Field(32.0, gt=0)
+    beta_slow: float = Field(1.0, gt=0)
+    attention_factor: Optional[float] = Field(None, gt=0, description="default: from factor (and mscale, mscale_all_dim)")
+    mscale: Optional[float] = Field(None, gt=0)
+    mscale_all_dim: Optional[float] = Field(None, gt=0)
+    truncate: bool = True
+
+
+RopeScaling = Annotated[Union[LinearScaling, Llama3Scaling, YarnScaling], Field(discriminator="kind")]
+
+
 class Rope(PositionalOptions):
     """Rotary embeddings on queries and keys (RoFormer, Llama); ``fraction`` < 1 rotates
     only the first ``fraction * head_dim`` dimensions of each head (GPT-NeoX style)."""
@@ -50,6 +87,7 @@ class Rope(PositionalOptions):
     kind: Literal["rope"] = "rope"
     theta: float = Field(10000.0, gt=0, description="base of the rotation frequencies")
     fraction: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated")
+    scaling: Optional[RopeScaling] = Field(None, description="longer contexts: linear, llama3 or yarn (zoo.spec.variants.ROPE_SCALINGS)")
 
     def check(self, spec: "ModelSpec") -> None:
         for part, stack in spec.stacks():

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Literal, Optional, TypeVar
 
 from zoo.spec import positional as pos
+from zoo.spec import rope
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ class PositionalVariant(Variant):
     options: type[pos.PositionalOptions] = pos.PositionalOptions  # the spec's class for `positional: {kind: ...}`
     hook: Optional[Literal["absolute", "rotary", "score-bias"]] = None
     parameters: Callable[[Any, str], int] = lambda spec, part: 0  # (spec, stack) -> parameters of its tables
+    lowering: str = ""
+
+
+@dataclass(frozen=True)
+class RopeScalingVariant(Variant):
+    """(plain inverse frequencies, options, rotary_dim, theta) -> (scaled ones, factor on the rotated part)."""
+
+    options: type = object
+    frequencies: Callable[..., tuple[list[float], float]] = lambda f, opts, dim, theta: (f, 1.0)
+    fused: bool = True  # the rotation is still lowered to RotaryEmbedding
     lowering: str = ""
 
 
@@ -175,6 +186,19 @@ POSITIONAL: Registry[PositionalVariant] = Registry(
     PositionalVariant("none", "no positions", options=pos.NoPositional),
 )
 
+# every scaling changes only the frequency constants: the fused rotary lowering reads them from the graph
+_SCALED = "the scaled frequencies are constants of the graph: RotaryEmbedding takes them like plain ones"
+ROPE_SCALINGS: Registry[RopeScalingVariant] = Registry(
+    "rope scaling",
+    RopeScalingVariant("linear", "positions / factor", options=pos.LinearScaling, frequencies=rope.linear, lowering=_SCALED),
+    RopeScalingVariant("llama3", "long wavelengths / factor, a ramp to the short ones (Llama 3.1)", options=pos.Llama3Scaling,
+                       frequencies=rope.llama3, lowering=_SCALED),
+    RopeScalingVariant("yarn", "YaRN: blended frequencies, the rotated part scaled", options=pos.YarnScaling,
+                       frequencies=rope.yarn, fused=False,
+                       lowering="the attention factor multiplies the rotated dimensions only (not the rest of a partial "
+                       "rotation), which RotaryEmbedding cannot express: the rotation stays decomposed"),
+)
+
 NORMS: Registry[NormVariant] = Registry(
     "norm",
     NormVariant("layernorm", "(x - mean) / std * w + b", {"weight": ONES, "bias": ZEROS}, parameters=lambda d: 2 * d, onnx_op="LayerNormalization"),
@@ -201,5 +225,12 @@ FFN_KINDS: Registry[FfnVariant] = Registry(
     FfnVariant("gated", "down(act(gate x) * up x): SwiGLU with silu, GeGLU with gelu", parameters=_ffn(True)),
 )
 
-REGISTRIES = {"score": SCORES, "positional": POSITIONAL, "norm": NORMS, "activation": ACTIVATIONS, "ffn": FFN_KINDS}
+REGISTRIES = {
+    "score": SCORES,
+    "positional": POSITIONAL,
+    "rope-scaling": ROPE_SCALINGS,
+    "norm": NORMS,
+    "activation": ACTIVATIONS,
+    "ffn": FFN_KINDS,
+}
 
