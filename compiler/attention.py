@@ -64,13 +64,16 @@ class ScaledDot(nn.Module):
 
 
 class Dot(nn.Module):
-    """q k^T, unscaled (Luong's dot; T5 folds the scale into its initialisation)."""
+    """q k^T, unscaled (Luong's dot; T5 folds the scale into its initialisation);
+    ``scale`` (attention.scale) multiplies it where a spec sets one."""
 
     def __init__(self, heads: int, head_dim: int):
         super().__init__()
+        self.scale = 1.0
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return grouped_qk(q, k)  # (B, H, Tq, Tk)
+        scores = grouped_qk(q, k)  # (B, H, Tq, Tk)
+        return scores * self.scale if self.scale != 1.0 else scores
 
 
 class Additive(nn.Module):
@@ -136,10 +139,13 @@ def attend(
     allowed: torch.Tensor,
     bias: Optional[torch.Tensor],
     dropout: nn.Module,
+    softcap: Optional[float] = None,
 ) -> torch.Tensor:
     """q (B, H, Tq, hd), k/v (B, KV, Tk, hd), allowed (B|1, 1, Tq, Tk) bool,
-    bias (B|1, H, Tq, Tk) or None -> (B, H, Tq, hd)."""
+    bias (B|1, H, Tq, Tk) or None -> (B, H, Tq, hd); ``softcap``: scores -> c tanh(scores / c)."""
     scores = score(q, k).float()
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if bias is not None:
         scores = scores + bias.float()
     scores = torch.where(allowed, scores, torch.finfo(torch.float32).min)
@@ -155,6 +161,7 @@ class _Attention(nn.Module):
     def __init__(
         self, d_model: int, *, heads: int, kv_heads: int, head_dim: int, qkv_bias: bool, out_bias: bool, score: nn.Module,
         dropout: float, q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None, norm_heads: bool = True,
+        softcap: Optional[float] = None,
     ):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
@@ -163,6 +170,7 @@ class _Attention(nn.Module):
         self.v = nn.Linear(d_model, kv_heads * head_dim, bias=qkv_bias)
         self.o = nn.Linear(heads * head_dim, d_model, bias=out_bias)
         self.q_norm, self.k_norm, self.norm_heads = q_norm, k_norm, norm_heads
+        self.softcap = softcap
         self.score = score
         self.drop = nn.Dropout(dropout)
 
@@ -214,7 +222,7 @@ class SelfAttention(_Attention):
         if past is not None:
             k = torch.cat((past[0], k), dim=2)  # (B, KV, P + T, hd)
             v = torch.cat((past[1], v), dim=2)
-        y = attend(q, k, v, score=self.score, allowed=allowed, bias=bias, dropout=self.drop)
+        y = attend(q, k, v, score=self.score, allowed=allowed, bias=bias, dropout=self.drop, softcap=self.softcap)
         return self.merge(y), (k, v)
 
 
@@ -230,4 +238,4 @@ class CrossAttention(_Attention):
     def forward(self, x: torch.Tensor, memory_kv: KV, *, allowed: torch.Tensor) -> torch.Tensor:
         q = self.queries(x)  # (B, H, Tq, hd)
         k, v = memory_kv  # (B, KV, Tk, hd)
-        return self.merge(attend(q, k, v, score=self.score, allowed=allowed, bias=None, dropout=self.drop))
+        return self.merge(attend(q, k, v, score=self.score, allowed=allowed, bias=None, dropout=self.drop, softcap=self.softcap))

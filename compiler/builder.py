@@ -50,11 +50,13 @@ def _build_model(spec: ModelSpec) -> ZooModel:
         vocab_size=spec.vocab_size,
         d_model=spec.d_model,
         tie_output=spec.embedding.tie_output,
-        embed_scale=math.sqrt(spec.d_model) if spec.embedding.scale_by_sqrt_d else 1.0,
+        embed_scale=(math.sqrt(spec.d_model) if spec.embedding.scale_by_sqrt_d else 1.0) * emb.multiplier,
         output_scale=1.0 / math.sqrt(spec.d_model) if spec.embedding.scale_output_by_inv_sqrt_d else 1.0,
         token_types=emb.token_types,
         head_transform=head_transform,
         output_bias=emb.output_bias,
+        logit_multiplier=emb.logit_multiplier,
+        logit_softcap=emb.logit_softcap,
     )
     if emb.pooler:  # encoder-only (ModelSpec's rule); made before the stacks, as the init's order has it
         common["pooler"] = nn.Linear(d, d)
@@ -97,6 +99,9 @@ def build_attention(spec: ModelSpec, stack: StackSpec, cls: type, part: str) -> 
             k_norm=NORMS[qk.kind](head_dim if per_head else att.n_kv_heads * head_dim, eps=eps),
             norm_heads=per_head,
         )
+    score = SCORES[att.score](att.heads, head_dim)
+    if att.scale is not None:  # dot-product scores only (the spec's rule)
+        score.scale = att.scale
     return cls(
         spec.d_model,
         heads=att.heads,
@@ -104,8 +109,9 @@ def build_attention(spec: ModelSpec, stack: StackSpec, cls: type, part: str) -> 
         head_dim=head_dim,
         qkv_bias=att.qkv_bias,
         out_bias=att.out_bias,
-        score=SCORES[att.score](att.heads, head_dim),
+        score=score,
         dropout=spec.dropout,
+        softcap=att.softcap,
         **norms,
     )
 
@@ -115,7 +121,8 @@ def build_layer(spec: ModelSpec, part: str, *, causal: bool, crossed: bool) -> n
     norm = stack.norm
 
     def residual() -> Residual:
-        return Residual(NORMS[norm.kind](spec.d_model, eps=norm.eps), pre=norm.placement == "pre", dropout=spec.dropout)
+        return Residual(NORMS[norm.kind](spec.d_model, eps=norm.eps), pre=norm.placement == "pre", dropout=spec.dropout,
+                        multiplier=stack.residual_multiplier)
 
     ffn = FFN_KINDS[stack.ffn.kind](
         spec.d_model, stack.ffn.hidden, activation=stack.ffn.activation, bias=stack.ffn.bias, dropout=spec.dropout

@@ -14,14 +14,18 @@ from compiler.attention import KV, CrossAttention, Rotate, SelfAttention
 class Residual(nn.Module):
     """One residual sub-layer around ``fn`` with its norm, pre or post."""
 
-    def __init__(self, norm: nn.Module, *, pre: bool, dropout: float):
+    def __init__(self, norm: nn.Module, *, pre: bool, dropout: float, multiplier: float = 1.0):
         super().__init__()
-        self.norm, self.pre, self.drop = norm, pre, nn.Dropout(dropout)
+        self.norm, self.pre, self.drop, self.multiplier = norm, pre, nn.Dropout(dropout), multiplier
+
+    def _branch(self, y: torch.Tensor) -> torch.Tensor:
+        y = self.drop(y)
+        return y * self.multiplier if self.multiplier != 1.0 else y  # Granite's residual_multiplier
 
     def forward(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         if self.pre:
-            return x + self.drop(fn(self.norm(x)))
-        return self.norm(x + self.drop(fn(x)))
+            return x + self._branch(fn(self.norm(x)))
+        return self.norm(x + self._branch(fn(x)))
 
 
 def _keep(result: tuple[torch.Tensor, KV], into: list[KV]) -> torch.Tensor:

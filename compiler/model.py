@@ -134,8 +134,11 @@ class ZooModel(nn.Module):
         token_types: int = 0,
         head_transform: Optional[nn.Module] = None,
         output_bias: bool = False,
+        logit_multiplier: float = 1.0,
+        logit_softcap: Optional[float] = None,
     ):
         super().__init__()
+        self.logit_multiplier, self.logit_softcap = logit_multiplier, logit_softcap
         self.embed = nn.Embedding(vocab_size, d_model)
         self.token_type = nn.Embedding(token_types, d_model) if token_types else None
         self.head_transform = head_transform
@@ -157,7 +160,13 @@ class ZooModel(nn.Module):
         if self.head_transform is not None:
             h = self.head_transform(h)
         logits = h @ self.embed.weight.t() if self.lm_head is None else self.lm_head(h)  # (B, T, V)
-        return logits + self.output_bias if self.output_bias is not None else logits
+        if self.output_bias is not None:
+            logits = logits + self.output_bias
+        if self.logit_multiplier != 1.0:
+            logits = logits * self.logit_multiplier
+        if self.logit_softcap is not None:
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        return logits
 
 
 def _pairs(flat) -> list[KV]:

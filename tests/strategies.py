@@ -41,6 +41,10 @@ def stacks(draw, d_model: int, rope: bool) -> dict:
         attention["window"] = draw(st.integers(1, 6))
     if draw(st.integers(0, 3)) == 0:  # an explicit head_dim, not d_model / heads
         attention["head_dim"] = draw(st.sampled_from([2, 4, 6, 8, 12] if rope else [1, 3, 4, 6, 8, 12]))
+    if draw(st.integers(0, 4)) == 0:
+        attention["softcap"] = draw(st.sampled_from([2.0, 30.0]))
+    if attention["score"] in ("scaled-dot", "dot") and draw(st.integers(0, 4)) == 0:
+        attention["scale"] = draw(st.sampled_from([0.05, 0.5]))
     if draw(st.integers(0, 3)) == 0:
         attention["qk_norm"] = {"kind": draw(st.sampled_from(NORMS.keys())), "over": draw(st.sampled_from(["head", "all"]))}
     ffn = {
@@ -57,7 +61,10 @@ def stacks(draw, d_model: int, rope: bool) -> dict:
     final = draw(st.sampled_from([None, True, False]))
     if final is not None:
         norm["final"] = final
-    return {"layers": draw(st.integers(1, 2)), "attention": attention, "ffn": ffn, "norm": norm}
+    out = {"layers": draw(st.integers(1, 2)), "attention": attention, "ffn": ffn, "norm": norm}
+    if draw(st.integers(0, 4)) == 0:
+        out["residual_multiplier"] = draw(st.sampled_from([0.25, 2.0]))
+    return out
 
 
 @st.composite
@@ -119,6 +126,10 @@ def valid_specs(draw) -> dict:
     }
     if family == "encoder-only":
         embedding["pooler"] = draw(st.booleans())
+    if draw(st.integers(0, 4)) == 0:  # Granite's and Gemma 2's output options
+        embedding.update(multiplier=draw(st.sampled_from([0.5, 12.0])), logit_multiplier=draw(st.sampled_from([0.25, 2.0])))
+        if draw(st.booleans()):
+            embedding["logit_softcap"] = draw(st.sampled_from([20.0, 30.0]))  # Gemma 2: 30; a tiny cap makes ties
     spec["embedding"] = embedding
     tokens: dict = {}
     ids = st.integers(0, vocab - 1)
@@ -239,10 +250,10 @@ _FIELDS = {
     "": {"name", "description", "family", "vocab_size", "max_seq_len", "d_model", "positional", "embedding",
          "encoder", "decoder", "tokens", "dropout", "dtype", "extends"},
     "embedding": {"tie_output", "scale_by_sqrt_d", "scale_output_by_inv_sqrt_d", "token_types", "norm",
-                  "output_transform", "output_bias", "pooler"},
-    "encoder": {"layers", "attention", "ffn", "norm"},
-    "decoder": {"layers", "attention", "ffn", "norm"},
-    "attention": {"heads", "kv_heads", "score", "bias", "window", "head_dim", "qk_norm"},
+                  "output_transform", "output_bias", "pooler", "multiplier", "logit_multiplier", "logit_softcap"},
+    "encoder": {"layers", "attention", "ffn", "norm", "residual_multiplier"},
+    "decoder": {"layers", "attention", "ffn", "norm", "residual_multiplier"},
+    "attention": {"heads", "kv_heads", "score", "bias", "window", "head_dim", "qk_norm", "scale", "softcap"},
     "ffn": {"hidden", "activation", "gated", "bias"},
     "norm": {"kind", "placement", "eps", "final"},
 }

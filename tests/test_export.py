@@ -122,6 +122,17 @@ def test_qk_norm_and_head_dim_parity(family, attention, tmp_path):
     check_artifact(folder, manifest, spec)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_multipliers_and_softcaps_parity(family, tmp_path):
+    """Granite's multipliers and Gemma 2's soft-capping (scores and logits) in every family."""
+    spec = tiny_spec(family, positional="rope", attention={"heads": 4, "kv_heads": 2, "scale": 0.2, "softcap": 5.0},
+                     residual_multiplier=0.4)
+    embedding = {**spec.embedding.model_dump(), "multiplier": 8.0, "logit_multiplier": 0.5, "logit_softcap": 3.0}
+    spec = ModelSpec.model_validate({**spec.model_dump(), "embedding": embedding})
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(optimize=family == "decoder-only"))
+    check_artifact(folder, manifest, spec)
+
+
 ROPE_SCALING_EXAMPLES = {  # one per zoo.spec.variants.ROPE_SCALINGS entry; a context of 32 trained at 8
     "linear": {"factor": 4.0},
     "llama3": {"factor": 8.0, "original_max_seq_len": 8},

@@ -181,7 +181,7 @@ def test_unknown_key_without_close_match_lists_allowed(tmp_path):
     spec_file(tmp_path, "embedding: {zzz: 1}\n")
     err = error_of("bad.yaml")
     assert (err.line, err.field) == (3, "embedding.zzz")
-    assert err.message == "unknown field 'zzz'; allowed: tie_output, scale_by_sqrt_d, scale_output_by_inv_sqrt_d, token_types, norm, output_transform, output_bias, pooler"
+    assert err.message == "unknown field 'zzz'; allowed: tie_output, scale_by_sqrt_d, scale_output_by_inv_sqrt_d, token_types, norm, output_transform, output_bias, multiplier, logit_multiplier, logit_softcap, pooler"
 
 
 def test_heads_must_divide_d_model(tmp_path):

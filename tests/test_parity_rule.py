@@ -241,11 +241,11 @@ def _attention_to_first_token(model, spec, massive: list) -> list[float]:
 
     seen, attend = [], attention.attend
 
-    def spy(q, k, v, *, score, allowed, bias, dropout):
+    def spy(q, k, v, *, score, allowed, bias, dropout, softcap=None):
         s = score(q, k.repeat_interleave(q.shape[1] // k.shape[1], 1)).float()
         s = torch.where(allowed, s if bias is None else s + bias.float(), torch.finfo(torch.float32).min)
         seen.append(float(torch.softmax(s, -1)[..., 4:, 0].median()))
-        return attend(q, k, v, score=score, allowed=allowed, bias=bias, dropout=dropout)
+        return attend(q, k, v, score=score, allowed=allowed, bias=bias, dropout=dropout, softcap=softcap)
 
     normal = torch.tensor(sorted(set(range(spec.vocab_size)) - set(massive)))
     ids = normal[torch.randint(0, len(normal), (2, min(48, spec.max_seq_len)), generator=torch.Generator().manual_seed(1))]

@@ -1,13 +1,14 @@
 """Llama and the decoders that share its layout (``llama``, ``mistral``, ``qwen2``,
 ``qwen3``): RoPE (GPT-NeoX halves layout), RMSNorm, SwiGLU, GQA; Qwen2 has biases on
 q, k, v; Mistral may use a sliding window; Qwen3 adds a per-head RMSNorm on q and k
-(QK-norm) and an explicit head_dim."""
+(QK-norm) and an explicit head_dim; Granite its four multipliers (embeddings, attention
+scores in place of 1/sqrt(head_dim), residual branches, logits)."""
 
 from __future__ import annotations
 
 from compiler.importers.common import ACTIVATIONS, W, rope_scaling, rope_theta, unsupported_rope
 
-MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "granite")
 
 
 def _bias(c: dict) -> object:
@@ -24,6 +25,11 @@ def _head_dim(c: dict):
 
 def _qk_norm(c: dict):
     return {"kind": "rmsnorm", "over": "head"} if c["model_type"] == "qwen3" else None
+
+
+def _granite(field: str, default=None):
+    """A Granite multiplier (None elsewhere: the spec's default)."""
+    return lambda c: c.get(field, default) if c["model_type"] == "granite" else None
 
 
 def _window(c: dict):
@@ -49,6 +55,10 @@ CONFIG = [  # zoo spec path <- HF config
     ("decoder.attention.window", _window),
     ("decoder.attention.head_dim", _head_dim),
     ("decoder.attention.qk_norm", _qk_norm),
+    ("decoder.attention.scale", _granite("attention_multiplier")),
+    ("decoder.residual_multiplier", _granite("residual_multiplier", 1.0)),
+    ("embedding.multiplier", _granite("embedding_multiplier", 1.0)),
+    ("embedding.logit_multiplier", lambda c: 1.0 / c.get("logits_scaling", 1.0) if c["model_type"] == "granite" else None),
     ("decoder.ffn.hidden", lambda c: c["intermediate_size"]),
     ("decoder.ffn.activation", lambda c: ACTIVATIONS.get(c.get("hidden_act", "silu"))),
     ("decoder.ffn.gated", lambda c: True),

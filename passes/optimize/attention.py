@@ -198,6 +198,8 @@ def lower_attention(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict
     if any(c == plan["attention_gqa"] for c in used) and any(s.attention.n_kv_heads != s.attention.heads for _, s in spec.stacks()):
         why.append(WHY[(target, "attention_gqa")])
     why += [SCORES[key].lowering for key in SCORES if key in decomposed]
+    if decomposed.get("unmatched") and any(st.attention.softcap for _, st in spec.stacks()):
+        why.append("soft-capped scores (c tanh(s / c)) do not match the fused pattern: decomposed")
     if decomposed.get("unmatched"):
         why.append(f"{decomposed['unmatched']} attention subgraph(s) did not match the fused pattern: kept decomposed")
     if decomposed.get("by plan"):

@@ -63,6 +63,11 @@ class Attention(_Strict):
         None, le=MAX_SIZE["d_model"], description="width of each head; default d_model / heads (Qwen3 and Gemma set it)"
     )
     qk_norm: Optional[QKNorm] = Field(None, description="a norm on q and k before RoPE (Qwen3, OLMo 2, Gemma 3)")
+    scale: Optional[float] = Field(
+        None, gt=0, description="the factor on q.k in place of the score's own (1/sqrt(head_dim) for scaled-dot): Granite's "
+        "attention_multiplier, Gemma's query_pre_attn_scalar^-0.5; dot-product scores only"
+    )
+    softcap: Optional[float] = Field(None, gt=0, description="scores -> softcap * tanh(scores / softcap) before the mask (Gemma 2)")
 
     @property
     def qkv_bias(self) -> bool:
@@ -109,6 +114,7 @@ class Stack(_Strict):
     attention: Attention
     ffn: FeedForward
     norm: Norm = Norm()
+    residual_multiplier: float = Field(1.0, gt=0, description="each sub-layer's output is scaled by this before the residual add (Granite)")
 
 
 class Embedding(_Strict):
@@ -135,6 +141,9 @@ class Embedding(_Strict):
         "(BERT's MLM head transform)",
     )
     output_bias: bool = Field(False, description="a vocab-sized bias added to the logits (BERT's MLM bias, BART's final_logits_bias)")
+    multiplier: float = Field(1.0, gt=0, description="token embeddings times this (Granite's embedding_multiplier)")
+    logit_multiplier: float = Field(1.0, gt=0, description="logits times this (Granite: 1 / logits_scaling)")
+    logit_softcap: Optional[float] = Field(None, gt=0, description="logits -> softcap * tanh(logits / softcap) (Gemma 2)")
     pooler: bool = Field(
         False,
         description="encoder-only: an extra output pooler_output (batch, d_model) = tanh(dense(first token's hidden state)) (BERT)",
@@ -214,6 +223,10 @@ class ModelSpec(_Strict):
             if att.head_dim is None and self.d_model % att.heads:
                 raise FieldIssue(
                     where + ("heads",), f"heads={att.heads} does not divide d_model={self.d_model}"
+                )
+            if att.scale is not None and SCORE_VARIANTS[att.score].dot_product is None:
+                raise FieldIssue(
+                    where + ("scale",), f"attention.scale sets the factor of a dot-product score, not of score={att.score}"
                 )
             if att.kv_heads is not None and att.heads % att.kv_heads:
                 raise FieldIssue(
