@@ -37,4 +37,16 @@ class LayerNorm(nn.LayerNorm):
         ).to(x.dtype)
 
 
-NORMS: dict[str, type[nn.Module]] = implement(variants.NORMS, {"layernorm": LayerNorm, "rmsnorm": RMSNorm})
+class PlusOneRMSNorm(RMSNorm):
+    """x / sqrt(mean(x^2) + eps) * (1 + weight), all in fp32 (Gemma's RMSNorm): the
+    weight is stored as gain - 1, so it starts at 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).to(x.dtype)
+
+
+NORMS: dict[str, type[nn.Module]] = implement(
+    variants.NORMS, {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "rmsnorm-plus-one": PlusOneRMSNorm}
+)

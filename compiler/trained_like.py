@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from compiler.attention_sinks import plant_shared_channels, plant_sinks, sharpen_scales
+from compiler.norm_gain import scale_gain, set_gain
 from compiler.residual_subspace import align_residual
 from compiler.variants import variant_of
 from zoo.spec.families import family
@@ -94,8 +95,7 @@ class Roles:
 
 
 def _is_norm(module: nn.Module, d: int) -> bool:
-    w = getattr(module, "weight", None)
-    return "Norm" in type(module).__name__ and isinstance(w, torch.Tensor) and w.ndim == 1 and w.shape[0] == d
+    return "Norm" in type(module).__name__ and isinstance(w := getattr(module, "weight", None), torch.Tensor) and w.shape == (d,)
 
 
 def _is_linear(module: nn.Module) -> bool:
@@ -171,7 +171,7 @@ def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torc
     for t in roles.tables:
         t.copy_(normal(t.shape, cfg.relative_bias_std))
     for _, m in roles.norms:
-        m.weight.fill_(1.0)
+        set_gain(m, 1.0)
         if getattr(m, "bias", None) is not None:
             m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
     align_residual(roles, cfg.residual_rank, cfg.off_subspace, gen)
@@ -237,7 +237,7 @@ def _calibrate_norms(model, roles, logits_fn, ids, mask, channels, final, cfg, g
         w = jitter / q
         ratio = 0.0 if module is final else cfg.input_outlier_ratio
         w[channels] = ratio * float(w[others].abs().mean())
-        module.weight.copy_(w.to(module.weight.dtype))
+        set_gain(module, w)
         if module is final and getattr(module, "bias", None) is not None:
             module.bias[channels] = 0.0
 
@@ -335,7 +335,7 @@ def make_trained_like(
         magnitude *= config.massive_ratio * (typical or 1.0) / peak
     if final is not None:
         scale = config.logit_std / (_logit_std(logits_fn(model, ids, mask), ids, tokens) or 1.0)
-        final.weight.mul_(scale)
+        scale_gain(final, scale)
         if getattr(final, "bias", None) is not None:
             final.bias.mul_(scale)
     stats = measure(model, logits_fn, vocab_size=vocab_size, channels=channels, tokens=tokens, placement=placement, seed=seed + 1, seq=seq)

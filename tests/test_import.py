@@ -47,6 +47,8 @@ CAUSAL = {
     "llama-tied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=1, tie_word_embeddings=True, **SMALL)),
     "mistral-window": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(num_key_value_heads=2, sliding_window=4, **SMALL)),
     "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(num_key_value_heads=2, **SMALL)),
+    # Gemma: RMSNorm with (1 + w), embeddings times sqrt(hidden), GeGLU, head_dim 12, tied output
+    "gemma": lambda: transformers.GemmaForCausalLM(transformers.GemmaConfig(num_key_value_heads=2, head_dim=12, **SMALL)),
     # Granite's multipliers, away from 1
     "granite": lambda: transformers.GraniteForCausalLM(transformers.GraniteConfig(
         num_key_value_heads=2, embedding_multiplier=6.0, attention_multiplier=0.05, residual_multiplier=0.3, logits_scaling=4.0, **SMALL)),

@@ -2,13 +2,14 @@
 ``qwen3``): RoPE (GPT-NeoX halves layout), RMSNorm, SwiGLU, GQA; Qwen2 has biases on
 q, k, v; Mistral may use a sliding window; Qwen3 adds a per-head RMSNorm on q and k
 (QK-norm) and an explicit head_dim; Granite its four multipliers (embeddings, attention
-scores in place of 1/sqrt(head_dim), residual branches, logits)."""
+scores in place of 1/sqrt(head_dim), residual branches, logits); Gemma RMSNorm with
+(1 + w), embeddings times sqrt(hidden_size), GeGLU, an explicit head_dim."""
 
 from __future__ import annotations
 
 from compiler.importers.common import ACTIVATIONS, W, rope_scaling, rope_theta, unsupported_rope
 
-MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "granite")
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "granite", "gemma")
 
 
 def _bias(c: dict) -> object:
@@ -46,7 +47,8 @@ CONFIG = [  # zoo spec path <- HF config
     ("max_seq_len", lambda c: c.get("max_position_embeddings", 2048)),
     ("d_model", lambda c: c["hidden_size"]),
     ("positional", lambda c: {"kind": "rope", "theta": rope_theta(c), "fraction": 1.0, "scaling": rope_scaling(c)}),
-    ("embedding.tie_output", lambda c: c.get("tie_word_embeddings", False)),
+    ("embedding.tie_output", lambda c: c.get("tie_word_embeddings", c["model_type"] == "gemma")),
+    ("embedding.scale_by_sqrt_d", lambda c: c["model_type"] == "gemma"),
     ("decoder.layers", lambda c: c["num_hidden_layers"]),
     ("decoder.attention.heads", lambda c: c["num_attention_heads"]),
     ("decoder.attention.kv_heads", lambda c: c.get("num_key_value_heads") or c["num_attention_heads"]),
@@ -60,10 +62,10 @@ CONFIG = [  # zoo spec path <- HF config
     ("embedding.multiplier", _granite("embedding_multiplier", 1.0)),
     ("embedding.logit_multiplier", lambda c: 1.0 / c.get("logits_scaling", 1.0) if c["model_type"] == "granite" else None),
     ("decoder.ffn.hidden", lambda c: c["intermediate_size"]),
-    ("decoder.ffn.activation", lambda c: ACTIVATIONS.get(c.get("hidden_act", "silu"))),
+    ("decoder.ffn.activation", lambda c: ACTIVATIONS.get(c.get("hidden_act", "gelu_pytorch_tanh" if c["model_type"] == "gemma" else "silu"))),
     ("decoder.ffn.gated", lambda c: True),
     ("decoder.ffn.bias", lambda c: bool(c.get("mlp_bias", False))),
-    ("decoder.norm.kind", lambda c: "rmsnorm"),
+    ("decoder.norm.kind", lambda c: "rmsnorm-plus-one" if c["model_type"] == "gemma" else "rmsnorm"),
     ("decoder.norm.placement", lambda c: "pre"),
     ("decoder.norm.eps", lambda c: c.get("rms_norm_eps", 1e-6)),
     ("dropout", lambda c: c.get("attention_dropout", 0.0)),

@@ -79,6 +79,7 @@ class RopeScalingVariant(Variant):
 class NormVariant(Variant):
     parameters: Callable[[int], int] = lambda d: 0  # (d_model) -> count
     onnx_op: str = ""  # the op the export produces (the optimizer's norm pass reads it)
+    offset: float = 0.0  # the gain is offset + weight (Gemma: 1 + w, weights stored as gain - 1)
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,8 @@ NORMS: Registry[NormVariant] = Registry(
     "norm",
     NormVariant("layernorm", "(x - mean) / std * w + b", {"weight": ONES, "bias": ZEROS}, parameters=lambda d: 2 * d, onnx_op="LayerNormalization"),
     NormVariant("rmsnorm", "x / rms(x) * w", {"weight": ONES}, parameters=lambda d: d, onnx_op="RMSNormalization"),
+    NormVariant("rmsnorm-plus-one", "x / rms(x) * (1 + w), in fp32 (Gemma)", {"weight": ZEROS}, parameters=lambda d: d,
+                onnx_op="RMSNormalization", offset=1.0),
 )
 
 ACTIVATIONS: Registry[ActivationVariant] = Registry(
