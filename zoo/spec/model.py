@@ -77,6 +77,10 @@ class Attention(_Strict):
     def out_bias(self) -> bool:
         return self.bias is True
 
+    def width(self, d_model: int) -> int:
+        """head_dim: the explicit one, else d_model / heads."""
+        return self.head_dim if self.head_dim is not None else d_model // self.heads
+
     @property
     def n_kv_heads(self) -> int:
         return self.kv_heads if self.kv_heads is not None else self.heads
@@ -247,8 +251,7 @@ class ModelSpec(_Strict):
         return stack
 
     def head_dim(self, part: str) -> int:
-        att = self.stack(part).attention
-        return att.head_dim if att.head_dim is not None else self.d_model // att.heads
+        return self.stack(part).attention.width(self.d_model)
 
     def rotary_dim(self, part: str) -> int:
         """Dimensions of each head that RoPE rotates (even, at most head_dim)."""

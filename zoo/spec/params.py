@@ -32,7 +32,7 @@ class ParameterCount:
 
 
 def attention_parameters(att: "Attention", d_model: int) -> int:
-    head_dim = att.head_dim if att.head_dim is not None else d_model // att.heads
+    head_dim = att.width(d_model)
     q_out, kv_out = att.heads * head_dim, att.n_kv_heads * head_dim
     n = d_model * q_out + 2 * d_model * kv_out + q_out * d_model
     if att.qkv_bias:

@@ -1,18 +1,13 @@
-"""RoPE frequencies, scaled or not (pure Python: the compiler builds its rotation from
-them, the fused lowering reads them from the graph). Each scaling takes the plain
-inverse frequencies of the rotated dimensions and returns the scaled ones and the
-factor the rotated part is multiplied by (1 but for YaRN); the formulas are Hugging
-Face's (modeling_rope_utils), so imported checkpoints rotate alike."""
+"""RoPE scalings (pure Python): each takes the plain inverse frequencies of the rotated
+dimensions (computed by compiler.positional.Rotary) and returns the scaled ones and the
+factor the rotated part is multiplied by (1 but for YaRN). The formulas are Hugging
+Face's (modeling_rope_utils), so imported checkpoints rotate alike; the fused lowering
+reads the resulting constants from the graph."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
-
-
-def plain(rotary_dim: int, theta: float) -> list[float]:
-    """1 / theta^(2i / rotary_dim), i < rotary_dim / 2."""
-    return [1.0 / theta ** (i / rotary_dim) for i in range(0, rotary_dim, 2)]
 
 
 def linear(inv_freq: list[float], opts: Any, rotary_dim: int, theta: float) -> tuple[list[float], float]:
