@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from zoo.spec.model import POSITIONAL_KINDS, SCORES
-from zoo.spec.variants import ACTIVATIONS, NORMS, ROPE_SCALINGS
+from zoo.spec.variants import ACTIVATIONS, NORMS, ROPE_LAYOUTS, ROPE_SCALINGS
 
 FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
 
@@ -78,6 +78,7 @@ def positionals(draw, kind: str, d_model: int) -> dict | str:
             "kind": kind,
             "theta": draw(st.sampled_from([10000.0, 500.0, 1e6])),
             "fraction": draw(st.sampled_from([1.0, 0.5])),
+            "layout": draw(st.sampled_from(ROPE_LAYOUTS.keys())),
         }
         scaling = draw(st.sampled_from([None, *ROPE_SCALINGS.keys()]))
         if scaling is not None:  # every registered scaling, trained at a context of 4

@@ -11,7 +11,7 @@ from compiler.attention import SCORES as SCORE_IMPLS
 from compiler.builder import build
 from compiler.ffn import ACTIVATIONS as ACTIVATION_IMPLS, FFN_KINDS as FFN_IMPLS
 from compiler.norms import NORMS as NORM_IMPLS
-from compiler.positional import POSITIONAL as POSITIONAL_IMPLS
+from compiler.positional import POSITIONAL as POSITIONAL_IMPLS, ROPE_LAYOUTS as ROPE_LAYOUT_IMPLS
 from compiler.variants import implement, variant_of
 from tests.conftest import tiny_spec
 from zoo.spec import variants
@@ -23,6 +23,7 @@ IMPLEMENTED = {
     "norm": NORM_IMPLS,
     "activation": ACTIVATION_IMPLS,
     "ffn": FFN_IMPLS,
+    "rope-layout": ROPE_LAYOUT_IMPLS,
 }
 
 
@@ -41,6 +42,31 @@ def test_every_registry_is_implemented_or_computed_on_floor_1():
     union = get_args(get_args(RopeScaling)[0])
     assert tuple(c.model_fields["kind"].default for c in union) == variants.ROPE_SCALINGS.keys()
     assert all(variants.ROPE_SCALINGS[c.model_fields["kind"].default].options is c for c in union)
+
+
+def test_the_rope_layout_literal_is_the_registry():
+    from typing import get_args
+
+    from zoo.spec.positional import Rope
+
+    assert get_args(Rope.model_fields["layout"].annotation) == variants.ROPE_LAYOUTS.keys()
+
+
+def test_rope_layouts_rotate_the_pairs_transformers_rotates():
+    """halves: Llama's rotate_half; interleaved: GPT-J's rotate_every_two (modeling code, same formula)."""
+    from compiler.positional import Rotary
+
+    x, pos = torch.randn(2, 3, 5, 8), torch.arange(5)[None].expand(2, 5)
+    for layout in variants.ROPE_LAYOUTS:
+        rotary = Rotary(6, theta=100.0, layout=layout)
+        out = rotary.apply(x, *rotary(pos))
+        angles = pos.float()[..., None] * rotary.inv_freq  # (B, T, 3)
+        pairs = [(i, i + 3) for i in range(3)] if layout == "halves" else [(2 * i, 2 * i + 1) for i in range(3)]
+        for f, (a, b) in enumerate(pairs):
+            c, s = angles[:, None, :, f].cos(), angles[:, None, :, f].sin()
+            torch.testing.assert_close(out[..., a], x[..., a] * c - x[..., b] * s)
+            torch.testing.assert_close(out[..., b], x[..., b] * c + x[..., a] * s)
+        torch.testing.assert_close(out[..., 6:], x[..., 6:])
 
 
 def test_a_registry_with_a_missing_or_extra_implementation_is_refused():

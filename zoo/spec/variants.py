@@ -76,6 +76,14 @@ class RopeScalingVariant(Variant):
 
 
 @dataclass(frozen=True)
+class RopeLayoutVariant(Variant):
+    """Which dimensions of a head rotate together: ``pairs(rot)`` lists them."""
+
+    fused: bool = True  # lowered to RotaryEmbedding (its interleaved attribute says which)
+    lowering: str = ""
+
+
+@dataclass(frozen=True)
 class NormVariant(Variant):
     parameters: Callable[[int], int] = lambda d: 0  # (d_model) -> count
     onnx_op: str = ""  # the op the export produces (the optimizer's norm pass reads it)
@@ -200,6 +208,15 @@ ROPE_SCALINGS: Registry[RopeScalingVariant] = Registry(
                        "rotation), which RotaryEmbedding cannot express: the rotation stays decomposed"),
 )
 
+ROPE_LAYOUTS: Registry[RopeLayoutVariant] = Registry(
+    "rope layout",
+    RopeLayoutVariant("halves", "dimension i rotates with i + rot/2 (GPT-NeoX, Llama: rotate_half)",
+                      lowering="RotaryEmbedding, interleaved=0"),
+    RopeLayoutVariant("interleaved", "dimension 2i rotates with 2i + 1 (GPT-J: rotate_every_two)", fused=False,
+                      lowering="the interleaved rotation (pairs 2i, 2i+1) is kept decomposed: the optimizer matches the "
+                      "rotate_half subgraph only"),
+)
+
 NORMS: Registry[NormVariant] = Registry(
     "norm",
     NormVariant("layernorm", "(x - mean) / std * w + b", {"weight": ONES, "bias": ZEROS}, parameters=lambda d: 2 * d, onnx_op="LayerNormalization"),
@@ -232,6 +249,7 @@ REGISTRIES = {
     "score": SCORES,
     "positional": POSITIONAL,
     "rope-scaling": ROPE_SCALINGS,
+    "rope-layout": ROPE_LAYOUTS,
     "norm": NORMS,
     "activation": ACTIVATIONS,
     "ffn": FFN_KINDS,
