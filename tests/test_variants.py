@@ -10,6 +10,7 @@ import torch
 from compiler.attention import SCORES as SCORE_IMPLS
 from compiler.builder import build
 from compiler.ffn import ACTIVATIONS as ACTIVATION_IMPLS, FFN_KINDS as FFN_IMPLS
+from compiler.layers import RESIDUALS as RESIDUAL_IMPLS
 from compiler.norms import NORMS as NORM_IMPLS
 from compiler.positional import POSITIONAL as POSITIONAL_IMPLS, ROPE_LAYOUTS as ROPE_LAYOUT_IMPLS
 from compiler.variants import implement, variant_of
@@ -24,6 +25,7 @@ IMPLEMENTED = {
     "activation": ACTIVATION_IMPLS,
     "ffn": FFN_IMPLS,
     "rope-layout": ROPE_LAYOUT_IMPLS,
+    "residual": RESIDUAL_IMPLS,
 }
 
 
@@ -129,3 +131,46 @@ def test_declared_initialisation_is_applied(score):
         else:
             expected = init.value / p.shape[-1] ** 0.5 if init.how == "fan" else init.value
             assert 0.6 * expected < float(p.std()) < 1.5 * expected, name
+
+
+def test_parallel_layer_computes_both_branches_from_the_input():
+    """y = x + attn(n1(x)) + ffn(n2(x)), checked against the sub-modules run by hand."""
+    for residual in ("parallel", "parallel-two-norms"):
+        spec = tiny_spec("decoder-only", positional="rope", residual=residual)
+        model = build(spec)
+        layer = model.decoder.layers[0]
+        assert (layer.norm_ffn is None) == (residual == "parallel")
+        x = torch.randn(2, 5, spec.d_model)
+        allowed = torch.ones(2, 1, 5, 5, dtype=torch.bool).tril()
+        attn, _ = layer.self_attn(layer.norm_attn(x), allowed=allowed, bias=None, rotate=None)
+        ffn = layer.ffn((layer.norm_ffn or layer.norm_attn)(x))
+        out, _ = layer(x, allowed=allowed, bias=None, rotate=None)
+        torch.testing.assert_close(out, x + attn + ffn)
+
+
+@pytest.mark.parametrize(
+    "family, overrides, message",
+    [
+        ("decoder-only", {"norm": {"placement": "post"}}, r"decoder.residual=parallel reads .* decoder.norm.placement=post is refused"),
+        ("encoder-decoder", {}, r"decoder.residual=parallel is refused with family=encoder-decoder"),
+    ],
+    ids=["post-norm", "cross-attention"],
+)
+def test_parallel_residual_refusals_name_both_fields(family, overrides, message):
+    from pydantic import ValidationError
+
+    from zoo.spec.model import ModelSpec
+
+    data = tiny_spec(family, **overrides).model_dump(exclude_defaults=True)
+    data["decoder"]["residual"] = "parallel"
+    with pytest.raises(ValidationError, match=message):
+        ModelSpec.model_validate(data)
+
+
+def test_trained_like_weights_on_parallel_layers():
+    """The generator finds the shared norm and both branches: its statistics are reached."""
+    from compiler.trained_like import zoo_trained_like
+
+    spec = tiny_spec("decoder-only", positional="rope", residual="parallel")
+    stats = zoo_trained_like(build(spec), spec)
+    assert abs(stats["logit_std"] - stats["config"]["logit_std"]) < 1.0 and stats["residual_outlier_ratio"] > 100

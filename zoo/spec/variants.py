@@ -100,6 +100,14 @@ class FfnVariant(Variant):
     parameters: Callable[[int, int, bool], int] = lambda d, hidden, bias: 0  # (d_model, hidden, bias) -> count
 
 
+@dataclass(frozen=True)
+class ResidualVariant(Variant):
+    """How a layer's attention and feed-forward meet the residual stream."""
+
+    norms: int = 2  # input norms per layer (self-attention and feed-forward)
+    lowering: str = ""
+
+
 V = TypeVar("V", bound=Variant)
 
 
@@ -245,6 +253,16 @@ FFN_KINDS: Registry[FfnVariant] = Registry(
     FfnVariant("gated", "down(act(gate x) * up x): SwiGLU with silu, GeGLU with gelu", parameters=_ffn(True)),
 )
 
+_NO_OP = "no op of its own: the attention and the norms in it are lowered as in a sequential layer"
+RESIDUALS: Registry[ResidualVariant] = Registry(
+    "residual",
+    ResidualVariant("sequential", "h = x + attn(n1(x)); y = h + ffn(n2(h))", norms=2, lowering=_NO_OP),
+    ResidualVariant("parallel", "y = x + attn(n(x)) + ffn(n(x)), one shared norm (GPT-J, Falcon-7B, Phi-1/2)", norms=1,
+                    lowering=_NO_OP),
+    ResidualVariant("parallel-two-norms", "y = x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX, Falcon-40B's ln_attn / ln_mlp)",
+                    norms=2, lowering=_NO_OP),
+)
+
 REGISTRIES = {
     "score": SCORES,
     "positional": POSITIONAL,
@@ -253,5 +271,6 @@ REGISTRIES = {
     "norm": NORMS,
     "activation": ACTIVATIONS,
     "ffn": FFN_KINDS,
+    "residual": RESIDUALS,
 }
 
