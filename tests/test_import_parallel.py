@@ -19,6 +19,10 @@ PARALLEL = {
     "gpt_neox": lambda: transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(rotary_pct=0.5, rotary_emb_base=500, **NEOX)),
     "gpt_neox-sequential": lambda: transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
         rotary_pct=0.5, use_parallel_residual=False, **NEOX)),
+    # Phi-2: partial_rotary_factor 0.5, one shared input_layernorm, lm_head bias; Phi-1.5 style qk_layernorm, GQA
+    "phi": lambda: transformers.PhiForCausalLM(transformers.PhiConfig(partial_rotary_factor=0.5, **SMALL)),
+    "phi-qk-layernorm": lambda: transformers.PhiForCausalLM(transformers.PhiConfig(
+        partial_rotary_factor=0.75, qk_layernorm=True, num_key_value_heads=2, **SMALL)),
 }
 
 
