@@ -23,6 +23,9 @@ PARALLEL = {
     "phi": lambda: transformers.PhiForCausalLM(transformers.PhiConfig(partial_rotary_factor=0.5, **SMALL)),
     "phi-qk-layernorm": lambda: transformers.PhiForCausalLM(transformers.PhiConfig(
         partial_rotary_factor=0.75, qk_layernorm=True, num_key_value_heads=2, **SMALL)),
+    # GPT-J: interleaved RoPE on rotary_dim 4 of head_dim 8, one shared ln_1, lm_head bias
+    "gptj": lambda: transformers.GPTJForCausalLM(transformers.GPTJConfig(
+        vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_inner=64, rotary_dim=4, n_positions=64)),
 }
 
 
