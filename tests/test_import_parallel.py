@@ -14,6 +14,7 @@ from tests.hf_trained_like import build_session, kind_weight_cases  # noqa: E402
 from tests.test_import import SMALL, V, check_decoder, check_greedy, checkpoint  # noqa: E402
 
 NEOX = dict(SMALL, attention_dropout=0.0, hidden_dropout=0.0)
+FALCON = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_hidden_size=64, max_position_embeddings=64)
 PARALLEL = {
     # Pythia: per-head fused qkv, rotary_pct 0.5 of head_dim 8, two input norms in parallel, untied embed_out
     "gpt_neox": lambda: transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(rotary_pct=0.5, rotary_emb_base=500, **NEOX)),
@@ -26,6 +27,14 @@ PARALLEL = {
     # GPT-J: interleaved RoPE on rotary_dim 4 of head_dim 8, one shared ln_1, lm_head bias
     "gptj": lambda: transformers.GPTJForCausalLM(transformers.GPTJConfig(
         vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_inner=64, rotary_dim=4, n_positions=64)),
+    # Falcon-7B: multi-query, parallel on one shared input_layernorm, no bias, tied output
+    "falcon": lambda: transformers.FalconForCausalLM(transformers.FalconConfig(**FALCON)),
+    # Falcon-40B: new decoder architecture, ln_attn / ln_mlp, 2 KV groups of 2 queries each, with bias
+    "falcon-new": lambda: transformers.FalconForCausalLM(transformers.FalconConfig(
+        new_decoder_architecture=True, num_kv_heads=2, bias=True, **FALCON)),
+    # sequential layers, multi-head with the per-head [q, k, v] layout, untied
+    "falcon-sequential": lambda: transformers.FalconForCausalLM(transformers.FalconConfig(
+        multi_query=False, parallel_attn=False, bias=True, tie_word_embeddings=False, **FALCON)),
 }
 
 

@@ -12,6 +12,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | gpt_neox | gpt_neox.py |
 | phi | phi.py |
 | gptj | gptj.py |
+| falcon | falcon.py |
 
 What a family cannot reproduce is refused before any weight is read, every
 unsupported field listed in one message (exit code 2).
@@ -28,12 +29,12 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, gpt2, gpt_neox, gptj, llama, phi, roberta, t5
+from compiler.importers import bart, bert, falcon, gpt2, gpt_neox, gptj, llama, phi, roberta, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
-FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart, gpt_neox, phi, gptj) for mt in module.MODEL_TYPES}
+FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart, gpt_neox, phi, gptj, falcon) for mt in module.MODEL_TYPES}
 
 
 @dataclass
