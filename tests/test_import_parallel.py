@@ -53,3 +53,28 @@ def test_parallel_checkpoint_matches_transformers(kind, weights, tmp_path):
     check_decoder(kind, hf, imported, session, weights)
     if weights == "trained":
         check_greedy(kind, hf, session)
+
+
+@pytest.mark.parametrize(
+    "config, fields",
+    [
+        ({"model_type": "falcon", **FALCON, "alibi": True, "new_decoder_architecture": True, "parallel_attn": False},
+         ("alibi=true", "new_decoder_architecture=True with parallel_attn=False")),
+        ({"model_type": "falcon", **FALCON, "num_ln_in_parallel_attn": 2, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}},
+         ("num_ln_in_parallel_attn=2 without new_decoder_architecture", "rope_type='dynamic'")),
+        ({"model_type": "gptj", "vocab_size": V, "n_embd": 32, "n_head": 4, "n_layer": 2, "rotary_dim": 3, "activation_function": "tanh"},
+         ("rotary_dim=3", 'activation_function="tanh"')),
+        ({"model_type": "gpt_neox", **NEOX, "hidden_act": "tanh", "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}},
+         ('hidden_act="tanh"', "rope_type='dynamic'")),
+    ],
+    ids=["falcon-alibi", "falcon-norms", "gptj-rotary-dim", "gpt_neox"],
+)
+def test_what_cannot_be_reproduced_is_refused_before_any_weight(config, fields, tmp_path):
+    """Every field in one message, from config.json alone (the folder has no weights)."""
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        import_folder(tmp_path)
+    for field in fields:
+        assert field in str(err.value), str(err.value)
