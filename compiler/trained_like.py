@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
 
 from compiler.attention_sinks import plant_shared_channels, plant_sinks, sharpen_scales
 from compiler.norm_gain import scale_gain, set_gain
+from compiler.projections import query_key_columns  # the q/k output units of a projection, by name
 from compiler.residual_subspace import align_residual
 from compiler.variants import variant_of
 from zoo.spec.families import family
@@ -52,10 +53,6 @@ from zoo.spec.families import family
 # the sinks and the low-rank stream (calibrated on a pre-norm decoder) do not apply.
 POST_NORM = {"input_outlier_ratio": 20.0, "score_gain": 4.0, "residual_rank": 1.0, "sink_margin": 0.0}
 LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
-KEY_NAMES = ("k", "k_proj", "key", "k_lin")
-FUSED_QKV_NAMES = ("c_attn",)  # GPT-2's Conv1D: out columns [q | k | v]
 
 
 @dataclass(frozen=True)
@@ -132,18 +129,8 @@ def _fan_in(module: nn.Module) -> int:
     return w.shape[0] if type(module).__name__ == "Conv1D" else w.shape[1]
 
 
-def _query_key_columns(name: str, module: nn.Module) -> Optional[slice]:
-    """The output columns of ``module`` that are queries or keys, or None."""
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf in QUERY_NAMES or leaf in KEY_NAMES:
-        return slice(None)
-    if leaf in FUSED_QKV_NAMES:
-        return slice(0, 2 * (module.weight.shape[1] // 3))
-    return None
-
-
 @torch.no_grad()
-def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torch.Tensor) -> None:
+def _reinit(model: nn.Module, roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torch.Tensor) -> None:
     """Unit-gain projections, q/k sharpened (and reading the outlier ``channels``
     at 1/input_outlier_ratio, so that those do not decide every score), non-zero
     biases, embeddings at ``embedding_std``, norms at 1 (calibrated later), tables of
@@ -153,7 +140,7 @@ def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torc
 
     for name, m in roles.linears:
         m.weight.copy_(normal(m.weight.shape, 1.0 / math.sqrt(_fan_in(m))))
-        cols = _query_key_columns(name, m)
+        cols = query_key_columns(name, m, model)
         if cols is not None:
             gain = math.sqrt(cfg.score_gain)
             if type(m).__name__ == "Conv1D":  # (in, out)
@@ -161,7 +148,7 @@ def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torc
                 m.weight[channels, cols] /= cfg.input_outlier_ratio
             else:  # (out, in)
                 m.weight[cols] *= gain
-                m.weight[cols, channels] /= cfg.input_outlier_ratio
+                m.weight[cols if isinstance(cols, slice) else cols[:, None], channels] /= cfg.input_outlier_ratio
         if getattr(m, "bias", None) is not None:
             m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
     for m in roles.unscaled:  # q·k not divided by sqrt(head_dim) (T5): the scale is in the weights
@@ -309,7 +296,7 @@ def make_trained_like(
     channels = torch.randperm(d, generator=gen)[: config.outlier_channels].sort().values
     share = max(1, round(config.outlier_token_share * vocab_size))
     tokens = torch.randperm(vocab_size, generator=gen)[:share].sort().values
-    _reinit(roles, config, gen, channels)
+    _reinit(model, roles, config, gen, channels)
     sharpen_scales(model, config.scale_gain)
     ids, mask = _batch(vocab_size, tokens, gen, seq=seq)
     order = _norm_order(model, roles, logits_fn, ids, mask)

@@ -155,8 +155,16 @@ def test_rope_scaling_parity(kind, optimize, tmp_path):
         assert variants.ROPE_SCALINGS[kind].fused or variants.ROPE_SCALINGS[kind].lowering in rotary["why"]
 
 
-@pytest.mark.parametrize("residual", [r for r in variants.RESIDUALS.keys() if r != "sequential"])
-@pytest.mark.parametrize("family", FAMILIES)
+def _parallel_cases():
+    """Both parallel kinds in every family; the default suite keeps two builds (the rest slow)."""
+    kept = {("decoder-only", "parallel"), ("encoder-decoder", "parallel-two-norms")}
+    for family in FAMILIES:
+        for residual in (r for r in variants.RESIDUALS.keys() if r != "sequential"):
+            yield pytest.param(family, residual, id=f"{residual}-{family}",
+                               marks=() if (family, residual) in kept else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("family, residual", list(_parallel_cases()))
 def test_parallel_residual_parity(family, residual, tmp_path):
     """Parallel attention + FFN (one shared or two input norms) in every family: the encoder's
     layers parallel, an encoder-decoder's decoder sequential (cross-attention: the spec's rule)."""
@@ -174,7 +182,7 @@ def test_parallel_residual_parity(family, residual, tmp_path):
         assert manifest["build"]["lowering"]["attention"]["lowered_as"] != "decomposed"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [FAMILIES[1], *(pytest.param(f, marks=pytest.mark.slow) for f in (FAMILIES[0], FAMILIES[2]))])
 def test_rope_layout_parity(family, tmp_path):
     """Interleaved pairs (GPT-J) with partial rotary in every family; the optimizer keeps the
     rotation decomposed and its record says why (zoo.spec.variants.ROPE_LAYOUTS)."""

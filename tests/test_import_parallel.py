@@ -78,3 +78,21 @@ def test_what_cannot_be_reproduced_is_refused_before_any_weight(config, fields, 
         import_folder(tmp_path)
     for field in fields:
         assert field in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    "make, queries_keys",
+    [
+        (PARALLEL["gpt_neox"], lambda hd: [r for h in range(4) for r in range(3 * h * hd, 3 * h * hd + 2 * hd)]),  # per head q, k
+        (PARALLEL["falcon"], lambda hd: list(range(5 * hd))),  # multi-query: 4 queries, 1 key
+        (PARALLEL["falcon-new"], lambda hd: [r for g in range(2) for r in range(4 * g * hd, 4 * g * hd + 3 * hd)]),  # 2 groups
+    ],
+    ids=["gpt_neox", "falcon-mqa", "falcon-new"],
+)
+def test_trained_like_finds_the_queries_and_keys_of_a_fused_projection(make, queries_keys):
+    from compiler.projections import query_key_columns
+
+    model = make()
+    name = next(n for n, _ in model.named_modules() if n.endswith("query_key_value"))
+    module = model.get_submodule(name)
+    assert query_key_columns(name, module, model).tolist() == queries_keys(8)
