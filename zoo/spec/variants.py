@@ -222,7 +222,8 @@ ROPE_LAYOUTS: Registry[RopeLayoutVariant] = Registry(
                       lowering="RotaryEmbedding, interleaved=0"),
     RopeLayoutVariant("interleaved", "dimension 2i rotates with 2i + 1 (GPT-J: rotate_every_two)", fused=False,
                       lowering="the interleaved rotation (pairs 2i, 2i+1) is kept decomposed: the optimizer matches the "
-                      "rotate_half subgraph only"),
+                      "rotate_half subgraph only (ONNX Runtime's RotaryEmbedding with interleaved=1 computes the same "
+                      "rotation: tests/test_variants.py)"),
 )
 
 NORMS: Registry[NormVariant] = Registry(
