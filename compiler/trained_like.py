@@ -43,7 +43,7 @@ from torch import nn
 
 from compiler.attention_sinks import plant_shared_channels, plant_sinks, sharpen_scales
 from compiler.norm_gain import scale_gain, set_gain
-from compiler.projections import query_key_columns  # the q/k output units of a projection, by name
+from compiler.query_keys import query_key_columns  # the q/k output units of a projection, by name
 from compiler.residual_subspace import align_residual
 from compiler.variants import variant_of
 from zoo.spec.families import family
