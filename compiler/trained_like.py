@@ -14,22 +14,18 @@ et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
   that are large in those channels: ``input_outlier_ratio`` (4x; post-norm: POST_NORM);
 - sharp attention with wide margins: attention sinks on the massive tokens
   (compiler.attention_sinks, ``sink_margin`` 6), q and k otherwise scaled so that the
-  scores' spread grows ``score_gain`` (1.5)x, a score's own scale ``scale_gain`` (6)x;
+  scores' spread grows ``score_gain`` (1.5)x, a score's own scale and QK-norm gains ``scale_gain`` (6)x;
 - non-zero biases and relative-position tables of a few units (T5's span -10..5);
 - a residual stream of rank ``residual_rank`` (d_model / 8) aligned with the weights
   (compiler.residual_subspace): it sets what elementwise weight error costs.
 
-The defaults are calibrated against the real 135M checkpoint of issue 13: its fp32
-ONNX-vs-torch difference and its int8 losses (benchmarks/anchors.py, docs/precision.md).
-How it is calibrated: by measurement on the model itself, in forward passes over a
-fixed random batch: every Linear gets unit gain (N(0, 1/fan_in)); each norm's weight is
-set, in a forward pre-hook as the norm runs, so that the normal channels of its output
-have RMS 1 on normal tokens (one pass settles them all); the outlier channels are
-planted at ``massive_ratio`` times the residual's median channel, the sinks set layer
-by layer, the norms calibrated again; the last norm is scaled to give the logits
-``logit_std`` (it reads the outlier channels at weight 0, so the logits are spread over
-the vocabulary, not over the rows that carry them). ``measure`` reports the statistics
-(docs/parity.md lists them per catalog family).
+Calibrated against the real 135M checkpoint of issue 13 (benchmarks/anchors.py), by
+measurement on the model itself over a fixed random batch: Linears get unit gain; each
+norm's weight is set in a pre-hook as it runs so that its output's normal channels have
+RMS 1 on normal tokens; the outlier channels are planted at ``massive_ratio`` times the
+residual's median channel, the sinks set, the norms calibrated again; the last norm
+gives the logits ``logit_std`` (reading the outlier channels at weight 0). ``measure``
+reports the statistics (docs/parity.md lists them per catalog family).
 """
 
 from __future__ import annotations
@@ -56,6 +52,7 @@ LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
 KEY_NAMES = ("k", "k_proj", "key", "k_lin")
 FUSED_QKV_NAMES = ("c_attn",)  # GPT-2's Conv1D: out columns [q | k | v]
+QK_NORM_NAMES = ("q_norm", "k_norm", "q_layernorm", "k_layernorm")  # QK-norm (zoo, Qwen3, OLMo 2, Gemma 3, Phi)
 
 
 @dataclass(frozen=True)
@@ -88,6 +85,7 @@ class Roles:
     other_embeddings: list[nn.Module]
     tables: list[nn.Parameter]  # per-head relative-position tables
     unscaled: list[nn.Module]  # attention modules whose scores are a plain q·k (T5)
+    qk_norms: list[nn.Module]  # norms on q and k: they bound the scores, their gains sharpen them
 
     @property
     def d_model(self) -> int:
@@ -113,13 +111,14 @@ def find_roles(model: nn.Module) -> Roles:
     # tied copies of the token embedding (T5's, BART's per-stack embed_tokens) and frozen
     # tables (Marian's sinusoids: computed, not trained) are not other embeddings
     embeddings = [m for m in embeddings if m is token or (m.weight is not token.weight and m.weight.requires_grad)]
-    norms = [(n, m) for n, m in model.named_modules() if _is_norm(m, d)]
+    qk_norms = [m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in QK_NORM_NAMES]
+    norms = [(n, m) for n, m in model.named_modules() if _is_norm(m, d) and m not in qk_norms]
     linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
     others = [m for m in embeddings if m is not token and m.embedding_dim == d]
     tables = [m.weight for m in embeddings if m is not token and m.embedding_dim != d]
     tables += [m.weight for m in model.modules() if type(m).__name__ == "RelativeBias"]
     unscaled = [m for m in model.modules() if isinstance(getattr(m, "q", None), nn.Linear) and _unscaled(m)]
-    return Roles(token, norms, linears, others, tables, unscaled)
+    return Roles(token, norms, linears, others, tables, unscaled, qk_norms)
 
 
 def _unscaled(attention: nn.Module) -> bool:  # a plain q.k without 1/sqrt(hd): zoo dot, T5
@@ -128,8 +127,7 @@ def _unscaled(attention: nn.Module) -> bool:  # a plain q.k without 1/sqrt(hd): 
 
 
 def _fan_in(module: nn.Module) -> int:
-    w = module.weight
-    return w.shape[0] if type(module).__name__ == "Conv1D" else w.shape[1]
+    return module.weight.shape[0] if type(module).__name__ == "Conv1D" else module.weight.shape[1]
 
 
 def _query_key_columns(name: str, module: nn.Module) -> Optional[slice]:
@@ -174,6 +172,10 @@ def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torc
         set_gain(m, 1.0)
         if getattr(m, "bias", None) is not None:
             m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
+    for m in roles.qk_norms:  # q, k normalised: their projections cannot sharpen the scores, their gains (sqrt 6 each) do
+        set_gain(m, math.sqrt(cfg.scale_gain) * (1.0 + cfg.norm_jitter * torch.randn(m.weight.shape, generator=gen)))
+        if getattr(m, "bias", None) is not None:
+            m.bias.zero_()
     align_residual(roles, cfg.residual_rank, cfg.off_subspace, gen)
 
 
