@@ -346,10 +346,9 @@ def make_trained_like(
 
 
 def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, placement: str = "pre", seed: int = 1, seq: int = 32) -> dict:
-    """The statistics the generator aims at, on a fresh batch: logit std (normal
-    tokens), the residual's outlier ratio (middle layers) and the median channel,
-    and the median over self-attention layers of the median over heads and queries of
-    the largest attention weight, on normal tokens after a massive one (zoo modules)."""
+    """The statistics aimed at, on a fresh batch: logit std (normal tokens), the residual's outlier
+    ratio (middle layers) and median channel, and the median over self-attention layers of the
+    median over heads and queries of the largest attention weight, on normal tokens after a massive one."""
     roles = find_roles(model)
     gen = torch.Generator().manual_seed(seed)
     channels, tokens = torch.as_tensor(channels, dtype=torch.long), torch.as_tensor(tokens, dtype=torch.long)
