@@ -7,7 +7,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | llama, mistral, qwen2, qwen3 | llama.py |
 | t5 | t5.py |
 | bert | bert.py |
-| roberta | roberta.py |
+| roberta, xlm-roberta | roberta.py |
 | bart, marian | bart.py |
 
 What a family cannot reproduce is refused before any weight is read, every

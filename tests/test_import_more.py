@@ -1,0 +1,84 @@
+"""More Hugging Face model_types imported into the zoo, verified against transformers as
+tests/test_import.py and tests/test_import_bert_bart.py do: a tiny model (hidden 32,
+2 layers, vocab 100) with trained-like weights (default suite) and random-init weights
+(slow) saved with save_pretrained, imported, and compared with transformers for the zoo's
+torch module and its ONNX artifact by the fp32 parity rule: encoders on a right-padded
+batch (last hidden state, MLM logits or pooler), encoder-decoders on padded source and
+target, decoders on a batch padded left and right plus 16 greedy tokens (cached decoding)
+equal to transformers' generate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from compiler.importers import CheckpointError, import_folder  # noqa: E402
+from tests.hf_trained_like import build_session, prepare  # noqa: E402
+from tests.test_import import check_decoder, check_greedy  # noqa: E402
+from tests.test_import_bert_bart import check_bert, check_seq2seq  # noqa: E402
+
+V = 100
+BERT = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=66)
+SEQ2SEQ = dict(
+    vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+    encoder_ffn_dim=64, decoder_ffn_dim=48, max_position_embeddings=64, pad_token_id=1, decoder_start_token_id=2,
+)
+ENCODERS = {
+    "xlm-roberta": lambda: transformers.XLMRobertaModel(transformers.XLMRobertaConfig(**BERT)),
+    "xlm-roberta-mlm": lambda: transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(**BERT)),
+}
+SEQ2SEQS = {}
+DECODERS = {}
+MODELS = {**ENCODERS, **SEQ2SEQS, **DECODERS}
+DEFAULT = {"xlm-roberta-mlm"}  # the trained-like case of these in the default suite; every other case slow
+
+
+def cases(kinds) -> list:
+    return [pytest.param(k, w, id=f"{k}-{w}", marks=() if (k, w) in {(d, "trained") for d in DEFAULT} else pytest.mark.slow)
+            for k in sorted(kinds) for w in ("trained", "random")]
+
+
+@torch.no_grad()
+def make(kind: str, folder, weights: str):
+    """``kind`` with ``weights`` (random init with every parameter perturbed, so norms and
+    biases matter; or trained-like), saved with save_pretrained."""
+    torch.manual_seed(0)
+    model = MODELS[kind]().eval()
+    gen = torch.Generator().manual_seed(1)
+    if weights == "random":
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    else:
+        prepare(model, weights, seed=1)
+    if hasattr(model, "final_logits_bias"):
+        model.final_logits_bias.copy_(torch.randn(model.final_logits_bias.shape, generator=gen))
+    model.save_pretrained(folder)
+    return model
+
+
+@pytest.mark.parametrize("kind, weights", cases(ENCODERS))
+def test_encoder_matches_transformers(kind, weights, tmp_path):
+    hf = make(kind, tmp_path / "hf", weights)
+    imported = import_folder(tmp_path / "hf")
+    check_bert(kind, weights, hf, imported, build_session(imported, tmp_path / "art"))
+
+
+@pytest.mark.parametrize("kind, weights", cases(SEQ2SEQS))
+def test_seq2seq_matches_transformers(kind, weights, tmp_path):
+    hf = make(kind, tmp_path / "hf", weights)
+    imported = import_folder(tmp_path / "hf")
+    check_seq2seq(kind, weights, hf, imported, build_session(imported, tmp_path / "art"))
+
+
+@pytest.mark.parametrize("kind, weights", cases(DECODERS))
+def test_decoder_matches_transformers(kind, weights, tmp_path):
+    hf = make(kind, tmp_path / "hf", weights)
+    imported = import_folder(tmp_path / "hf")
+    session = build_session(imported, tmp_path / "art")
+    check_decoder(kind, hf, imported, session, weights)
+    if weights == "trained":
+        check_greedy(kind, hf, session)
