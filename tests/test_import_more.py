@@ -18,6 +18,8 @@ transformers = pytest.importorskip("transformers")
 
 from compiler.importers import CheckpointError, import_folder  # noqa: E402
 from tests.hf_trained_like import build_session, prepare  # noqa: E402
+from runtime.generate import GenerationConfig, Generator  # noqa: E402
+from tests.hf_trained_like import greedy_agreement  # noqa: E402
 from tests.test_import import check_decoder, check_greedy  # noqa: E402
 from tests.test_import_bert_bart import check_bert, check_seq2seq  # noqa: E402
 
@@ -31,10 +33,14 @@ ENCODERS = {
     "xlm-roberta": lambda: transformers.XLMRobertaModel(transformers.XLMRobertaConfig(**BERT)),
     "xlm-roberta-mlm": lambda: transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(**BERT)),
 }
-SEQ2SEQS = {}
+# equal layer counts: transformers 5.25 generate sizes the T5 cache by num_layers
+T5_SMALL = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, vocab_size=V)
+SEQ2SEQS = {
+    "mt5": lambda: transformers.MT5ForConditionalGeneration(transformers.MT5Config(**T5_SMALL)),  # gated-gelu, no rescaling
+}
 DECODERS = {}
 MODELS = {**ENCODERS, **SEQ2SEQS, **DECODERS}
-DEFAULT = {"xlm-roberta-mlm"}  # the trained-like case of these in the default suite; every other case slow
+DEFAULT = {"xlm-roberta-mlm", "mt5"}  # the trained-like case of these in the default suite; every other case slow
 
 
 def cases(kinds) -> list:
@@ -71,7 +77,30 @@ def test_encoder_matches_transformers(kind, weights, tmp_path):
 def test_seq2seq_matches_transformers(kind, weights, tmp_path):
     hf = make(kind, tmp_path / "hf", weights)
     imported = import_folder(tmp_path / "hf")
-    check_seq2seq(kind, weights, hf, imported, build_session(imported, tmp_path / "art"))
+    session = build_session(imported, tmp_path / "art")
+    check_seq2seq(kind, weights, hf, imported, session)
+    if weights == "trained":
+        check_seq2seq_greedy(kind, hf, session)
+
+
+def check_seq2seq_greedy(label, hf, session):
+    """16 greedy tokens of the zoo artifact (encoder once, cached decoder from the decoder
+    start token) equal transformers' generate(do_sample=False), no EOS stop and no forced
+    BOS/EOS on either side (the zoo's generation does not force tokens)."""
+    gen = torch.Generator().manual_seed(11)
+    prompts = [torch.randint(3, V, (n,), generator=gen).tolist() for n in (5, 8, 3)]
+    ours = Generator(session).generate(prompts, GenerationConfig(max_new_tokens=16, eos=())).tokens
+    config = hf.generation_config
+    config.eos_token_id = config.forced_bos_token_id = config.forced_eos_token_id = None
+    theirs = []
+    for p in prompts:
+        ids = torch.tensor([p])
+        with torch.no_grad():
+            out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False)
+        theirs.append(out[0, 1:].tolist())  # after the decoder start token
+    print(f"{label} greedy: zoo {ours}, transformers {theirs}")
+    assert all(len(t) == 16 for t in theirs)
+    assert greedy_agreement(ours, theirs) == 1.0, (ours, theirs)
 
 
 @pytest.mark.parametrize("kind, weights", cases(DECODERS))

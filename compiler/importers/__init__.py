@@ -5,7 +5,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | --- | --- |
 | gpt2 | gpt2.py |
 | llama, mistral, qwen2, qwen3 | llama.py |
-| t5 | t5.py |
+| t5, mt5 | t5.py |
 | bert | bert.py |
 | roberta, xlm-roberta | roberta.py |
 | bart, marian | bart.py |
