@@ -36,11 +36,19 @@ ENCODERS = {
 # equal layer counts: transformers 5.25 generate sizes the T5 cache by num_layers
 T5_SMALL = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, vocab_size=V)
 SEQ2SEQS = {
+    # pre-norm, final norms, layernorm_embedding, sqrt(d_model) embeddings, final_logits_bias;
+    # no decoder_start_token_id: generate starts from bos (what mBART configs do)
+    "mbart": lambda: transformers.MBartForConditionalGeneration(transformers.MBartConfig(**{**SEQ2SEQ, "scale_embedding": True, "decoder_start_token_id": None})),
     "mt5": lambda: transformers.MT5ForConditionalGeneration(transformers.MT5Config(**T5_SMALL)),  # gated-gelu, no rescaling
 }
-DECODERS = {}
+OPT = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64, max_position_embeddings=64)
+DECODERS = {
+    "opt": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(**OPT)),
+    "opt-post": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(do_layer_norm_before=False, **OPT)),  # OPT-350m's
+    "opt-nobias": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(enable_bias=False, _remove_final_layer_norm=True, **OPT)),
+}
 MODELS = {**ENCODERS, **SEQ2SEQS, **DECODERS}
-DEFAULT = {"xlm-roberta-mlm", "mt5"}  # the trained-like case of these in the default suite; every other case slow
+DEFAULT = {"xlm-roberta-mlm", "mt5", "mbart", "opt"}  # the trained-like case of these in the default suite; every other case slow
 
 
 def cases(kinds) -> list:

@@ -9,6 +9,8 @@ zoo state dict. One module per family, each with its mapping tables:
 | bert | bert.py |
 | roberta, xlm-roberta | roberta.py |
 | bart, marian | bart.py |
+| mbart | mbart.py |
+| opt | opt.py |
 
 What a family cannot reproduce is refused before any weight is read, every
 unsupported field listed in one message (exit code 2).
@@ -25,12 +27,12 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, gpt2, llama, roberta, t5
+from compiler.importers import bart, bert, gpt2, llama, mbart, opt, roberta, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
-FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
+FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart, mbart, opt) for mt in module.MODEL_TYPES}
 
 
 @dataclass
@@ -94,8 +96,8 @@ def special_tokens(folder: Path, config: dict) -> dict:
     eos = merged.get("eos_token_id")
     eos = eos if isinstance(eos, list) else [eos]
     out["eos"] = [e for e in eos if ok(e)]
-    if config.get("is_encoder_decoder") or "decoder_start" in out:
-        out.setdefault("decoder_start", out.get("pad", 0))
+    if config.get("is_encoder_decoder") or "decoder_start" in out:  # transformers' generate: else bos
+        out.setdefault("decoder_start", out.get("bos", out.get("pad", 0)))
     return out
 
 
