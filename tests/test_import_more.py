@@ -42,13 +42,16 @@ SEQ2SEQS = {
     "mt5": lambda: transformers.MT5ForConditionalGeneration(transformers.MT5Config(**T5_SMALL)),  # gated-gelu, no rescaling
 }
 OPT = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64, max_position_embeddings=64)
+BLOOM = dict(vocab_size=V, hidden_size=32, n_layer=2, n_head=4)
 DECODERS = {
+    "bloom": lambda: transformers.BloomForCausalLM(transformers.BloomConfig(**BLOOM)),
+    "bloom-6-heads": lambda: transformers.BloomForCausalLM(transformers.BloomConfig(**{**BLOOM, "hidden_size": 48, "n_head": 6})),  # slopes interleaved
     "opt": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(**OPT)),
     "opt-post": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(do_layer_norm_before=False, **OPT)),  # OPT-350m's
     "opt-nobias": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(enable_bias=False, _remove_final_layer_norm=True, **OPT)),
 }
 MODELS = {**ENCODERS, **SEQ2SEQS, **DECODERS}
-DEFAULT = {"xlm-roberta-mlm", "mt5", "mbart", "opt"}  # the trained-like case of these in the default suite; every other case slow
+DEFAULT = {"xlm-roberta-mlm", "mt5", "mbart", "opt", "bloom"}  # the trained-like case of these in the default suite; every other case slow
 
 
 def cases(kinds) -> list:
