@@ -21,7 +21,8 @@ from tests.hf_trained_like import build_session, prepare  # noqa: E402
 from runtime.generate import GenerationConfig, Generator  # noqa: E402
 from tests.hf_trained_like import greedy_agreement  # noqa: E402
 from tests.test_import import check_decoder, check_greedy  # noqa: E402
-from tests.test_import_bert_bart import check_bert, check_seq2seq  # noqa: E402
+from tests.hf_trained_like import FP32, LOGIT_STD_FLOOR, assert_matches, logit_std  # noqa: E402
+from tests.test_import_bert_bart import check_seq2seq, right_padded, zoo_module  # noqa: E402
 
 V = 100
 BERT = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=66)
@@ -29,7 +30,10 @@ SEQ2SEQ = dict(
     vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
     encoder_ffn_dim=64, decoder_ffn_dim=48, max_position_embeddings=64, pad_token_id=1, decoder_start_token_id=2,
 )
+DISTILBERT = dict(vocab_size=V, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)
 ENCODERS = {
+    "distilbert": lambda: transformers.DistilBertModel(transformers.DistilBertConfig(**DISTILBERT)),
+    "distilbert-mlm": lambda: transformers.DistilBertForMaskedLM(transformers.DistilBertConfig(sinusoidal_pos_embds=True, **DISTILBERT)),
     "xlm-roberta": lambda: transformers.XLMRobertaModel(transformers.XLMRobertaConfig(**BERT)),
     "xlm-roberta-mlm": lambda: transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(**BERT)),
 }
@@ -51,7 +55,7 @@ DECODERS = {
     "opt-nobias": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(enable_bias=False, _remove_final_layer_norm=True, **OPT)),
 }
 MODELS = {**ENCODERS, **SEQ2SEQS, **DECODERS}
-DEFAULT = {"xlm-roberta-mlm", "mt5", "mbart", "opt", "bloom"}  # the trained-like case of these in the default suite; every other case slow
+DEFAULT = {"xlm-roberta-mlm", "mt5", "mbart", "opt", "bloom", "distilbert-mlm"}  # the trained-like case of these in the default suite; every other case slow
 
 
 def cases(kinds) -> list:
@@ -81,7 +85,25 @@ def make(kind: str, folder, weights: str):
 def test_encoder_matches_transformers(kind, weights, tmp_path):
     hf = make(kind, tmp_path / "hf", weights)
     imported = import_folder(tmp_path / "hf")
-    check_bert(kind, weights, hf, imported, build_session(imported, tmp_path / "art"))
+    check_encoder(kind, weights, hf, imported, build_session(imported, tmp_path / "art"))
+
+
+def check_encoder(kind, weights, hf, imported, session):
+    """Every output the checkpoint has (last hidden state; MLM logits; pooler) of the zoo's
+    torch module and of ``session`` against transformers, on a right-padded batch."""
+    ids, mask = right_padded(11, seed=5)
+    with torch.no_grad():
+        out = hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        got = dict(zip(("last_hidden_state", "logits", "pooler_output"), zoo_module(imported)(ids, mask)))
+    ref = {"last_hidden_state": out.hidden_states[-1]}
+    ref.update({k: getattr(out, k) for k in ("logits", "pooler_output") if getattr(out, k, None) is not None})
+    onnx = session.forward({"model": {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}})
+    for name, want in ref.items():
+        full = None if name == "pooler_output" else mask
+        assert_matches(f"{kind} {weights} {name} torch", got[name], want, full)
+        assert_matches(f"{kind} {weights} {name} onnx", onnx[name], want, full, FP32)
+    if weights == "trained":
+        assert logit_std(ref.get("logits", ref["last_hidden_state"]), mask) >= LOGIT_STD_FLOOR
 
 
 @pytest.mark.parametrize("kind, weights", cases(SEQ2SEQS))
