@@ -37,7 +37,7 @@ def kind_weight_cases(kinds, random_kinds) -> list:
 PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "qwen3": "pre", "granite": "pre", "gemma": "pre", "t5": "pre", "mt5": "pre", "bert": "post", "roberta": "post", "xlm-roberta": "post", "bart": "post", "marian": "post"}
 # mBART and BLOOM are pre-norm, but their embedding norm renormalizes the channels planted in
 # the token embedding: the post-norm calibration (outliers carried by the norm weights) applies
-PLACEMENT.update({"mbart": "post", "bloom": "post", "distilbert": "post", "opt": lambda c: "pre" if c.do_layer_norm_before else "post"})  # or of the config
+PLACEMENT.update({"mbart": "post", "bloom": "post", "distilbert": "post", "electra": "post", "opt": lambda c: "pre" if c.do_layer_norm_before else "post"})  # or of the config
 LOGIT_STD_FLOOR = 5.0  # issue 13 point 4: trained checkpoints have logits in the tens
 OUTLIER_RATIO = (50.0, 2000.0)  # residual outlier channels / median channel (target 300x)
 FP32 = parity_rule("float32")

@@ -31,7 +31,10 @@ SEQ2SEQ = dict(
     encoder_ffn_dim=64, decoder_ffn_dim=48, max_position_embeddings=64, pad_token_id=1, decoder_start_token_id=2,
 )
 DISTILBERT = dict(vocab_size=V, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)
+ELECTRA = dict(BERT, embedding_size=32, max_position_embeddings=64)
 ENCODERS = {
+    "electra": lambda: transformers.ElectraModel(transformers.ElectraConfig(**ELECTRA)),
+    "electra-mlm": lambda: transformers.ElectraForMaskedLM(transformers.ElectraConfig(**ELECTRA)),
     "distilbert": lambda: transformers.DistilBertModel(transformers.DistilBertConfig(**DISTILBERT)),
     "distilbert-mlm": lambda: transformers.DistilBertForMaskedLM(transformers.DistilBertConfig(sinusoidal_pos_embds=True, **DISTILBERT)),
     "xlm-roberta": lambda: transformers.XLMRobertaModel(transformers.XLMRobertaConfig(**BERT)),
@@ -55,7 +58,7 @@ DECODERS = {
     "opt-nobias": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(enable_bias=False, _remove_final_layer_norm=True, **OPT)),
 }
 MODELS = {**ENCODERS, **SEQ2SEQS, **DECODERS}
-DEFAULT = {"xlm-roberta-mlm", "mt5", "mbart", "opt", "bloom", "distilbert-mlm"}  # the trained-like case of these in the default suite; every other case slow
+DEFAULT = {"xlm-roberta-mlm", "mt5", "mbart", "opt", "bloom", "distilbert-mlm", "electra-mlm"}  # the trained-like case of these in the default suite; every other case slow
 
 
 def cases(kinds) -> list:
@@ -144,3 +147,38 @@ def test_decoder_matches_transformers(kind, weights, tmp_path):
     check_decoder(kind, hf, imported, session, weights)
     if weights == "trained":
         check_greedy(kind, hf, session)
+
+
+@pytest.mark.parametrize(
+    "kind, changes, fields",
+    [
+        ("opt", {"word_embed_proj_dim": 16, "layer_norm_elementwise_affine": False}, ["word_embed_proj_dim=16", "layer_norm_elementwise_affine"]),
+        ("bloom", {"apply_residual_connection_post_layernorm": True}, ["apply_residual_connection_post_layernorm"]),
+        ("mbart", {"normalize_before": False, "add_final_layer_norm": False}, ["normalize_before", "add_final_layer_norm"]),
+        ("electra", {"embedding_size": 16, "architectures": ["ElectraForPreTraining"]}, ["embedding_size=16", "ElectraForPreTraining"]),
+        ("distilbert-mlm", {"activation": "quick_gelu"}, ["activation"]),
+    ],
+)
+def test_refusals_list_every_field_at_once(kind, changes, fields, tmp_path):
+    """Refused from config.json alone, before any weight is read: every field in one message."""
+    torch.manual_seed(0)
+    MODELS[kind]().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    (tmp_path / "model.safetensors").write_bytes(b"not read")
+    with pytest.raises(CheckpointError) as err:
+        import_folder(tmp_path)
+    assert all(f in str(err.value) for f in fields), str(err.value)
+
+
+def test_trained_like_sharpens_bloom_fused_per_head_queries_and_keys():
+    """BLOOM's query_key_value rows are (heads, 3, head_dim): the generator finds the q and
+    k rows of every head (2/3 of them), not the first two thirds of the matrix."""
+    from compiler.trained_like import _query_key_columns, find_roles
+
+    model = DECODERS["bloom"]()
+    roles = find_roles(model)
+    name, fused = next((n, m) for n, m in roles.linears if n.endswith("query_key_value"))
+    rows = _query_key_columns(name, fused, roles.heads[name.rpartition(".")[0]])[:, 0]
+    head_dim = 32 // 4
+    assert rows.numel() == 2 * 32 and set((rows // head_dim % 3).tolist()) == {0, 1}

@@ -13,6 +13,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | opt | opt.py |
 | bloom | bloom.py |
 | distilbert | distilbert.py |
+| electra | electra.py |
 
 What a family cannot reproduce is refused before any weight is read, every
 unsupported field listed in one message (exit code 2).
@@ -29,12 +30,12 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, bloom, distilbert, gpt2, llama, mbart, opt, roberta, t5
+from compiler.importers import bart, bert, bloom, distilbert, electra, gpt2, llama, mbart, opt, roberta, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
-FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart, mbart, opt, bloom, distilbert) for mt in module.MODEL_TYPES}
+FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart, mbart, opt, bloom, distilbert, electra) for mt in module.MODEL_TYPES}
 
 
 @dataclass
