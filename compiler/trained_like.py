@@ -31,8 +31,8 @@ reports the statistics (docs/parity.md lists them per catalog family).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Callable, Optional
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 
 import torch
 from torch import nn
@@ -53,6 +53,7 @@ QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
 KEY_NAMES = ("k", "k_proj", "key", "k_lin")
 FUSED_QKV_NAMES = ("c_attn",)  # GPT-2's Conv1D: out columns [q | k | v]
 QK_NORM_NAMES = ("q_norm", "k_norm", "q_layernorm", "k_layernorm")  # QK-norm (zoo, Qwen3, OLMo 2, Gemma 3, Phi)
+PER_HEAD_QKV_NAMES = ("query_key_value",)  # BLOOM: out rows (heads, 3, head_dim), from the parent's num_heads
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Roles:
     tables: list[nn.Parameter]  # per-head relative-position tables
     unscaled: list[nn.Module]  # attention modules whose scores are a plain q·k (T5)
     qk_norms: list[nn.Module]  # norms on q and k: they bound the scores, their gains sharpen them
+    heads: dict[str, int] = field(default_factory=dict)  # module name -> its num_heads, where it has one
 
     @property
     def d_model(self) -> int:
@@ -118,7 +120,8 @@ def find_roles(model: nn.Module) -> Roles:
     tables = [m.weight for m in embeddings if m is not token and m.embedding_dim != d]
     tables += [m.weight for m in model.modules() if type(m).__name__ == "RelativeBias"]
     unscaled = [m for m in model.modules() if isinstance(getattr(m, "q", None), nn.Linear) and _unscaled(m)]
-    return Roles(token, norms, linears, others, tables, unscaled, qk_norms)
+    heads = {n: m.num_heads for n, m in model.named_modules() if isinstance(getattr(m, "num_heads", None), int)}
+    return Roles(token, norms, linears, others, tables, unscaled, qk_norms, heads)
 
 
 def _unscaled(attention: nn.Module) -> bool:  # a plain q.k without 1/sqrt(hd): zoo dot, T5
@@ -130,9 +133,11 @@ def _fan_in(module: nn.Module) -> int:
     return module.weight.shape[0] if type(module).__name__ == "Conv1D" else module.weight.shape[1]
 
 
-def _query_key_columns(name: str, module: nn.Module) -> Optional[slice]:
-    """The output columns of ``module`` that are queries or keys, or None."""
+def _query_key_columns(name: str, module: nn.Module, heads: int = 0):
+    """The q and k outputs of ``module`` (a slice or an (N, 1) index), or None; ``heads``: its parent's."""
     leaf = name.rsplit(".", 1)[-1]
+    if leaf in PER_HEAD_QKV_NAMES and heads:
+        return torch.arange(module.weight.shape[0]).reshape(heads, 3, -1)[:, :2].reshape(-1, 1)  # (heads * 2 * head_dim, 1)
     if leaf in QUERY_NAMES or leaf in KEY_NAMES:
         return slice(None)
     if leaf in FUSED_QKV_NAMES:
@@ -146,20 +151,14 @@ def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torc
     at 1/input_outlier_ratio, so that those do not decide every score), non-zero
     biases, embeddings at ``embedding_std``, norms at 1 (calibrated later), tables of
     a few units."""
-    def normal(shape, std):
-        return torch.randn(shape, generator=gen) * std
-
+    normal = lambda shape, std: torch.randn(shape, generator=gen) * std  # noqa: E731
     for name, m in roles.linears:
         m.weight.copy_(normal(m.weight.shape, 1.0 / math.sqrt(_fan_in(m))))
-        cols = _query_key_columns(name, m)
+        cols = _query_key_columns(name, m, roles.heads.get(name.rpartition(".")[0], 0))
         if cols is not None:
-            gain = math.sqrt(cfg.score_gain)
-            if type(m).__name__ == "Conv1D":  # (in, out)
-                m.weight[:, cols] *= gain
-                m.weight[channels, cols] /= cfg.input_outlier_ratio
-            else:  # (out, in)
-                m.weight[cols] *= gain
-                m.weight[cols, channels] /= cfg.input_outlier_ratio
+            w = m.weight.T if type(m).__name__ == "Conv1D" else m.weight  # (out, in): Conv1D stores (in, out)
+            w[cols] *= math.sqrt(cfg.score_gain)
+            w[cols, channels] /= cfg.input_outlier_ratio
         if getattr(m, "bias", None) is not None:
             m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
     for m in roles.unscaled:  # q·k not divided by sqrt(head_dim) (T5): the scale is in the weights

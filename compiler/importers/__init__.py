@@ -5,10 +5,15 @@ zoo state dict. One module per family, each with its mapping tables:
 | --- | --- |
 | gpt2 | gpt2.py |
 | llama, mistral, qwen2, qwen3 | llama.py |
-| t5 | t5.py |
+| t5, mt5 | t5.py |
 | bert | bert.py |
-| roberta | roberta.py |
+| roberta, xlm-roberta | roberta.py |
 | bart, marian | bart.py |
+| mbart | mbart.py |
+| opt | opt.py |
+| bloom | bloom.py |
+| distilbert | distilbert.py |
+| electra | electra.py |
 
 What a family cannot reproduce is refused before any weight is read, every
 unsupported field listed in one message (exit code 2).
@@ -25,12 +30,12 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, gpt2, llama, roberta, t5
+from compiler.importers import bart, bert, bloom, distilbert, electra, gpt2, llama, mbart, opt, roberta, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
-FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
+FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart, mbart, opt, bloom, distilbert, electra) for mt in module.MODEL_TYPES}
 
 
 @dataclass
@@ -94,8 +99,8 @@ def special_tokens(folder: Path, config: dict) -> dict:
     eos = merged.get("eos_token_id")
     eos = eos if isinstance(eos, list) else [eos]
     out["eos"] = [e for e in eos if ok(e)]
-    if config.get("is_encoder_decoder") or "decoder_start" in out:
-        out.setdefault("decoder_start", out.get("pad", 0))
+    if config.get("is_encoder_decoder") or "decoder_start" in out:  # transformers' generate: else bos
+        out.setdefault("decoder_start", out.get("bos", out.get("pad", 0)))
     return out
 
 
