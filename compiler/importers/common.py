@@ -163,6 +163,23 @@ def rope_type(config: dict) -> Optional[str]:
     return None if kind in ("default", None) else kind
 
 
+def partial_rotary(config: dict) -> float:
+    """The share of head_dim that RoPE rotates (``positional.fraction``): partial_rotary_factor,
+    in rope_parameters (transformers 5) or at the top level (older configs)."""
+    return float(_rope_params(config).get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)))
+
+
+def unsupported_partial_rotary(config: dict) -> list[str]:
+    """transformers rotates int(head_dim * factor) dimensions, with frequencies over that
+    count: the zoo matches it when the count is even and at least 2."""
+    factor = partial_rotary(config)
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    rotated = int(head_dim * factor)
+    if not 0 < factor <= 1 or rotated % 2 or rotated < 2:
+        return [f"partial_rotary_factor={factor} (rotates int(head_dim={head_dim} x {factor}) = {rotated} dimensions; supported: an even count >= 2)"]
+    return []
+
+
 ROPE_SCALING_FIELDS = {  # zoo scaling kind -> (zoo field, HF field) pairs
     "linear": (("factor", "factor"),),
     "llama3": (("factor", "factor"), ("low_freq_factor", "low_freq_factor"), ("high_freq_factor", "high_freq_factor"),
