@@ -53,6 +53,9 @@ CAUSAL = {
     "granite": lambda: transformers.GraniteForCausalLM(transformers.GraniteConfig(
         num_key_value_heads=2, embedding_multiplier=6.0, attention_multiplier=0.05, residual_multiplier=0.3, logits_scaling=4.0, **SMALL)),
     # QK-norm and an explicit head_dim (12, not hidden_size / heads = 8)
+    # LayerNorm with bias, plain gelu-tanh FFN, biases everywhere, GQA, a sliding window, tied output
+    "starcoder2": lambda: transformers.Starcoder2ForCausalLM(transformers.Starcoder2Config(
+        num_key_value_heads=2, sliding_window=6, rope_theta=1000.0, **SMALL)),
     "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(num_key_value_heads=2, head_dim=12, **SMALL)),
 }
 DEEP_LLAMA = lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=1e5, **DEEP))  # noqa: E731
