@@ -71,6 +71,9 @@ class RopeScalingVariant(Variant):
 
     options: type = object
     frequencies: Callable[..., tuple[list[float], float]] = lambda f, opts, dim, theta: (f, 1.0)
+    # a second set, selected per forward when the longest position + 1 exceeds switch_at(opts)
+    long_frequencies: Optional[Callable[..., tuple[list[float], float]]] = None
+    switch_at: Callable[[Any], Optional[int]] = lambda opts: None  # cached decoding == full forward only up to it
     fused: bool = True  # the rotation is still lowered to RotaryEmbedding
     lowering: str = ""
 
@@ -198,6 +201,11 @@ ROPE_SCALINGS: Registry[RopeScalingVariant] = Registry(
                        frequencies=rope.yarn, fused=False,
                        lowering="the attention factor multiplies the rotated dimensions only (not the rest of a partial "
                        "rotation), which RotaryEmbedding cannot express: the rotation stays decomposed"),
+    RopeScalingVariant("longrope", "LongRoPE: a factor per frequency, short or long set chosen by the batch's longest position (Phi-3)",
+                       options=pos.LongRopeScaling, frequencies=rope.longrope, long_frequencies=rope.longrope_long,
+                       switch_at=lambda opts: opts.original_max_seq_len, fused=False,
+                       lowering="the frequencies are chosen in the graph (short or long set by the longest position) and the "
+                       "attention factor multiplies the rotated dimensions only: the rotation stays decomposed"),
 )
 
 NORMS: Registry[NormVariant] = Registry(
