@@ -2,9 +2,8 @@
 Hugging Face one) the activation statistics of a trained checkpoint, so that parity,
 precision and importer tests see what users' models do to the numbers.
 
-Random init gives logits and hidden states of order 1. Trained decoders have
-(Sun et al. 2024, "Massive activations"; Dettmers et al. 2022, LLM.int8(); Kovaleva
-et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
+Random init gives logits and hidden states of order 1. Trained decoders have (Sun et al. 2024,
+"Massive activations"; Dettmers et al. 2022, LLM.int8(); Kovaleva et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
 
 - logits in the tens: a logit standard deviation of ``logit_std`` (7);
 - a few residual channels 100-10,000x the median one on a few tokens (BOS, delimiters):
@@ -21,15 +20,14 @@ et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
 
 The defaults are calibrated against the real 135M checkpoint of issue 13: its fp32
 ONNX-vs-torch difference and its int8 losses (benchmarks/anchors.py, docs/precision.md).
-How it is calibrated: by measurement on the model itself, in forward passes over a
-fixed random batch: every Linear gets unit gain (N(0, 1/fan_in)); each norm's weight is
-set, in a forward pre-hook as the norm runs, so that the normal channels of its output
-have RMS 1 on normal tokens (one pass settles them all); the outlier channels are
-planted at ``massive_ratio`` times the residual's median channel, the sinks set layer
-by layer, the norms calibrated again; the last norm is scaled to give the logits
-``logit_std`` (it reads the outlier channels at weight 0, so the logits are spread over
-the vocabulary, not over the rows that carry them). ``measure`` reports the statistics
-(docs/parity.md lists them per catalog family).
+How it is calibrated: by measurement on the model itself, in forward passes over a fixed
+random batch: every Linear gets unit gain (N(0, 1/fan_in)); each norm's weight is set, in a
+forward pre-hook as the norm runs, so that the normal channels of its output have RMS 1 on
+normal tokens (one pass settles them all); the outlier channels are planted at
+``massive_ratio`` times the residual's median channel, the sinks set layer by layer, the
+norms calibrated again; the last norm is scaled to give the logits ``logit_std`` (it reads the
+outlier channels at weight 0: the logits spread over the vocabulary, not over the rows that carry
+them). ``measure`` reports the statistics (docs/parity.md lists them per catalog family).
 """
 
 from __future__ import annotations
@@ -55,7 +53,7 @@ LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
 KEY_NAMES = ("k", "k_proj", "key", "k_lin")
-FUSED_QKV_NAMES = ("c_attn",)  # GPT-2's Conv1D: out columns [q | k | v]
+FUSED_QKV_NAMES = ("c_attn", "qkv_proj")  # [q | k | v]: GPT-2's Conv1D (in, out) in thirds; Phi-3's Linear (out, in), GQA
 
 
 @dataclass(frozen=True)
@@ -132,18 +130,20 @@ def _fan_in(module: nn.Module) -> int:
     return w.shape[0] if type(module).__name__ == "Conv1D" else w.shape[1]
 
 
-def _query_key_columns(name: str, module: nn.Module) -> Optional[slice]:
+def _query_key_columns(model: nn.Module, name: str, module: nn.Module) -> Optional[slice]:
     """The output columns of ``module`` that are queries or keys, or None."""
-    leaf = name.rsplit(".", 1)[-1]
+    parent, _, leaf = name.rpartition(".")
     if leaf in QUERY_NAMES or leaf in KEY_NAMES:
         return slice(None)
-    if leaf in FUSED_QKV_NAMES:
+    if leaf in FUSED_QKV_NAMES and type(module).__name__ == "Conv1D":
         return slice(0, 2 * (module.weight.shape[1] // 3))
+    if leaf in FUSED_QKV_NAMES:  # (out, in): all rows but the values' (the attention's kv heads x head_dim)
+        return slice(0, module.weight.shape[0] - (a := model.get_submodule(parent)).num_key_value_heads * a.head_dim)
     return None
 
 
 @torch.no_grad()
-def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torch.Tensor) -> None:
+def _reinit(model: nn.Module, roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torch.Tensor) -> None:
     """Unit-gain projections, q/k sharpened (and reading the outlier ``channels``
     at 1/input_outlier_ratio, so that those do not decide every score), non-zero
     biases, embeddings at ``embedding_std``, norms at 1 (calibrated later), tables of
@@ -153,7 +153,7 @@ def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torc
 
     for name, m in roles.linears:
         m.weight.copy_(normal(m.weight.shape, 1.0 / math.sqrt(_fan_in(m))))
-        cols = _query_key_columns(name, m)
+        cols = _query_key_columns(model, name, m)
         if cols is not None:
             gain = math.sqrt(cfg.score_gain)
             if type(m).__name__ == "Conv1D":  # (in, out)
@@ -309,7 +309,7 @@ def make_trained_like(
     channels = torch.randperm(d, generator=gen)[: config.outlier_channels].sort().values
     share = max(1, round(config.outlier_token_share * vocab_size))
     tokens = torch.randperm(vocab_size, generator=gen)[:share].sort().values
-    _reinit(roles, config, gen, channels)
+    _reinit(model, roles, config, gen, channels)
     sharpen_scales(model, config.scale_gain)
     ids, mask = _batch(vocab_size, tokens, gen, seq=seq)
     order = _norm_order(model, roles, logits_fn, ids, mask)
