@@ -318,6 +318,21 @@ def test_llama_partial_rotary_factor_is_what_transformers_does(tmp_path):
         import_folder(tmp_path / "hf")
 
 
+def test_phi3_refusals_are_listed_at_once(tmp_path):
+    """A rope type other than default / longrope, a partial rotary count transformers
+    rounds to an odd number, and an unknown activation: one message, before any weight."""
+    save(CAUSAL["phi3"](), tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["rope_parameters"] = {**config["rope_parameters"], "rope_type": "dynamic", "partial_rotary_factor": 0.4}
+    config["hidden_act"] = "tanh"
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "hf" / "model.safetensors").write_bytes(b"not read")
+    with pytest.raises(CheckpointError) as err:
+        import_folder(tmp_path / "hf")
+    for field in ("rope_type='dynamic'", "partial_rotary_factor=0.4 (rotates int(head_dim=8 x 0.4) = 3", 'hidden_act="tanh"'):
+        assert field in str(err.value), str(err.value)
+
+
 def test_unknown_model_type_and_unmapped_tensors_are_refused(tmp_path):
     save(CAUSAL["gpt2"](), tmp_path / "hf")
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
