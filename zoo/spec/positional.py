@@ -84,12 +84,15 @@ class LongRopeScaling(Strict_):
     selected per forward, as transformers does); the rotated part scaled by
     attention_factor (default sqrt(1 + ln(factor) / ln(original_max_seq_len)), 1 for factor <= 1).
 
-    Cached decoding past the threshold: the keys already in the cache keep the rotation
-    they were computed with (the short factors for a prompt within it), and only new tokens
-    use the long ones; transformers' own cache does the same, so cached generation matches
-    transformers' generate, but it differs from one full forward over the same tokens
-    (which rotates every key with the long factors). The build's cached-decoding check
-    therefore stays within ``original_max_seq_len`` tokens."""
+    Cached decoding past the threshold: a cache keeps each key rotated with the set of the
+    forward that computed it (short for a prompt within the threshold), where one full
+    forward over the longer sequence rotates every key with the long set. transformers'
+    Phi-3 generate drops its cache once, when the sequence first reaches
+    original_max_seq_len + 1, and recomputes it from every token; the zoo's generation loop
+    does the same (manifest ``kv_cache.refill_at``), so its greedy tokens equal transformers'
+    and each step equals a full forward. A caller stepping the graph itself must refill
+    likewise. The build's cached-decoding check (no refill) stays within
+    ``original_max_seq_len`` tokens."""
 
     kind: Literal["longrope"] = "longrope"
     short_factor: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=MAX_SIZE["max_seq_len"], description="one per rotated frequency (rotary_dim / 2)")
