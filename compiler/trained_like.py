@@ -2,9 +2,8 @@
 Hugging Face one) the activation statistics of a trained checkpoint, so that parity,
 precision and importer tests see what users' models do to the numbers.
 
-Random init gives logits and hidden states of order 1. Trained decoders have
-(Sun et al. 2024, "Massive activations"; Dettmers et al. 2022, LLM.int8(); Kovaleva
-et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
+Random init gives logits and hidden states of order 1. Trained decoders have (Sun et al. 2024,
+"Massive activations"; Dettmers et al. 2022, LLM.int8(); Kovaleva et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
 
 - logits in the tens: a logit standard deviation of ``logit_std`` (7);
 - a few residual channels 100-10,000x the median one on a few tokens (BOS, delimiters):
@@ -51,7 +50,7 @@ LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
 KEY_NAMES = ("k", "k_proj", "key", "k_lin")
-FUSED_QKV_NAMES = ("c_attn",)  # GPT-2's Conv1D: out columns [q | k | v]
+FUSED_QKV_NAMES = ("c_attn", "qkv_proj")  # [q | k | v]: GPT-2's Conv1D (in, out) in thirds; Phi-3's Linear (out, in), GQA
 QK_NORM_NAMES = ("q_norm", "k_norm", "q_layernorm", "k_layernorm")  # QK-norm (zoo, Qwen3, OLMo 2, Gemma 3, Phi)
 PER_HEAD_QKV_NAMES = ("query_key_value",)  # BLOOM: out rows (heads, 3, head_dim), from the parent's num_heads
 
@@ -133,20 +132,22 @@ def _fan_in(module: nn.Module) -> int:
     return module.weight.shape[0] if type(module).__name__ == "Conv1D" else module.weight.shape[1]
 
 
-def _query_key_columns(name: str, module: nn.Module, heads: int = 0):
+def _query_key_columns(model: nn.Module, name: str, module: nn.Module, heads: int = 0):
     """The q and k outputs of ``module`` (a slice or an (N, 1) index), or None; ``heads``: its parent's."""
-    leaf = name.rsplit(".", 1)[-1]
+    parent, _, leaf = name.rpartition(".")
     if leaf in PER_HEAD_QKV_NAMES and heads:
         return torch.arange(module.weight.shape[0]).reshape(heads, 3, -1)[:, :2].reshape(-1, 1)  # (heads * 2 * head_dim, 1)
     if leaf in QUERY_NAMES or leaf in KEY_NAMES:
         return slice(None)
-    if leaf in FUSED_QKV_NAMES:
+    if leaf in FUSED_QKV_NAMES and type(module).__name__ == "Conv1D":
         return slice(0, 2 * (module.weight.shape[1] // 3))
+    if leaf in FUSED_QKV_NAMES:  # (out, in): all rows but the values' (the attention's kv heads x head_dim)
+        return slice(0, module.weight.shape[0] - (a := model.get_submodule(parent)).num_key_value_heads * a.head_dim)
     return None
 
 
 @torch.no_grad()
-def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torch.Tensor) -> None:
+def _reinit(model: nn.Module, roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torch.Tensor) -> None:
     """Unit-gain projections, q/k sharpened (and reading the outlier ``channels``
     at 1/input_outlier_ratio, so that those do not decide every score), non-zero
     biases, embeddings at ``embedding_std``, norms at 1 (calibrated later), tables of
@@ -154,7 +155,7 @@ def _reinit(roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torc
     normal = lambda shape, std: torch.randn(shape, generator=gen) * std  # noqa: E731
     for name, m in roles.linears:
         m.weight.copy_(normal(m.weight.shape, 1.0 / math.sqrt(_fan_in(m))))
-        cols = _query_key_columns(name, m, roles.heads.get(name.rpartition(".")[0], 0))
+        cols = _query_key_columns(model, name, m, roles.heads.get(name.rpartition(".")[0], 0))
         if cols is not None:
             w = m.weight.T if type(m).__name__ == "Conv1D" else m.weight  # (out, in): Conv1D stores (in, out)
             w[cols] *= math.sqrt(cfg.score_gain)
@@ -310,7 +311,7 @@ def make_trained_like(
     channels = torch.randperm(d, generator=gen)[: config.outlier_channels].sort().values
     share = max(1, round(config.outlier_token_share * vocab_size))
     tokens = torch.randperm(vocab_size, generator=gen)[:share].sort().values
-    _reinit(roles, config, gen, channels)
+    _reinit(model, roles, config, gen, channels)
     sharpen_scales(model, config.scale_gain)
     ids, mask = _batch(vocab_size, tokens, gen, seq=seq)
     order = _norm_order(model, roles, logits_fn, ids, mask)

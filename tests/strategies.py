@@ -84,11 +84,26 @@ def positionals(draw, kind: str, d_model: int) -> dict | str:
             out["scaling"] = {"kind": scaling, "factor": draw(st.sampled_from([2.0, 8.0]))}
             if scaling != "linear":
                 out["scaling"]["original_max_seq_len"] = 4
+            if scaling == "longrope":  # factor lists sized once the stacks are drawn (valid_specs)
+                out["scaling"].update(short_factor=[], long_factor=[])
         return out
     if kind == "relative-bias":
         buckets = draw(st.integers(4, 16))
         return {"kind": kind, "buckets": buckets, "max_distance": draw(st.integers(buckets // 2 + 1, 64))}
     return draw(st.sampled_from([kind, {"kind": kind}]))  # the shorthand or the mapping
+
+
+def _size_longrope(draw, spec: dict, d_model: int) -> None:
+    """LongRoPE's factor lists: one per rotated pair, so the stacks must rotate alike (a
+    different head_dim per stack is refused by the spec): else the decoder's head_dim is made the encoder's."""
+    stacks_ = [s for s in (spec.get("encoder"), spec.get("decoder")) if s]
+    for s in stacks_[1:]:
+        s["attention"]["head_dim"] = stacks_[0]["attention"].get("head_dim", d_model // stacks_[0]["attention"]["heads"])
+    head_dim = stacks_[0]["attention"].get("head_dim", d_model // stacks_[0]["attention"]["heads"])
+    rot = int(head_dim * spec["positional"]["fraction"])
+    pairs = (rot - rot % 2) // 2
+    factors = st.lists(st.sampled_from([1.0, 1.5, 4.0, 16.0]), min_size=pairs, max_size=pairs)
+    spec["positional"]["scaling"].update(short_factor=draw(factors), long_factor=draw(factors))
 
 
 @st.composite
@@ -115,6 +130,8 @@ def valid_specs(draw) -> dict:
         head_dims = [s["attention"].get("head_dim", d_model // s["attention"]["heads"]) for s in (spec.get("encoder"), spec.get("decoder")) if s]
         if min(head_dims) < 4:  # half of a 2-wide head rotates nothing
             spec["positional"]["fraction"] = 1.0
+    if rope and (spec["positional"].get("scaling") or {}).get("kind") == "longrope":
+        _size_longrope(draw, spec, d_model)
     embedding = {
         "tie_output": draw(st.booleans()),
         "scale_by_sqrt_d": draw(st.booleans()),

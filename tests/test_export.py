@@ -137,6 +137,10 @@ ROPE_SCALING_EXAMPLES = {  # one per zoo.spec.variants.ROPE_SCALINGS entry; a co
     "linear": {"factor": 4.0},
     "llama3": {"factor": 8.0, "original_max_seq_len": 8},
     "yarn": {"factor": 4.0, "original_max_seq_len": 8},
+    # LongRoPE: rotary_dim 4 of an 8-wide head (fraction 0.5), so 2 factors per set; the
+    # build's cached-decoding check stays within original_max_seq_len (11 tokens <= 12), its
+    # full-forward runs are on both sides (7 tokens: short set; 13: long set)
+    "longrope": {"factor": 4.0, "original_max_seq_len": 12, "short_factor": [1.0, 3.0], "long_factor": [2.0, 9.0]},
 }
 
 

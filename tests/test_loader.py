@@ -203,6 +203,15 @@ def test_rope_needs_an_even_head_dim(tmp_path):
     assert "RoPE needs an even head_dim, got head_dim=15" in err.message
 
 
+def test_longrope_factor_lists_match_the_rotated_pairs(tmp_path):
+    """llama-tiny's head_dim 16 rotates 8 pairs: a LongRoPE list of 3 is refused, naming both fields."""
+    spec_file(tmp_path, "positional:\n  kind: rope\n  scaling: {kind: longrope, factor: 4.0, original_max_seq_len: 16,\n"
+              "    short_factor: [1.0, 2.0, 3.0], long_factor: [1.0, 2.0, 3.0]}\n")
+    err = error_of("bad.yaml")
+    assert err.field == "positional.scaling.short_factor"
+    assert "short_factor has 3 values but decoder rotates 8 frequency pairs" in err.message and "head_dim 16" in err.message
+
+
 def test_error_in_an_inherited_value_points_at_the_parent_file(tmp_path):
     spec_file(tmp_path, "d_model: 66\n")  # heads=4 comes from llama-tiny
     err = error_of("bad.yaml")

@@ -71,6 +71,9 @@ class RopeScalingVariant(Variant):
 
     options: type = object
     frequencies: Callable[..., tuple[list[float], float]] = lambda f, opts, dim, theta: (f, 1.0)
+    # a second set, selected per forward when the longest position + 1 exceeds switch_at(opts)
+    long_frequencies: Optional[Callable[..., tuple[list[float], float]]] = None
+    switch_at: Callable[[Any], Optional[int]] = lambda opts: None  # cached decoding == full forward only up to it
     fused: bool = True  # the rotation is still lowered to RotaryEmbedding
     lowering: str = ""
 
@@ -189,15 +192,20 @@ POSITIONAL: Registry[PositionalVariant] = Registry(
 
 # every scaling changes only the frequency constants: the fused rotary lowering reads them from the graph
 _SCALED = "the scaled frequencies are constants of the graph: RotaryEmbedding takes them like plain ones"
+# the attention factor on the rotated dimensions only: folded into the cos/sin caches (x cos f + rotate_half(x) sin f)
+_FACTOR = _SCALED + "; the attention factor on the rotated dimensions is folded into the cos/sin caches"
 ROPE_SCALINGS: Registry[RopeScalingVariant] = Registry(
     "rope scaling",
     RopeScalingVariant("linear", "positions / factor", options=pos.LinearScaling, frequencies=rope.linear, lowering=_SCALED),
     RopeScalingVariant("llama3", "long wavelengths / factor, a ramp to the short ones (Llama 3.1)", options=pos.Llama3Scaling,
                        frequencies=rope.llama3, lowering=_SCALED),
     RopeScalingVariant("yarn", "YaRN: blended frequencies, the rotated part scaled", options=pos.YarnScaling,
-                       frequencies=rope.yarn, fused=False,
-                       lowering="the attention factor multiplies the rotated dimensions only (not the rest of a partial "
-                       "rotation), which RotaryEmbedding cannot express: the rotation stays decomposed"),
+                       frequencies=rope.yarn, lowering=_FACTOR),
+    RopeScalingVariant("longrope", "LongRoPE: a factor per frequency, short or long set chosen by the batch's longest position (Phi-3)",
+                       options=pos.LongRopeScaling, frequencies=rope.longrope, long_frequencies=rope.longrope_long,
+                       switch_at=lambda opts: opts.original_max_seq_len,
+                       lowering="opset 23 RotaryEmbedding takes cos/sin computed in the graph from the selected set, times the "
+                       "attention factor; com.microsoft's position-indexed tables need constant frequencies: decomposed there"),
 )
 
 NORMS: Registry[NormVariant] = Registry(
