@@ -1,7 +1,10 @@
-"""Feed-forward blocks (zoo.spec.variants.FFN_KINDS): plain (down(act(up x))) and gated
-(down(act(gate x) * up x)); the activations of zoo.spec.variants.ACTIVATIONS."""
+"""Feed-forward blocks (zoo.spec.variants.FFN_KINDS): plain (down(act(up x))), gated
+(down(act(gate x) * up x)) and a mixture of experts of either; the activations of
+zoo.spec.variants.ACTIVATIONS."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import nn
@@ -40,11 +43,81 @@ class FeedForward(nn.Module):
         return self.down(self.drop(h))
 
 
-# the feed-forward kinds of zoo.spec.variants.FFN_KINDS: (d_model, hidden, activation, bias, dropout) -> module
+def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of x (N, E) along the last axis, largest first, ties broken toward the lower
+    index: ONNX TopK's rule, which the exported graph follows. torch.topk leaves ties unspecified,
+    so eager torch takes a stable descending sort (the exporter has no stable sort: it gets TopK)."""
+    if torch.compiler.is_exporting():
+        return torch.topk(x, k, dim=-1)
+    values, ids = torch.sort(x, dim=-1, descending=True, stable=True)
+    return values[:, :k], ids[:, :k]
+
+
+class MixtureOfExperts(nn.Module):
+    """x (B, T, d) -> (B, T, d): softmax over the router's logits (fp32), the ``top_k`` most
+    probable experts (ties: the lower index, ONNX TopK's rule) weighted by their probabilities
+    (renormalised to sum 1 with ``normalize``), plus the shared expert, times sigmoid(shared_gate x)
+    where there is one.
+
+    Formulation: masked dense, every expert on every token times its (mostly zero) routing
+    weight; see FORMULATION below for the measurement that chose it."""
+
+    def __init__(
+        self,
+        *,
+        router: nn.Linear,
+        experts: list[FeedForward],
+        top_k: int,
+        normalize: bool,
+        shared: Optional[FeedForward] = None,
+        shared_gate: Optional[nn.Linear] = None,
+    ):
+        super().__init__()
+        self.router, self.experts = router, nn.ModuleList(experts)
+        self.top_k, self.normalize = top_k, normalize
+        self.shared, self.shared_gate = shared, shared_gate
+
+    def routing(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, d) -> top-k weights (N, k) fp32 and expert ids (N, k)."""
+        probs = torch.softmax(self.router(x).float(), dim=-1)  # (N, E)
+        weights, ids = top_k(probs, self.top_k)  # (N, k)
+        if self.normalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights, ids
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])  # (N, d), N = B * T
+        weights, ids = self.routing(flat)
+        out = FORMULATIONS[self.formulation](self, flat, weights, ids)
+        if self.shared is not None:
+            s = self.shared(flat)
+            out = out + (s * torch.sigmoid(self.shared_gate(flat)) if self.shared_gate is not None else s)
+        return out.reshape(shape)  # (B, T, d)
+
+    formulation = "dense"
+
+
+def _dense(moe: MixtureOfExperts, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Every expert on every token, times the routing weights scattered over all experts."""
+    sparse = torch.zeros(x.shape[0], len(moe.experts), dtype=weights.dtype, device=x.device)
+    sparse = sparse.scatter(1, ids, weights)  # (N, E): the top-k weights, 0 elsewhere
+    out = torch.zeros_like(x)
+    for e, expert in enumerate(moe.experts):
+        out = out + (expert(x) * sparse[:, e : e + 1]).to(x.dtype)
+    return out
+
+
+FORMULATIONS = {"dense": _dense}
+
+
+# the feed-forward kinds of zoo.spec.variants.FFN_KINDS: (d_model, hidden, activation, bias, dropout) -> module;
+# moe takes its router and experts built (compiler.builder.build_ffn)
 FFN_KINDS = implement(
     variants.FFN_KINDS,
     {
         "plain": lambda d, hidden, **kw: FeedForward(d, hidden, gated=False, **kw),
         "gated": lambda d, hidden, **kw: FeedForward(d, hidden, gated=True, **kw),
+        "moe": MixtureOfExperts,
     },
 )
