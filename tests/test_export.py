@@ -244,7 +244,7 @@ MOE_EXAMPLES = {  # Mixtral's (renormalised top-2, SwiGLU) and Qwen2-MoE's (raw 
 }
 
 
-DEFAULT_MOE = {("decoder-only", "mixtral"), ("encoder-only", "qwen2-moe"), ("encoder-decoder", "qwen2-moe")}
+DEFAULT_MOE = {("encoder-only", "qwen2-moe"), ("encoder-decoder", "mixtral")}  # decoder-only: the importer tests (mixtral, qwen*_moe)
 MOE_CASES = [  # each family in the default suite, each example in every family in the slow target
     pytest.param(f, m, marks=() if (f, m) in DEFAULT_MOE else pytest.mark.slow) for f in FAMILIES for m in MOE_EXAMPLES
 ]

@@ -5,6 +5,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | --- | --- |
 | gpt2 | gpt2.py |
 | llama, mistral, qwen2, qwen3 | llama.py |
+| mixtral, qwen2_moe, qwen3_moe | moe.py |
 | t5 | t5.py |
 | bert | bert.py |
 | roberta | roberta.py |
@@ -25,12 +26,12 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, gpt2, llama, roberta, t5
+from compiler.importers import bart, bert, gpt2, llama, moe, roberta, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
-FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
+FAMILIES = {mt: module for module in (gpt2, llama, moe, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
 
 
 @dataclass
