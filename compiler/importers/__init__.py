@@ -5,7 +5,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | --- | --- |
 | gpt2 | gpt2.py |
 | llama, mistral, qwen2, qwen3 | llama.py |
-| mixtral, qwen2_moe, qwen3_moe | moe.py |
+| mixtral, qwen2_moe, qwen3_moe, olmoe | moe.py |
 | t5 | t5.py |
 | bert | bert.py |
 | roberta | roberta.py |

@@ -1,9 +1,10 @@
-"""Mixture-of-experts decoders on the Llama layout (``mixtral``, ``qwen2_moe``, ``qwen3_moe``):
+"""Mixture-of-experts decoders on the Llama layout (``mixtral``, ``qwen2_moe``, ``qwen3_moe``, ``olmoe``):
 llama.py's attention, norms and RoPE with the feed-forward replaced by a mixture of SwiGLU
 experts (spec ``ffn.experts``): a router without bias, softmax, top ``num_experts_per_tok``.
 Mixtral renormalises the top-k weights (always) and may use a sliding window; Qwen2-MoE adds
 biases on q, k, v and a shared expert with a sigmoid gate, and renormalises only with
-norm_topk_prob (false by default); Qwen3-MoE has QK-norm, head_dim and norm_topk_prob.
+norm_topk_prob (false by default); Qwen3-MoE has QK-norm per head, head_dim and norm_topk_prob;
+OLMoE an RMSNorm over the whole q and k projections, norm_topk_prob (clip_qkv is refused).
 
 Experts are read in the per-expert layout save_pretrained writes (transformers 5 converts its
 fused 3-D ``experts.gate_up_proj`` / ``down_proj`` back on save): Mixtral's w1 (gate),
@@ -15,7 +16,7 @@ from __future__ import annotations
 from compiler.importers import llama
 from compiler.importers.common import W
 
-MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
+MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 
 
 def _experts(c: dict) -> int:
@@ -45,11 +46,12 @@ def _window(c: dict):
     return c.get("sliding_window")  # Mixtral's; Qwen3-MoE's attention uses it whenever it is set
 
 
+QK_NORM = {"qwen3_moe": "head", "olmoe": "all"}  # model_type -> over what the q and k norms run
 OWN = [
     ("decoder.attention.bias", _bias),
     ("decoder.attention.window", _window),
-    ("decoder.attention.qk_norm", lambda c: {"kind": "rmsnorm", "over": "head"} if c["model_type"] == "qwen3_moe" else None),
-    ("decoder.ffn.hidden", lambda c: c["intermediate_size"] if c["model_type"] == "mixtral" else c["moe_intermediate_size"]),
+    ("decoder.attention.qk_norm", lambda c: {"kind": "rmsnorm", "over": QK_NORM[c["model_type"]]} if c["model_type"] in QK_NORM else None),
+    ("decoder.ffn.hidden", lambda c: c["moe_intermediate_size"] if "moe_intermediate_size" in c else c["intermediate_size"]),
     ("decoder.ffn.experts", _moe),
 ]
 CONFIG = [row for row in llama.CONFIG if row[0] not in {path for path, _ in OWN}] + OWN
@@ -57,6 +59,7 @@ CONFIG = [row for row in llama.CONFIG if row[0] not in {path for path, _ in OWN}
 SUPPORTED = {
     **llama.SUPPORTED,
     "decoder_sparse_step": (1,),
+    "clip_qkv": (None,),
 }
 
 
@@ -76,6 +79,7 @@ EXPERT_NAMES = {  # model_type -> (HF module of the block, zoo projection <- HF 
     "mixtral": ("block_sparse_moe.", {"gate": "w1", "up": "w3", "down": "w2"}),
     "qwen2_moe": ("mlp.", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}),
     "qwen3_moe": ("mlp.", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}),
+    "olmoe": ("mlp.", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}),
 }
 SHARED = [  # Qwen2-MoE's shared expert and its gate
     *(W(F + f"shared.{z}.weight", L + f"mlp.shared_expert.{z}_proj.weight", stack="decoder") for z in ("gate", "up", "down")),
