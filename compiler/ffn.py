@@ -134,13 +134,14 @@ def _gather(moe: MixtureOfExperts, x: torch.Tensor, weights: torch.Tensor, ids: 
 
 
 def _per_expert(moe: MixtureOfExperts, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Each expert on the tokens routed to it only (NonZero, Gather, ScatterND add), as transformers does."""
-    out = torch.zeros_like(x)
+    """Each expert on the tokens routed to it only (NonZero, Gather, ScatterND add), as transformers
+    does; summed in fp32 (ONNX Runtime's CPU ScatterND has no float16 add)."""
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     for e, expert in enumerate(moe.experts):
         token, slot = torch.nonzero(ids == e, as_tuple=True)  # (M,), (M,)
-        y = expert(x[token]) * weights[token, slot].unsqueeze(-1).to(x.dtype)  # (M, d)
+        y = expert(x[token]).float() * weights[token, slot].unsqueeze(-1)  # (M, d)
         out = out.index_add(0, token, y)
-    return out
+    return out.to(x.dtype)
 
 
 FORMULATIONS = {"dense": _dense, "gather": _gather, "per-expert": _per_expert}

@@ -282,3 +282,14 @@ def test_expert_ties_go_to_the_lower_index_as_in_onnx_topk():
     _, want = session.run(None, {"x": x})
     _, got = top_k(torch.from_numpy(x), 2)
     assert got.tolist() == want.tolist() == [[0, 1], [1, 2], [0, 2]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("dtype", "precision"), [("float16", "fp32"), ("float32", "fp16"), ("float32", "int8")])
+def test_mixture_of_experts_at_reduced_precision(dtype, precision, tmp_path):
+    """A float16 spec, and the fp16 and int8 passes: the experts' sum (ScatterND add, no float16
+    CPU kernel) stays in fp32, parity and cached decoding hold."""
+    spec = tiny_spec("decoder-only", positional="rope", ffn=MOE_EXAMPLES["mixtral"])
+    spec = ModelSpec.model_validate({**spec.model_dump(), "dtype": dtype})
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(precision=precision))
+    assert manifest["parity"]["passed"], manifest["parity"]
