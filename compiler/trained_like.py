@@ -38,6 +38,7 @@ from torch import nn
 
 from compiler.attention_sinks import plant_shared_channels, plant_sinks, sharpen_scales
 from compiler.norm_gain import scale_gain, set_gain
+from compiler.projections import is_linear, stacked_experts
 from compiler.residual_subspace import align_residual
 from compiler.variants import variant_of
 from zoo.spec.families import family
@@ -97,10 +98,6 @@ def _is_norm(module: nn.Module, d: int) -> bool:
     return "Norm" in type(module).__name__ and isinstance(w := getattr(module, "weight", None), torch.Tensor) and w.shape == (d,)
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
-
-
 def find_roles(model: nn.Module) -> Roles:
     """The token embedding (the largest nn.Embedding), norms, projections, other
     embeddings (positions, token types) and relative-position tables of ``model``."""
@@ -114,7 +111,7 @@ def find_roles(model: nn.Module) -> Roles:
     embeddings = [m for m in embeddings if m is token or (m.weight is not token.weight and m.weight.requires_grad)]
     qk_norms = [m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in QK_NORM_NAMES]
     norms = [(n, m) for n, m in model.named_modules() if _is_norm(m, d) and m not in qk_norms]
-    linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
+    linears = [(n, m) for n, m in model.named_modules() if is_linear(m)] + stacked_experts(model)
     others = [m for m in embeddings if m is not token and m.embedding_dim == d]
     tables = [m.weight for m in embeddings if m is not token and m.embedding_dim != d]
     tables += [m.weight for m in model.modules() if type(m).__name__ == "RelativeBias"]

@@ -53,6 +53,11 @@ def stacks(draw, d_model: int, rope: bool) -> dict:
         "gated": draw(st.booleans()),
         "bias": draw(st.booleans()),
     }
+    if draw(st.integers(0, 4)) == 0:  # a mixture of experts of that feed-forward
+        count = draw(st.integers(1, 4))
+        ffn["experts"] = {"count": count, "top_k": draw(st.integers(1, count)), "normalize": draw(st.booleans())}
+        if draw(st.booleans()):
+            ffn["experts"]["shared"] = {"hidden": draw(st.integers(4, 24)), "gate": draw(st.booleans())}
     norm: dict = {
         "kind": draw(st.sampled_from(NORMS.keys())),
         "placement": draw(st.sampled_from(["pre", "post"])),
@@ -271,7 +276,7 @@ _FIELDS = {
     "encoder": {"layers", "attention", "ffn", "norm", "residual_multiplier"},
     "decoder": {"layers", "attention", "ffn", "norm", "residual_multiplier"},
     "attention": {"heads", "kv_heads", "score", "bias", "window", "head_dim", "qk_norm", "scale", "softcap"},
-    "ffn": {"hidden", "activation", "gated", "bias"},
+    "ffn": {"hidden", "activation", "gated", "bias", "experts"},
     "norm": {"kind", "placement", "eps", "final"},
 }
 
@@ -283,13 +288,17 @@ def impossible(draw, spec: dict) -> Broken:
     d_model = spec["d_model"]
     heads = spec[stack]["attention"]["heads"]
     choices = ["heads", "kv_heads", "missing-stack", "extra-stack", "token", "pooler", "sinusoidal-odd", "rope-odd",
-               "relative-distance", "unknown-kind"]
+               "relative-distance", "unknown-kind", "top-k"]
     what = draw(st.sampled_from(choices))
     if what == "heads":
         bad = draw(st.sampled_from([h for h in range(2, 3 * d_model) if d_model % h]))
         out = _set(spec, f"{stack}.attention.heads", bad)
         out[stack]["attention"].pop("head_dim", None)  # with an explicit head_dim any head count is fine
         return Broken(out, f"{stack}.attention.heads", "impossible")
+    if what == "top-k":
+        count = draw(st.integers(1, 4))
+        out = _set(spec, f"{stack}.ffn.experts", {"count": count, "top_k": count + draw(st.integers(1, 3))})
+        return Broken(out, f"{stack}.ffn.experts.top_k", "impossible")
     if what == "kv_heads":
         bad = draw(st.sampled_from([k for k in range(2, 2 * heads + 3) if heads % k]))
         return Broken(_set(spec, f"{stack}.attention.kv_heads", bad), f"{stack}.attention.kv_heads", "impossible")

@@ -67,6 +67,14 @@ CAUSAL = {
             "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75, "original_max_position_embeddings": 16,
             "short_factor": [1.0, 1.3, 2.1], "long_factor": [2.0, 5.0, 11.0]}, **PHI3_TOKENS, **SMALL)),
     "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(num_key_value_heads=2, head_dim=12, **SMALL)),
+    # mixtures of 4 experts, top-2: Mixtral (renormalised, sliding window), Qwen2-MoE (raw top-k weights, a shared
+    # expert with its sigmoid gate, q/k/v biases), Qwen3-MoE (renormalised, QK-norm, head_dim 12)
+    "mixtral": lambda: transformers.MixtralForCausalLM(transformers.MixtralConfig(
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, **SMALL)),
+    "qwen2_moe": lambda: transformers.Qwen2MoeForCausalLM(transformers.Qwen2MoeConfig(
+        num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=48, **SMALL)),
+    "qwen3_moe": lambda: transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(
+        num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, norm_topk_prob=True, head_dim=12, **SMALL)),
 }
 DEEP_LLAMA = lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=1e5, **DEEP))  # noqa: E731
 T5 = {
@@ -296,6 +304,19 @@ def test_unsupported_fields_are_all_refused_at_once(tmp_path):
     assert proc.returncode == 2 and "pretraining_tp=2" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_moe", "qwen3_moe"])
+def test_layers_without_experts_are_refused_before_weights(model_type, tmp_path):
+    """decoder_sparse_step and mlp_only_layers leave some layers dense: refused, both fields
+    named, from config.json alone (the folder has no weights)."""
+    config = transformers.AutoConfig.for_model(model_type, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=2,
+                                               mlp_only_layers=[0], **SMALL)
+    config.save_pretrained(tmp_path / "hf")
+    with pytest.raises(CheckpointError) as err:
+        import_folder(tmp_path / "hf")
+    message = str(err.value)
+    assert "decoder_sparse_step=2" in message and "mlp_only_layers=[0]" in message and "no weights" not in message, message
 
 
 def test_unknown_model_type_and_unmapped_tensors_are_refused(tmp_path):

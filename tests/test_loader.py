@@ -196,6 +196,12 @@ def test_kv_heads_must_divide_heads(tmp_path):
     assert str(err) == "bad.yaml:7: decoder.attention.kv_heads: kv_heads=5 does not divide heads=12"
 
 
+def test_top_k_must_not_exceed_the_experts(tmp_path):
+    spec_file(tmp_path, "decoder:\n  ffn:\n    experts: {count: 4, top_k: 6}\n")
+    err = error_of("bad.yaml")
+    assert str(err) == "bad.yaml:5: decoder.ffn.experts.top_k: experts.top_k=6 is more than experts.count=4"
+
+
 def test_rope_needs_an_even_head_dim(tmp_path):
     spec_file(tmp_path, "d_model: 60\ndecoder:\n  attention: {heads: 4, kv_heads: 1}\n")
     err = error_of("bad.yaml")

@@ -103,3 +103,21 @@ def test_declared_initialisation_is_applied(score):
         else:
             expected = init.value / p.shape[-1] ** 0.5 if init.how == "fan" else init.value
             assert 0.6 * expected < float(p.std()) < 1.5 * expected, name
+
+
+FFN_EXAMPLES = {  # one FeedForward per zoo.spec.variants.FFN_KINDS entry
+    "plain": {"hidden": 24, "bias": True},
+    "gated": {"hidden": 24, "gated": True, "bias": False},
+    "moe": {"hidden": 12, "gated": True, "bias": True, "experts": {"count": 3, "top_k": 2, "shared": {"hidden": 20}}},
+}
+
+
+@pytest.mark.parametrize("kind", variants.FFN_KINDS.keys())
+def test_ffn_entry_matches_its_module(kind):
+    """The entry's parameter count is the built module's, and the spec names the entry."""
+    spec = tiny_spec("decoder-only", ffn=FFN_EXAMPLES[kind])
+    ffn = build(spec).decoder.layers[0].ffn
+    assert spec.decoder.ffn.kind == kind
+    if kind == "moe":  # a class of its own (plain and gated share FeedForward)
+        assert variant_of(ffn) is variants.FFN_KINDS[kind]
+    assert sum(p.numel() for p in ffn.parameters()) == variants.FFN_KINDS[kind].parameters(spec.d_model, spec.decoder.ffn)

@@ -7,6 +7,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | llama, mistral, qwen2, qwen3, granite, gemma | llama.py |
 | phi3 | phi3.py |
 | starcoder2 | starcoder2.py |
+| mixtral, qwen2_moe, qwen3_moe, olmoe | moe.py |
 | t5, mt5 | t5.py |
 | bert | bert.py |
 | roberta, xlm-roberta | roberta.py |
@@ -32,14 +33,14 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, bloom, distilbert, electra, gpt2, llama, mbart, opt, phi3, roberta, starcoder2, t5
+from compiler.importers import bart, bert, bloom, distilbert, electra, gpt2, llama, mbart, moe, opt, phi3, roberta, starcoder2, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
 FAMILIES = {
     mt: module
-    for module in (gpt2, llama, phi3, starcoder2, t5, bert, roberta, bart, mbart, opt, bloom, distilbert, electra)
+    for module in (gpt2, llama, moe, phi3, starcoder2, t5, bert, roberta, bart, mbart, opt, bloom, distilbert, electra)
     for mt in module.MODEL_TYPES
 }
 

@@ -92,7 +92,9 @@ class ActivationVariant(Variant):
 
 @dataclass(frozen=True)
 class FfnVariant(Variant):
-    parameters: Callable[[int, int, bool], int] = lambda d, hidden, bias: 0  # (d_model, hidden, bias) -> count
+    parameters: Callable[[int, Any], int] = lambda d, ffn: 0  # (d_model, the spec's FeedForward) -> count
+    fused: bool = True  # nothing to fuse, or lowered to a fused op
+    lowering: str = ""
 
 
 V = TypeVar("V", bound=Variant)
@@ -225,15 +227,40 @@ ACTIVATIONS: Registry[ActivationVariant] = Registry(
 )
 
 
-def _ffn(gated: bool) -> Callable[[int, int, bool], int]:
+MOE_LOWERING = (
+    "decomposed: each expert runs on the tokens routed to it (NonZero, Gather, MatMuls, index_add; 0.26-0.59x the "
+    "masked-dense graph's time, benchmarks/moe.py). ONNX Runtime 1.32's com.microsoft MoE has a CPU kernel (plain "
+    "relu/gelu/silu experts, SwiGLU only with gate and up interleaved: a separate fc3 is refused), measured no faster "
+    "(prefill 1.6x the per-expert graph's time, decode 1-1.6x) and without a shared expert or GeGLU: not lowered to"
+)
+
+
+def _dense(d: int, hidden: int, gated: bool, bias: bool) -> int:
     ins = 2 if gated else 1
-    return lambda d, hidden, bias: ins * d * hidden + hidden * d + ((ins * hidden + d) if bias else 0)
+    return ins * d * hidden + hidden * d + ((ins * hidden + d) if bias else 0)
+
+
+def _moe(d: int, ffn: Any) -> int:
+    """Router (d -> experts, no bias), the experts, the shared expert and its sigmoid gate (d -> 1, no bias)."""
+    moe = ffn.experts
+    n = d * moe.count + moe.count * _dense(d, ffn.hidden, ffn.gated, ffn.bias)
+    if moe.shared is not None:
+        n += _dense(d, moe.shared.hidden, ffn.gated, ffn.bias) + (d if moe.shared.gate else 0)
+    return n
 
 
 FFN_KINDS: Registry[FfnVariant] = Registry(
     "feed-forward",
-    FfnVariant("plain", "down(act(up x))", parameters=_ffn(False)),
-    FfnVariant("gated", "down(act(gate x) * up x): SwiGLU with silu, GeGLU with gelu", parameters=_ffn(True)),
+    FfnVariant("plain", "down(act(up x))", parameters=lambda d, f: _dense(d, f.hidden, False, f.bias)),
+    FfnVariant("gated", "down(act(gate x) * up x): SwiGLU with silu, GeGLU with gelu", parameters=lambda d, f: _dense(d, f.hidden, True, f.bias)),
+    FfnVariant(
+        "moe",
+        "mixture of experts: softmax over a router's logits, the top_k experts (plain or gated FFNs) weighted by their "
+        "probabilities (renormalised to sum 1 with normalize), plus an optional shared expert (with a sigmoid gate: Qwen2-MoE)",
+        parameters=_moe,
+        fused=False,
+        lowering=MOE_LOWERING,
+    ),
 )
 
 REGISTRIES = {
