@@ -9,7 +9,7 @@ from torch import nn
 
 from compiler.attention import SCORES, CrossAttention, SelfAttention
 from compiler.ffn import FFN_KINDS
-from compiler.layers import CrossDecoderLayer, DecoderLayer, EncoderLayer, Residual
+from compiler.layers import RESIDUALS, CrossDecoderLayer, DecoderLayer, EncoderLayer, ParallelLayer, Residual
 from compiler.model import MODELS, OutputTransform, Stack, ZooModel
 from compiler.norms import NORMS
 from compiler.positional import POSITIONAL
@@ -154,5 +154,9 @@ def build_layer(spec: ModelSpec, part: str, *, causal: bool, crossed: bool) -> n
             norm_cross=residual(),
             norm_ffn=residual(),
         )
+    if RESIDUALS[stack.residual] is ParallelLayer:  # pre-norm, no cross-attention (the spec's rules)
+        norms = [NORMS[norm.kind](spec.d_model, eps=norm.eps) for _ in range(variants.RESIDUALS[stack.residual].norms)]
+        return ParallelLayer(self_attn=self_attn, ffn=ffn, norm_attn=norms[0], norm_ffn=norms[1] if len(norms) > 1 else None,
+                             dropout=spec.dropout, multiplier=stack.residual_multiplier)
     cls = DecoderLayer if causal else EncoderLayer
     return cls(self_attn=self_attn, ffn=ffn, norm_attn=residual(), norm_ffn=residual())

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from compiler.attention import KV, CrossAttention, Rotate, SelfAttention
+from compiler.variants import implement
+from zoo.spec import variants
 
 
 class Residual(nn.Module):
@@ -94,3 +96,36 @@ class CrossDecoderLayer(nn.Module):
         x = self.norm_attn(x, lambda h: _keep(self.self_attn(h, allowed=allowed, bias=bias, rotate=rotate, past=past), present))
         x = self.norm_cross(x, lambda h: self.cross_attn(h, memory_kv, allowed=cross_allowed))
         return self.norm_ffn(x, self.ffn), present[0]
+
+
+class ParallelLayer(nn.Module):
+    """y = x + m (attn(n1(x)) + ffn(n2(x))): both sub-layers read the layer's input
+    (GPT-J, GPT-NeoX, Falcon, Phi). ``norm_ffn`` None: n2 = n1, one shared norm.
+    Pre-norm only, no cross-attention (the spec's rules). Returns (output (B, T, d), cache)."""
+
+    def __init__(self, *, self_attn: SelfAttention, ffn: nn.Module, norm_attn: nn.Module, norm_ffn: Optional[nn.Module],
+                 dropout: float, multiplier: float = 1.0):
+        super().__init__()
+        self.self_attn, self.ffn, self.norm_attn, self.norm_ffn = self_attn, ffn, norm_attn, norm_ffn
+        self.drop, self.multiplier = nn.Dropout(dropout), multiplier
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        allowed: torch.Tensor,
+        bias: Optional[torch.Tensor],
+        rotate: Optional[Rotate],
+        past: Optional[KV] = None,
+    ) -> tuple[torch.Tensor, KV]:
+        h = self.norm_attn(x)
+        attn, present = self.self_attn(h, allowed=allowed, bias=bias, rotate=rotate, past=past)
+        ffn = self.ffn(self.norm_ffn(x) if self.norm_ffn is not None else h)
+        branch = self.drop(attn) + self.drop(ffn)
+        return x + (branch * self.multiplier if self.multiplier != 1.0 else branch), present
+
+
+# zoo.spec.variants.RESIDUALS: the layer class of each (the builder gives each its norms)
+RESIDUALS = implement(
+    variants.RESIDUALS, {"sequential": EncoderLayer, "parallel": ParallelLayer, "parallel-two-norms": ParallelLayer}
+)

@@ -63,17 +63,42 @@ class Learned(nn.Module):
         return nn.functional.embedding(positions + self.offset if self.offset else positions, self.weight)  # (B, T, d)
 
 
+def _rotate_half(rot: torch.Tensor) -> torch.Tensor:
+    """(..., rot) -> (-x2, x1) where x1, x2 are the halves (GPT-NeoX, Llama)."""
+    half = rot.shape[-1] // 2
+    return torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)
+
+
+def _rotate_every_two(rot: torch.Tensor) -> torch.Tensor:
+    """(..., rot) -> (-x1, x0, -x3, x2, ...): pairs (2i, 2i+1) (GPT-J)."""
+    pairs = torch.stack((-rot[..., 1::2], rot[..., 0::2]), dim=-1)  # (..., rot/2, 2)
+    return pairs.flatten(-2)  # (..., rot)
+
+
+def _halves(angles: torch.Tensor) -> torch.Tensor:
+    return torch.cat((angles, angles), dim=-1)  # (..., rot): a0..a(r/2-1), a0..a(r/2-1)
+
+
+def _interleaved(angles: torch.Tensor) -> torch.Tensor:
+    return torch.stack((angles, angles), dim=-1).flatten(-2)  # (..., rot): a0, a0, a1, a1, ...
+
+
+# zoo.spec.variants.ROPE_LAYOUTS: (angles (..., rot/2) -> per dimension (..., rot), rotation of x)
+ROPE_LAYOUTS = implement(variants.ROPE_LAYOUTS, {"halves": (_halves, _rotate_half), "interleaved": (_interleaved, _rotate_every_two)})
+
+
 class Rotary(nn.Module):
-    """RoPE on the first ``rotary_dim`` dimensions of each head, halves rotated
-    together (the GPT-NeoX / Llama layout: x * cos + rotate_half(x) * sin).
+    """RoPE on the first ``rotary_dim`` dimensions of each head: x * cos + rotate(x) * sin,
+    pairs in halves (GPT-NeoX / Llama: rotate_half) or interleaved (GPT-J: rotate_every_two).
 
     A scaling with a second frequency set (LongRoPE) keeps both: each forward takes the
     long set when its longest position + 1 exceeds ``switch_at``, the short one otherwise
     (transformers' selection; keys already in a cache keep the set they were rotated with)."""
 
-    def __init__(self, rotary_dim: int, *, theta: float, scaling=None):
+    def __init__(self, rotary_dim: int, *, theta: float, scaling=None, layout: str = "halves"):
         super().__init__()
         self.rotary_dim = rotary_dim
+        self.spread, self.rotate = ROPE_LAYOUTS[layout]
         # on the CPU even inside a meta-device build (the importers' skeleton): the values are needed here
         plain = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32, device="cpu") / rotary_dim))
         inv_freq, long_freq, self.switch_at, self.attention_factor = plain, None, None, 1.0
@@ -89,23 +114,22 @@ class Rotary(nn.Module):
 
     @classmethod
     def from_spec(cls, spec, part: str) -> "Rotary":
-        return cls(spec.rotary_dim(part), theta=spec.positional.theta, scaling=spec.positional.scaling)
+        p = spec.positional
+        return cls(spec.rotary_dim(part), theta=p.theta, scaling=p.scaling, layout=p.layout)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (B, T) -> cos, sin, each (B, 1, T, rot)."""
+        """positions (B, T) -> cos, sin, each (B, 1, T, rotary_dim)."""
         inv_freq = self.inv_freq
         if self.long_inv_freq is not None:  # one set for the whole batch, by its longest position
             inv_freq = torch.where(positions.max() + 1 > self.switch_at, self.long_inv_freq, self.inv_freq)  # (rot/2,)
         angles = positions.float()[..., None] * inv_freq  # (B, T, rot/2)
-        angles = torch.cat((angles, angles), dim=-1)[:, None]  # (B, 1, T, rot)
+        angles = self.spread(angles)[:, None]  # (B, 1, T, rot)
         return angles.cos(), angles.sin()
 
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x (B, H, T, hd) -> x with its first rotary_dim dims rotated."""
         rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
-        half = self.rotary_dim // 2
-        rotated = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)  # rotate_half
-        out = rot.float() * cos + rotated.float() * sin
+        out = rot.float() * cos + self.rotate(rot).float() * sin
         if self.attention_factor != 1.0:
             out = out * self.attention_factor  # YaRN, LongRoPE: on the rotated dimensions only, as cos and sin are scaled
         return torch.cat((out.to(x.dtype), rest), dim=-1)

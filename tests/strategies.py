@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from zoo.spec.model import POSITIONAL_KINDS, SCORES
-from zoo.spec.variants import ACTIVATIONS, NORMS, ROPE_SCALINGS
+from zoo.spec.variants import ACTIVATIONS, NORMS, RESIDUALS, ROPE_LAYOUTS, ROPE_SCALINGS
 
 FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
 
@@ -28,7 +28,7 @@ def _divisors(n: int) -> list[int]:
 
 
 @st.composite
-def stacks(draw, d_model: int, rope: bool) -> dict:
+def stacks(draw, d_model: int, rope: bool, crossed: bool = False) -> dict:
     """One encoder or decoder stack whose heads divide d_model (even head_dim under RoPE)."""
     heads = draw(st.sampled_from([h for h in _divisors(d_model) if h <= 8 and (not rope or (d_model // h) % 2 == 0)]))
     attention: dict = {"heads": heads, "score": draw(st.sampled_from(SCORES))}
@@ -69,6 +69,8 @@ def stacks(draw, d_model: int, rope: bool) -> dict:
     out = {"layers": draw(st.integers(1, 2)), "attention": attention, "ffn": ffn, "norm": norm}
     if draw(st.integers(0, 4)) == 0:
         out["residual_multiplier"] = draw(st.sampled_from([0.25, 2.0]))
+    if norm["placement"] == "pre" and not crossed:  # parallel layers: pre-norm, no cross-attention (the spec's rules)
+        out["residual"] = draw(st.sampled_from(RESIDUALS.keys()))
     return out
 
 
@@ -83,6 +85,7 @@ def positionals(draw, kind: str, d_model: int) -> dict | str:
             "kind": kind,
             "theta": draw(st.sampled_from([10000.0, 500.0, 1e6])),
             "fraction": draw(st.sampled_from([1.0, 0.5])),
+            "layout": draw(st.sampled_from(ROPE_LAYOUTS.keys())),
         }
         scaling = draw(st.sampled_from([None, *ROPE_SCALINGS.keys()]))
         if scaling is not None:  # every registered scaling, trained at a context of 4
@@ -130,7 +133,7 @@ def valid_specs(draw) -> dict:
     if family != "decoder-only":
         spec["encoder"] = draw(stacks(d_model, rope))
     if family != "encoder-only":
-        spec["decoder"] = draw(stacks(d_model, rope))
+        spec["decoder"] = draw(stacks(d_model, rope, crossed=family == "encoder-decoder"))
     if rope and spec["positional"]["fraction"] < 1:
         head_dims = [s["attention"].get("head_dim", d_model // s["attention"]["heads"]) for s in (spec.get("encoder"), spec.get("decoder")) if s]
         if min(head_dims) < 4:  # half of a 2-wide head rotates nothing

@@ -159,6 +159,40 @@ def test_rope_scaling_parity(kind, optimize, tmp_path):
         assert variants.ROPE_SCALINGS[kind].fused or variants.ROPE_SCALINGS[kind].lowering in rotary["why"]
 
 
+@pytest.mark.parametrize("residual", [r for r in variants.RESIDUALS.keys() if r != "sequential"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parallel_residual_parity(family, residual, tmp_path):
+    """Parallel attention + FFN (one shared or two input norms) in every family: the encoder's
+    layers parallel, an encoder-decoder's decoder sequential (cross-attention: the spec's rule)."""
+    data = tiny_spec(family, positional="rope", residual_multiplier=0.5).model_dump()
+    for part in ("encoder", "decoder") if family != "encoder-decoder" else ("encoder",):
+        if data.get(part):
+            data[part]["residual"] = residual
+    spec = ModelSpec.model_validate(data)
+    model = build(spec)
+    assert sum(p.numel() for p in model.parameters()) == spec.parameter_count()
+    optimize = family == "decoder-only"
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(optimize=optimize))
+    check_artifact(folder, manifest, spec)
+    if optimize:  # nothing of its own to lower: the attention inside is fused as usual
+        assert manifest["build"]["lowering"]["attention"]["lowered_as"] != "decomposed"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rope_layout_parity(family, tmp_path):
+    """Interleaved pairs (GPT-J) with partial rotary in every family; the optimizer keeps the
+    rotation decomposed and its record says why (zoo.spec.variants.ROPE_LAYOUTS)."""
+    spec = tiny_spec(family, positional="rope")
+    positional = {"kind": "rope", "fraction": 0.5, "layout": "interleaved"}
+    spec = ModelSpec.model_validate({**spec.model_dump(), "positional": positional})
+    optimize = family == "decoder-only"
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(optimize=optimize))
+    check_artifact(folder, manifest, spec)
+    if optimize:
+        rotary = manifest["build"]["lowering"]["rotary"]
+        assert rotary["lowered_as"] == "decomposed" and variants.ROPE_LAYOUTS["interleaved"].lowering in rotary["why"]
+
+
 @pytest.mark.parametrize(
     "embedding",
     [{"tie_output": False, "scale_by_sqrt_d": True}, {"tie_output": True, "scale_output_by_inv_sqrt_d": True}],

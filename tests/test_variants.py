@@ -10,8 +10,9 @@ import torch
 from compiler.attention import SCORES as SCORE_IMPLS
 from compiler.builder import build
 from compiler.ffn import ACTIVATIONS as ACTIVATION_IMPLS, FFN_KINDS as FFN_IMPLS
+from compiler.layers import RESIDUALS as RESIDUAL_IMPLS
 from compiler.norms import NORMS as NORM_IMPLS
-from compiler.positional import POSITIONAL as POSITIONAL_IMPLS
+from compiler.positional import POSITIONAL as POSITIONAL_IMPLS, ROPE_LAYOUTS as ROPE_LAYOUT_IMPLS
 from compiler.variants import implement, variant_of
 from tests.conftest import tiny_spec
 from zoo.spec import variants
@@ -23,6 +24,8 @@ IMPLEMENTED = {
     "norm": NORM_IMPLS,
     "activation": ACTIVATION_IMPLS,
     "ffn": FFN_IMPLS,
+    "rope-layout": ROPE_LAYOUT_IMPLS,
+    "residual": RESIDUAL_IMPLS,
 }
 
 
@@ -41,6 +44,31 @@ def test_every_registry_is_implemented_or_computed_on_floor_1():
     union = get_args(get_args(RopeScaling)[0])
     assert tuple(c.model_fields["kind"].default for c in union) == variants.ROPE_SCALINGS.keys()
     assert all(variants.ROPE_SCALINGS[c.model_fields["kind"].default].options is c for c in union)
+
+
+def test_the_rope_layout_literal_is_the_registry():
+    from typing import get_args
+
+    from zoo.spec.positional import Rope
+
+    assert get_args(Rope.model_fields["layout"].annotation) == variants.ROPE_LAYOUTS.keys()
+
+
+def test_rope_layouts_rotate_the_pairs_transformers_rotates():
+    """halves: Llama's rotate_half; interleaved: GPT-J's rotate_every_two (modeling code, same formula)."""
+    from compiler.positional import Rotary
+
+    x, pos = torch.randn(2, 3, 5, 8), torch.arange(5)[None].expand(2, 5)
+    for layout in variants.ROPE_LAYOUTS:
+        rotary = Rotary(6, theta=100.0, layout=layout)
+        out = rotary.apply(x, *rotary(pos))
+        angles = pos.float()[..., None] * rotary.inv_freq  # (B, T, 3)
+        pairs = [(i, i + 3) for i in range(3)] if layout == "halves" else [(2 * i, 2 * i + 1) for i in range(3)]
+        for f, (a, b) in enumerate(pairs):
+            c, s = angles[:, None, :, f].cos(), angles[:, None, :, f].sin()
+            torch.testing.assert_close(out[..., a], x[..., a] * c - x[..., b] * s)
+            torch.testing.assert_close(out[..., b], x[..., b] * c + x[..., a] * s)
+        torch.testing.assert_close(out[..., 6:], x[..., 6:])
 
 
 def test_a_registry_with_a_missing_or_extra_implementation_is_refused():
@@ -121,3 +149,46 @@ def test_ffn_entry_matches_its_module(kind):
     if kind == "moe":  # a class of its own (plain and gated share FeedForward)
         assert variant_of(ffn) is variants.FFN_KINDS[kind]
     assert sum(p.numel() for p in ffn.parameters()) == variants.FFN_KINDS[kind].parameters(spec.d_model, spec.decoder.ffn)
+
+
+def test_parallel_layer_computes_both_branches_from_the_input():
+    """y = x + attn(n1(x)) + ffn(n2(x)), checked against the sub-modules run by hand."""
+    for residual in ("parallel", "parallel-two-norms"):
+        spec = tiny_spec("decoder-only", positional="rope", residual=residual)
+        model = build(spec)
+        layer = model.decoder.layers[0]
+        assert (layer.norm_ffn is None) == (residual == "parallel")
+        x = torch.randn(2, 5, spec.d_model)
+        allowed = torch.ones(2, 1, 5, 5, dtype=torch.bool).tril()
+        attn, _ = layer.self_attn(layer.norm_attn(x), allowed=allowed, bias=None, rotate=None)
+        ffn = layer.ffn((layer.norm_ffn or layer.norm_attn)(x))
+        out, _ = layer(x, allowed=allowed, bias=None, rotate=None)
+        torch.testing.assert_close(out, x + attn + ffn)
+
+
+@pytest.mark.parametrize(
+    "family, overrides, message",
+    [
+        ("decoder-only", {"norm": {"placement": "post"}}, r"decoder.residual=parallel reads .* decoder.norm.placement=post is refused"),
+        ("encoder-decoder", {}, r"decoder.residual=parallel is refused with family=encoder-decoder"),
+    ],
+    ids=["post-norm", "cross-attention"],
+)
+def test_parallel_residual_refusals_name_both_fields(family, overrides, message):
+    from pydantic import ValidationError
+
+    from zoo.spec.model import ModelSpec
+
+    data = tiny_spec(family, **overrides).model_dump(exclude_defaults=True)
+    data["decoder"]["residual"] = "parallel"
+    with pytest.raises(ValidationError, match=message):
+        ModelSpec.model_validate(data)
+
+
+def test_trained_like_weights_on_parallel_layers():
+    """The generator finds the shared norm and both branches: its statistics are reached."""
+    from compiler.trained_like import zoo_trained_like
+
+    spec = tiny_spec("decoder-only", positional="rope", residual="parallel")
+    stats = zoo_trained_like(build(spec), spec)
+    assert abs(stats["logit_std"] - stats["config"]["logit_std"]) < 1.0 and stats["residual_outlier_ratio"] > 100

@@ -17,6 +17,9 @@ zoo state dict. One module per family, each with its mapping tables:
 | bloom | bloom.py |
 | distilbert | distilbert.py |
 | electra | electra.py |
+| gpt_neox | gpt_neox.py |
+| phi | phi.py |
+| gptj | gptj.py |
 
 What a family cannot reproduce is refused before any weight is read, every
 unsupported field listed in one message (exit code 2).
@@ -33,14 +36,16 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, bloom, distilbert, electra, gpt2, llama, mbart, moe, opt, phi3, roberta, starcoder2, t5
+from compiler.importers import (
+    bart, bert, bloom, distilbert, electra, gpt2, gpt_neox, gptj, llama, mbart, moe, opt, phi, phi3, roberta, starcoder2, t5,
+)
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
 FAMILIES = {
     mt: module
-    for module in (gpt2, llama, moe, phi3, starcoder2, t5, bert, roberta, bart, mbart, opt, bloom, distilbert, electra)
+    for module in (gpt2, llama, moe, phi3, starcoder2, t5, bert, roberta, bart, mbart, opt, bloom, distilbert, electra, gpt_neox, phi, gptj)
     for mt in module.MODEL_TYPES
 }
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from zoo.spec.errors import ExportError
-from zoo.spec.variants import ROPE_SCALINGS
+from zoo.spec.variants import ROPE_LAYOUTS, ROPE_SCALINGS
 
 from passes.optimize.graph import Graph, node_attr, np_dtype, slice_last
 from passes.optimize.lowering import DECOMPOSED, MS, WHY
@@ -146,6 +146,10 @@ def _contrib_rotary(g: Graph, spec, dtype: int, caches: dict, angles: tuple, who
 
 def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
     choice = plan["rotary"]
+    layout = getattr(spec.positional, "layout", "halves")
+    if not ROPE_LAYOUTS[layout].fused:  # the registry entry says why
+        rotations = [u for n in g.g.node if n.op_type == "Cos" for u in g.consumers.get(n.output[0], []) if u.op_type == "Mul"]
+        return {"why": [ROPE_LAYOUTS[layout].lowering] if rotations else [], "decomposed": len(rotations)}  # x * cos per rotation
     count, unmatched = 0, 0
     caches: dict = {}
     for add in [n for n in g.g.node if n.op_type == "Add"]:

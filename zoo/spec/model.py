@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from zoo.spec.families import family
 from zoo.spec.fields import MAX_SIZE, FieldIssue, Int, PositiveInt, Strict_ as _Strict
 from zoo.spec.positional import Alibi, Learned, NoPositional, RelativeBias, Rope, Sinusoidal
-from zoo.spec.variants import ACTIVATIONS, NORMS, POSITIONAL, SCORES as SCORE_VARIANTS
+from zoo.spec.variants import ACTIVATIONS, NORMS, POSITIONAL, RESIDUALS, SCORES as SCORE_VARIANTS
 
 __all__ = ["Alibi", "Learned", "NoPositional", "RelativeBias", "Rope", "Sinusoidal", "FieldIssue", "MAX_SIZE"]
 
@@ -140,6 +140,9 @@ class Stack(_Strict):
     ffn: FeedForward
     norm: Norm = Norm()
     residual_multiplier: float = Field(1.0, gt=0, description="each sub-layer's output is scaled by this before the residual add (Granite)")
+    residual: RESIDUALS.literal() = Field(  # type: ignore[valid-type]
+        "sequential", description=RESIDUALS.describe() + ". Parallel layers are pre-norm and have no cross-attention"
+    )
 
 
 class Embedding(_Strict):
@@ -252,6 +255,16 @@ class ModelSpec(_Strict):
             if att.scale is not None and SCORE_VARIANTS[att.score].dot_product is None:
                 raise FieldIssue(
                     where + ("scale",), f"attention.scale sets the factor of a dot-product score, not of score={att.score}"
+                )
+            if stack.residual != "sequential" and stack.norm.placement != "pre":
+                raise FieldIssue(
+                    (part, "residual"), f"{part}.residual={stack.residual} reads its input through the norms (pre-norm): "
+                    f"{part}.norm.placement={stack.norm.placement} is refused with it", where=(part, "norm", "placement"),
+                )
+            if stack.residual != "sequential" and part == "decoder" and family(self).crossed:
+                raise FieldIssue(
+                    (part, "residual"), f"{part}.residual={stack.residual} is refused with family={self.family}: the decoder's "
+                    "cross-attention has no parallel form (the encoder's may be parallel)", where=("family",),
                 )
             if att.kv_heads is not None and att.heads % att.kv_heads:
                 raise FieldIssue(

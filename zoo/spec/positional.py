@@ -118,9 +118,15 @@ RopeScaling = Annotated[Union[LinearScaling, Llama3Scaling, YarnScaling, LongRop
 
 class Rope(PositionalOptions):
     """Rotary embeddings on queries and keys (RoFormer, Llama); ``fraction`` < 1 rotates
-    only the first ``fraction * head_dim`` dimensions of each head (GPT-NeoX style)."""
+    only the first ``fraction * head_dim`` dimensions of each head (GPT-NeoX style);
+    ``layout`` pairs dimension i with i + rot/2 (halves) or 2i with 2i + 1 (interleaved)."""
 
     kind: Literal["rope"] = "rope"
+    layout: Literal["halves", "interleaved"] = Field(  # zoo.spec.variants.ROPE_LAYOUTS (tests check they agree)
+        "halves",
+        description="halves: dimension i rotates with i + rot/2 (GPT-NeoX, Llama: rotate_half); "
+        "interleaved: 2i with 2i + 1 (GPT-J: rotate_every_two)",
+    )
     theta: float = Field(10000.0, gt=0, description="base of the rotation frequencies")
     fraction: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated")
     scaling: Optional[RopeScaling] = Field(None, description="longer contexts: linear, llama3, yarn or longrope (zoo.spec.variants.ROPE_SCALINGS)")

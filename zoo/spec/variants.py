@@ -79,6 +79,14 @@ class RopeScalingVariant(Variant):
 
 
 @dataclass(frozen=True)
+class RopeLayoutVariant(Variant):
+    """Which dimensions of a head rotate together: ``pairs(rot)`` lists them."""
+
+    fused: bool = True  # lowered to RotaryEmbedding (its interleaved attribute says which)
+    lowering: str = ""
+
+
+@dataclass(frozen=True)
 class NormVariant(Variant):
     parameters: Callable[[int], int] = lambda d: 0  # (d_model) -> count
     onnx_op: str = ""  # the op the export produces (the optimizer's norm pass reads it)
@@ -94,6 +102,14 @@ class ActivationVariant(Variant):
 class FfnVariant(Variant):
     parameters: Callable[[int, Any], int] = lambda d, ffn: 0  # (d_model, the spec's FeedForward) -> count
     fused: bool = True  # nothing to fuse, or lowered to a fused op
+    lowering: str = ""
+
+
+@dataclass(frozen=True)
+class ResidualVariant(Variant):
+    """How a layer's attention and feed-forward meet the residual stream."""
+
+    norms: int = 2  # input norms per layer (self-attention and feed-forward)
     lowering: str = ""
 
 
@@ -210,6 +226,15 @@ ROPE_SCALINGS: Registry[RopeScalingVariant] = Registry(
                        "attention factor; com.microsoft's position-indexed tables need constant frequencies: decomposed there"),
 )
 
+ROPE_LAYOUTS: Registry[RopeLayoutVariant] = Registry(
+    "rope layout",
+    RopeLayoutVariant("halves", "dimension i rotates with i + rot/2 (GPT-NeoX, Llama: rotate_half)",
+                      lowering="RotaryEmbedding, interleaved=0"),
+    RopeLayoutVariant("interleaved", "dimension 2i rotates with 2i + 1 (GPT-J: rotate_every_two)", fused=False,
+                      lowering="the interleaved rotation (pairs 2i, 2i+1) is kept decomposed: the optimizer matches the "
+                      "rotate_half subgraph only"),
+)
+
 NORMS: Registry[NormVariant] = Registry(
     "norm",
     NormVariant("layernorm", "(x - mean) / std * w + b", {"weight": ONES, "bias": ZEROS}, parameters=lambda d: 2 * d, onnx_op="LayerNormalization"),
@@ -263,12 +288,24 @@ FFN_KINDS: Registry[FfnVariant] = Registry(
     ),
 )
 
+_NO_OP = "no op of its own: the attention and the norms in it are lowered as in a sequential layer"
+RESIDUALS: Registry[ResidualVariant] = Registry(
+    "residual",
+    ResidualVariant("sequential", "h = x + attn(n1(x)); y = h + ffn(n2(h))", norms=2, lowering=_NO_OP),
+    ResidualVariant("parallel", "y = x + attn(n(x)) + ffn(n(x)), one shared norm (GPT-J, Falcon-7B, Phi-1/2)", norms=1,
+                    lowering=_NO_OP),
+    ResidualVariant("parallel-two-norms", "y = x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX, Falcon-40B's ln_attn / ln_mlp)",
+                    norms=2, lowering=_NO_OP),
+)
+
 REGISTRIES = {
     "score": SCORES,
     "positional": POSITIONAL,
     "rope-scaling": ROPE_SCALINGS,
+    "rope-layout": ROPE_LAYOUTS,
     "norm": NORMS,
     "activation": ACTIVATIONS,
     "ffn": FFN_KINDS,
+    "residual": RESIDUALS,
 }
 
