@@ -34,12 +34,10 @@ def kind_weight_cases(kinds, random_kinds) -> list:
 
     return [pytest.param(k, w, id=f"{k}-{w}", marks=() if w == "trained" or k in random_kinds else pytest.mark.slow)
             for k in kinds for w in WEIGHTS]
-PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "qwen3": "pre", "granite": "pre", "gemma": "pre", "t5": "pre", "bert": "post", "roberta": "post", "bart": "post", "marian": "post"}
-# (tests/test_import_more.py) mBART and BLOOM are pre-norm, but their embedding norm renormalizes
-# the channels planted in the token embedding: the post-norm calibration (outliers carried by
-# the norm weights) applies. A value may be a function of the config (OPT: either placement).
-PLACEMENT.update({"xlm-roberta": "post", "mt5": "pre", "mbart": "post", "bloom": "post", "distilbert": "post", "electra": "post",
-                  "opt": lambda c: "pre" if c.do_layer_norm_before else "post"})
+PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "qwen3": "pre", "granite": "pre", "gemma": "pre", "t5": "pre", "mt5": "pre", "bert": "post", "roberta": "post", "xlm-roberta": "post", "bart": "post", "marian": "post"}
+# mBART and BLOOM are pre-norm, but their embedding norm renormalizes the channels planted in
+# the token embedding: the post-norm calibration (outliers carried by the norm weights) applies
+PLACEMENT.update({"mbart": "post", "bloom": "post", "distilbert": "post", "electra": "post", "opt": lambda c: "pre" if c.do_layer_norm_before else "post"})  # or of the config
 LOGIT_STD_FLOOR = 5.0  # issue 13 point 4: trained checkpoints have logits in the tens
 OUTLIER_RATIO = (50.0, 2000.0)  # residual outlier channels / median channel (target 300x)
 FP32 = parity_rule("float32")
