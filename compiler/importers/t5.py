@@ -2,7 +2,9 @@
 stack, in its first layer), RMSNorm without bias, unscaled dot scores, no biases,
 ReLU or gated-GELU feed-forward, decoder output scaled by 1/sqrt(d_model) when tied.
 mT5 (``mt5``): T5 v1.1's layout and maths under the same names, never rescaling the
-decoder output (transformers' MT5 has no scale_decoder_outputs)."""
+decoder output (transformers' MT5 has no scale_decoder_outputs). The tensors decide tying:
+a checkpoint's own lm_head (real mT5 files have one) is used, although transformers 5.25
+forces tie_word_embeddings for mt5 and reads the shared embedding instead."""
 
 from __future__ import annotations
 
