@@ -116,6 +116,25 @@ def build_attention(spec: ModelSpec, stack: StackSpec, cls: type, part: str) -> 
     )
 
 
+def build_ffn(spec: ModelSpec, stack: StackSpec) -> nn.Module:
+    f, d = stack.ffn, spec.d_model
+    if f.experts is None:
+        return FFN_KINDS[f.kind](d, f.hidden, activation=f.activation, bias=f.bias, dropout=spec.dropout)
+    moe, shared = f.experts, f.experts.shared
+
+    def expert(hidden: int) -> nn.Module:
+        return FFN_KINDS["gated" if f.gated else "plain"](d, hidden, activation=f.activation, bias=f.bias, dropout=spec.dropout)
+
+    return FFN_KINDS[f.kind](
+        router=nn.Linear(d, moe.count, bias=False),
+        experts=[expert(f.hidden) for _ in range(moe.count)],
+        top_k=moe.top_k,
+        normalize=moe.normalize,
+        shared=expert(shared.hidden) if shared is not None else None,
+        shared_gate=nn.Linear(d, 1, bias=False) if shared is not None and shared.gate else None,
+    )
+
+
 def build_layer(spec: ModelSpec, part: str, *, causal: bool, crossed: bool) -> nn.Module:
     stack = spec.stack(part)
     norm = stack.norm
@@ -124,9 +143,7 @@ def build_layer(spec: ModelSpec, part: str, *, causal: bool, crossed: bool) -> n
         return Residual(NORMS[norm.kind](spec.d_model, eps=norm.eps), pre=norm.placement == "pre", dropout=spec.dropout,
                         multiplier=stack.residual_multiplier)
 
-    ffn = FFN_KINDS[stack.ffn.kind](
-        spec.d_model, stack.ffn.hidden, activation=stack.ffn.activation, bias=stack.ffn.bias, dropout=spec.dropout
-    )
+    ffn = build_ffn(spec, stack)
     self_attn = build_attention(spec, stack, SelfAttention, part)
     if crossed:
         return CrossDecoderLayer(

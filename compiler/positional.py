@@ -89,19 +89,28 @@ ROPE_LAYOUTS = implement(variants.ROPE_LAYOUTS, {"halves": (_halves, _rotate_hal
 
 class Rotary(nn.Module):
     """RoPE on the first ``rotary_dim`` dimensions of each head: x * cos + rotate(x) * sin,
-    pairs in halves (GPT-NeoX / Llama: rotate_half) or interleaved (GPT-J: rotate_every_two)."""
+    pairs in halves (GPT-NeoX / Llama: rotate_half) or interleaved (GPT-J: rotate_every_two).
+
+    A scaling with a second frequency set (LongRoPE) keeps both: each forward takes the
+    long set when its longest position + 1 exceeds ``switch_at``, the short one otherwise
+    (transformers' selection; keys already in a cache keep the set they were rotated with)."""
 
     def __init__(self, rotary_dim: int, *, theta: float, scaling=None, layout: str = "halves"):
         super().__init__()
         self.rotary_dim = rotary_dim
         self.spread, self.rotate = ROPE_LAYOUTS[layout]
         # on the CPU even inside a meta-device build (the importers' skeleton): the values are needed here
-        inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32, device="cpu") / rotary_dim))
-        self.attention_factor = 1.0
+        plain = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32, device="cpu") / rotary_dim))
+        inv_freq, long_freq, self.switch_at, self.attention_factor = plain, None, None, 1.0
         if scaling is not None:  # zoo.spec.variants.ROPE_SCALINGS: the frequencies and the factor on the rotated part
-            scaled, self.attention_factor = variants.ROPE_SCALINGS[scaling.kind].frequencies(inv_freq.tolist(), scaling, rotary_dim, theta)
+            entry = variants.ROPE_SCALINGS[scaling.kind]
+            scaled, self.attention_factor = entry.frequencies(plain.tolist(), scaling, rotary_dim, theta)
             inv_freq = torch.tensor(scaled, dtype=torch.float32, device="cpu")
+            if entry.long_frequencies is not None:
+                long_freq = torch.tensor(entry.long_frequencies(plain.tolist(), scaling, rotary_dim, theta)[0], dtype=torch.float32, device="cpu")
+                self.switch_at = entry.switch_at(scaling)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (rot/2,)
+        self.register_buffer("long_inv_freq", long_freq, persistent=False)  # (rot/2,) or None
 
     @classmethod
     def from_spec(cls, spec, part: str) -> "Rotary":
@@ -110,7 +119,10 @@ class Rotary(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T) -> cos, sin, each (B, 1, T, rotary_dim)."""
-        angles = positions.float()[..., None] * self.inv_freq  # (B, T, rot/2)
+        inv_freq = self.inv_freq
+        if self.long_inv_freq is not None:  # one set for the whole batch, by its longest position
+            inv_freq = torch.where(positions.max() + 1 > self.switch_at, self.long_inv_freq, self.inv_freq)  # (rot/2,)
+        angles = positions.float()[..., None] * inv_freq  # (B, T, rot/2)
         angles = self.spread(angles)[:, None]  # (B, 1, T, rot)
         return angles.cos(), angles.sin()
 
@@ -119,7 +131,7 @@ class Rotary(nn.Module):
         rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
         out = rot.float() * cos + self.rotate(rot).float() * sin
         if self.attention_factor != 1.0:
-            out = out * self.attention_factor  # YaRN: on the rotated dimensions only, as cos and sin are scaled
+            out = out * self.attention_factor  # YaRN, LongRoPE: on the rotated dimensions only, as cos and sin are scaled
         return torch.cat((out.to(x.dtype), rest), dim=-1)
 
 

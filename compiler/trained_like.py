@@ -2,9 +2,8 @@
 Hugging Face one) the activation statistics of a trained checkpoint, so that parity,
 precision and importer tests see what users' models do to the numbers.
 
-Random init gives logits and hidden states of order 1. Trained decoders have
-(Sun et al. 2024, "Massive activations"; Dettmers et al. 2022, LLM.int8(); Kovaleva
-et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
+Random init gives logits and hidden states of order 1. Trained decoders have (Sun et al. 2024,
+"Massive activations"; Dettmers et al. 2022, LLM.int8(); Kovaleva et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
 
 - logits in the tens: a logit standard deviation of ``logit_std`` (7);
 - a few residual channels 100-10,000x the median one on a few tokens (BOS, delimiters):
@@ -14,28 +13,24 @@ et al. 2021, "BERT busters"; and the 135M checkpoint of issue 13):
   that are large in those channels: ``input_outlier_ratio`` (4x; post-norm: POST_NORM);
 - sharp attention with wide margins: attention sinks on the massive tokens
   (compiler.attention_sinks, ``sink_margin`` 6), q and k otherwise scaled so that the
-  scores' spread grows ``score_gain`` (1.5)x, a score's own scale ``scale_gain`` (6)x;
+  scores' spread grows ``score_gain`` (1.5)x, a score's own scale and QK-norm gains ``scale_gain`` (6)x;
 - non-zero biases and relative-position tables of a few units (T5's span -10..5);
 - a residual stream of rank ``residual_rank`` (d_model / 8) aligned with the weights
   (compiler.residual_subspace): it sets what elementwise weight error costs.
 
-The defaults are calibrated against the real 135M checkpoint of issue 13: its fp32
-ONNX-vs-torch difference and its int8 losses (benchmarks/anchors.py, docs/precision.md).
-How it is calibrated: by measurement on the model itself, in forward passes over a
-fixed random batch: every Linear gets unit gain (N(0, 1/fan_in)); each norm's weight is
-set, in a forward pre-hook as the norm runs, so that the normal channels of its output
-have RMS 1 on normal tokens (one pass settles them all); the outlier channels are
-planted at ``massive_ratio`` times the residual's median channel, the sinks set layer
-by layer, the norms calibrated again; the last norm is scaled to give the logits
-``logit_std`` (it reads the outlier channels at weight 0, so the logits are spread over
-the vocabulary, not over the rows that carry them). ``measure`` reports the statistics
-(docs/parity.md lists them per catalog family).
+Calibrated against the real 135M checkpoint of issue 13 (benchmarks/anchors.py), by
+measurement on the model itself over a fixed random batch: Linears get unit gain; each
+norm's weight is set in a pre-hook as it runs so that its output's normal channels have
+RMS 1 on normal tokens; the outlier channels are planted at ``massive_ratio`` times the
+residual's median channel, the sinks set, the norms calibrated again; the last norm
+gives the logits ``logit_std`` (reading the outlier channels at weight 0). ``measure``
+reports the statistics (docs/parity.md lists them per catalog family).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -43,7 +38,8 @@ from torch import nn
 
 from compiler.attention_sinks import plant_shared_channels, plant_sinks, sharpen_scales
 from compiler.norm_gain import scale_gain, set_gain
-from compiler.query_keys import query_key_columns  # the q/k output units of a projection, by name
+from compiler.projections import is_linear, stacked_experts
+from compiler.query_keys import grouped_rows
 from compiler.residual_subspace import align_residual
 from compiler.variants import variant_of
 from zoo.spec.families import family
@@ -53,6 +49,12 @@ from zoo.spec.families import family
 # the sinks and the low-rank stream (calibrated on a pre-norm decoder) do not apply.
 POST_NORM = {"input_outlier_ratio": 20.0, "score_gain": 4.0, "residual_rank": 1.0, "sink_margin": 0.0}
 LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
+KEY_NAMES = ("k", "k_proj", "key", "k_lin")
+FUSED_QKV_NAMES = ("c_attn", "qkv_proj")  # [q | k | v]: GPT-2's Conv1D (in, out) in thirds; Phi-3's Linear (out, in), GQA
+QK_NORM_NAMES = ("q_norm", "k_norm", "q_layernorm", "k_layernorm")  # QK-norm (zoo, Qwen3, OLMo 2, Gemma 3, Phi)
+PER_HEAD_QKV_NAMES = ("query_key_value",)  # BLOOM, GPT-NeoX, Falcon: rows (groups, members, head_dim), compiler.query_keys
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class Roles:
     other_embeddings: list[nn.Module]
     tables: list[nn.Parameter]  # per-head relative-position tables
     unscaled: list[nn.Module]  # attention modules whose scores are a plain q·k (T5)
+    qk_norms: list[nn.Module]  # norms on q and k: they bound the scores, their gains sharpen them
+    heads: dict[str, int] = field(default_factory=dict)  # module name -> its num_heads, where it has one
 
     @property
     def d_model(self) -> int:
@@ -93,10 +97,6 @@ class Roles:
 
 def _is_norm(module: nn.Module, d: int) -> bool:
     return "Norm" in type(module).__name__ and isinstance(w := getattr(module, "weight", None), torch.Tensor) and w.shape == (d,)
-
-
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
 
 
 def find_roles(model: nn.Module) -> Roles:
@@ -110,13 +110,15 @@ def find_roles(model: nn.Module) -> Roles:
     # tied copies of the token embedding (T5's, BART's per-stack embed_tokens) and frozen
     # tables (Marian's sinusoids: computed, not trained) are not other embeddings
     embeddings = [m for m in embeddings if m is token or (m.weight is not token.weight and m.weight.requires_grad)]
-    norms = [(n, m) for n, m in model.named_modules() if _is_norm(m, d)]
-    linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
+    qk_norms = [m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in QK_NORM_NAMES]
+    norms = [(n, m) for n, m in model.named_modules() if _is_norm(m, d) and m not in qk_norms]
+    linears = [(n, m) for n, m in model.named_modules() if is_linear(m)] + stacked_experts(model)
     others = [m for m in embeddings if m is not token and m.embedding_dim == d]
     tables = [m.weight for m in embeddings if m is not token and m.embedding_dim != d]
     tables += [m.weight for m in model.modules() if type(m).__name__ == "RelativeBias"]
     unscaled = [m for m in model.modules() if isinstance(getattr(m, "q", None), nn.Linear) and _unscaled(m)]
-    return Roles(token, norms, linears, others, tables, unscaled)
+    heads = {n: m.num_heads for n, m in model.named_modules() if isinstance(getattr(m, "num_heads", None), int)}
+    return Roles(token, norms, linears, others, tables, unscaled, qk_norms, heads)
 
 
 def _unscaled(attention: nn.Module) -> bool:  # a plain q.k without 1/sqrt(hd): zoo dot, T5
@@ -125,8 +127,21 @@ def _unscaled(attention: nn.Module) -> bool:  # a plain q.k without 1/sqrt(hd): 
 
 
 def _fan_in(module: nn.Module) -> int:
-    w = module.weight
-    return w.shape[0] if type(module).__name__ == "Conv1D" else w.shape[1]
+    return module.weight.shape[0] if type(module).__name__ == "Conv1D" else module.weight.shape[1]
+
+
+def _query_key_columns(model: nn.Module, name: str, module: nn.Module, heads: int = 0):
+    """The q and k outputs of ``module`` (a slice or an (N, 1) index), or None; ``heads``: its parent's."""
+    parent, _, leaf = name.rpartition(".")
+    if leaf in PER_HEAD_QKV_NAMES and parent:  # per head [q, k, v] or per KV group [queries, k, v]
+        return grouped_rows(model.get_submodule(parent), module.weight.shape[0]).reshape(-1, 1)  # (q and k rows, 1)
+    if leaf in QUERY_NAMES or leaf in KEY_NAMES:
+        return slice(None)
+    if leaf in FUSED_QKV_NAMES and type(module).__name__ == "Conv1D":
+        return slice(0, 2 * (module.weight.shape[1] // 3))
+    if leaf in FUSED_QKV_NAMES:  # (out, in): all rows but the values' (the attention's kv heads x head_dim)
+        return slice(0, module.weight.shape[0] - (a := model.get_submodule(parent)).num_key_value_heads * a.head_dim)
+    return None
 
 
 @torch.no_grad()
@@ -135,20 +150,14 @@ def _reinit(model: nn.Module, roles: Roles, cfg: TrainedLike, gen: torch.Generat
     at 1/input_outlier_ratio, so that those do not decide every score), non-zero
     biases, embeddings at ``embedding_std``, norms at 1 (calibrated later), tables of
     a few units."""
-    def normal(shape, std):
-        return torch.randn(shape, generator=gen) * std
-
+    normal = lambda shape, std: torch.randn(shape, generator=gen) * std  # noqa: E731
     for name, m in roles.linears:
         m.weight.copy_(normal(m.weight.shape, 1.0 / math.sqrt(_fan_in(m))))
-        cols = query_key_columns(name, m, model)
+        cols = _query_key_columns(model, name, m, roles.heads.get(name.rpartition(".")[0], 0))
         if cols is not None:
-            gain = math.sqrt(cfg.score_gain)
-            if type(m).__name__ == "Conv1D":  # (in, out)
-                m.weight[:, cols] *= gain
-                m.weight[channels, cols] /= cfg.input_outlier_ratio
-            else:  # (out, in)
-                m.weight[cols] *= gain
-                m.weight[cols if isinstance(cols, slice) else cols[:, None], channels] /= cfg.input_outlier_ratio
+            w = m.weight.T if type(m).__name__ == "Conv1D" else m.weight  # (out, in): Conv1D stores (in, out)
+            w[cols] *= math.sqrt(cfg.score_gain)
+            w[cols, channels] /= cfg.input_outlier_ratio
         if getattr(m, "bias", None) is not None:
             m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
     for m in roles.unscaled:  # q·k not divided by sqrt(head_dim) (T5): the scale is in the weights
@@ -161,6 +170,10 @@ def _reinit(model: nn.Module, roles: Roles, cfg: TrainedLike, gen: torch.Generat
         set_gain(m, 1.0)
         if getattr(m, "bias", None) is not None:
             m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
+    for m in roles.qk_norms:  # q, k normalised: their projections cannot sharpen the scores, their gains (sqrt 6 each) do
+        set_gain(m, math.sqrt(cfg.scale_gain) * (1.0 + cfg.norm_jitter * torch.randn(m.weight.shape, generator=gen)))
+        if getattr(m, "bias", None) is not None:
+            m.bias.zero_()
     align_residual(roles, cfg.residual_rank, cfg.off_subspace, gen)
 
 
@@ -331,10 +344,9 @@ def make_trained_like(
 
 
 def measure(model, logits_fn: LogitsFn, *, vocab_size: int, channels, tokens, placement: str = "pre", seed: int = 1, seq: int = 32) -> dict:
-    """The statistics the generator aims at, on a fresh batch: logit std (normal
-    tokens), the residual's outlier ratio (middle layers) and the median channel,
-    and the median over self-attention layers of the median over heads and queries of
-    the largest attention weight, on normal tokens after a massive one (zoo modules)."""
+    """The statistics aimed at, on a fresh batch: logit std (normal tokens), the residual's outlier
+    ratio (middle layers) and median channel, and the median over self-attention layers of the
+    median over heads and queries of the largest attention weight, on normal tokens after a massive one."""
     roles = find_roles(model)
     gen = torch.Generator().manual_seed(seed)
     channels, tokens = torch.as_tensor(channels, dtype=torch.long), torch.as_tensor(tokens, dtype=torch.long)

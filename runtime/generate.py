@@ -214,6 +214,11 @@ class Generator:
         on_cuda = self.session.provider == "CUDAExecutionProvider"
         self.io_binding = on_cuda if io_binding is None else io_binding
         self.runner = _Runner(self.session, self.family.step_graph, io_binding=self.io_binding)
+        # LongRoPE (manifest kv_cache.refill_at): when the sequence first grows past the
+        # trained context the cache is recomputed from every token, as transformers' Phi-3
+        # generate does (-2: never)
+        refill = self.session.artifact.cache.refill_at if self.session.artifact.cache is not None else None
+        self.refill_at = refill if refill is not None else -2
         self.ids_name, self.mask_name = self.family.ids, self.family.mask
 
     @property
@@ -284,6 +289,7 @@ class Generator:
         else:
             ids, mask = left_pad(prompts, pad)
         self.runner.start(batch, fixed, self.session.float_dtype)
+        seq = ids  # every token fed so far, for a cache recomputed at refill_at
         room = self.max_len - ids.shape[1]  # cache slots left before max_seq_len
         budget = min(config.max_new_tokens, room + 1)
         tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -318,8 +324,11 @@ class Generator:
             if finished.all():
                 break
             t_step = time.perf_counter()  # the caller's time between steps is not the model's
-            ids = new[:, None]
+            seq, ids = np.concatenate((seq, new[:, None]), axis=1), new[:, None]
             mask = np.concatenate((mask, np.ones((batch, 1), dtype=np.int64)), axis=1)
+            if mask.shape[1] == self.refill_at + 1:  # LongRoPE's switch: every key again, with the long set
+                self.runner.start(batch, fixed, self.session.float_dtype)
+                ids = seq
         self.last = Generation(
             tokens=tokens,
             finish_reasons=reasons,

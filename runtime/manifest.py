@@ -217,11 +217,13 @@ class CacheEntry:
     past: Optional[str] = None
     present: Optional[str] = None
     prefill: Optional[str] = None
+    refill_at: Optional[int] = None  # the generation loop recomputes the cache when the sequence first reaches this + 1
 
     @classmethod
     def read(cls, kv: _Fields) -> CacheEntry:
         counts = [kv.get(k, int, required=True) for k in ("layers", "kv_heads", "head_dim")]
-        return cls(*counts, **{k: kv.get(k, str) for k in ("cross", "layout", "past", "present", "prefill")})
+        texts = {k: kv.get(k, str) for k in ("cross", "layout", "past", "present", "prefill")}
+        return cls(*counts, **texts, refill_at=kv.get("refill_at", int))
 
 
 @dataclass(frozen=True)

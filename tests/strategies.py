@@ -53,6 +53,11 @@ def stacks(draw, d_model: int, rope: bool, crossed: bool = False) -> dict:
         "gated": draw(st.booleans()),
         "bias": draw(st.booleans()),
     }
+    if draw(st.integers(0, 4)) == 0:  # a mixture of experts of that feed-forward
+        count = draw(st.integers(1, 4))
+        ffn["experts"] = {"count": count, "top_k": draw(st.integers(1, count)), "normalize": draw(st.booleans())}
+        if draw(st.booleans()):
+            ffn["experts"]["shared"] = {"hidden": draw(st.integers(4, 24)), "gate": draw(st.booleans())}
     norm: dict = {
         "kind": draw(st.sampled_from(NORMS.keys())),
         "placement": draw(st.sampled_from(["pre", "post"])),
@@ -87,11 +92,26 @@ def positionals(draw, kind: str, d_model: int) -> dict | str:
             out["scaling"] = {"kind": scaling, "factor": draw(st.sampled_from([2.0, 8.0]))}
             if scaling != "linear":
                 out["scaling"]["original_max_seq_len"] = 4
+            if scaling == "longrope":  # factor lists sized once the stacks are drawn (valid_specs)
+                out["scaling"].update(short_factor=[], long_factor=[])
         return out
     if kind == "relative-bias":
         buckets = draw(st.integers(4, 16))
         return {"kind": kind, "buckets": buckets, "max_distance": draw(st.integers(buckets // 2 + 1, 64))}
     return draw(st.sampled_from([kind, {"kind": kind}]))  # the shorthand or the mapping
+
+
+def _size_longrope(draw, spec: dict, d_model: int) -> None:
+    """LongRoPE's factor lists: one per rotated pair, so the stacks must rotate alike (a
+    different head_dim per stack is refused by the spec): else the decoder's head_dim is made the encoder's."""
+    stacks_ = [s for s in (spec.get("encoder"), spec.get("decoder")) if s]
+    for s in stacks_[1:]:
+        s["attention"]["head_dim"] = stacks_[0]["attention"].get("head_dim", d_model // stacks_[0]["attention"]["heads"])
+    head_dim = stacks_[0]["attention"].get("head_dim", d_model // stacks_[0]["attention"]["heads"])
+    rot = int(head_dim * spec["positional"]["fraction"])
+    pairs = (rot - rot % 2) // 2
+    factors = st.lists(st.sampled_from([1.0, 1.5, 4.0, 16.0]), min_size=pairs, max_size=pairs)
+    spec["positional"]["scaling"].update(short_factor=draw(factors), long_factor=draw(factors))
 
 
 @st.composite
@@ -118,6 +138,8 @@ def valid_specs(draw) -> dict:
         head_dims = [s["attention"].get("head_dim", d_model // s["attention"]["heads"]) for s in (spec.get("encoder"), spec.get("decoder")) if s]
         if min(head_dims) < 4:  # half of a 2-wide head rotates nothing
             spec["positional"]["fraction"] = 1.0
+    if rope and (spec["positional"].get("scaling") or {}).get("kind") == "longrope":
+        _size_longrope(draw, spec, d_model)
     embedding = {
         "tie_output": draw(st.booleans()),
         "scale_by_sqrt_d": draw(st.booleans()),
@@ -257,7 +279,7 @@ _FIELDS = {
     "encoder": {"layers", "attention", "ffn", "norm", "residual_multiplier"},
     "decoder": {"layers", "attention", "ffn", "norm", "residual_multiplier"},
     "attention": {"heads", "kv_heads", "score", "bias", "window", "head_dim", "qk_norm", "scale", "softcap"},
-    "ffn": {"hidden", "activation", "gated", "bias"},
+    "ffn": {"hidden", "activation", "gated", "bias", "experts"},
     "norm": {"kind", "placement", "eps", "final"},
 }
 
@@ -269,13 +291,17 @@ def impossible(draw, spec: dict) -> Broken:
     d_model = spec["d_model"]
     heads = spec[stack]["attention"]["heads"]
     choices = ["heads", "kv_heads", "missing-stack", "extra-stack", "token", "pooler", "sinusoidal-odd", "rope-odd",
-               "relative-distance", "unknown-kind"]
+               "relative-distance", "unknown-kind", "top-k"]
     what = draw(st.sampled_from(choices))
     if what == "heads":
         bad = draw(st.sampled_from([h for h in range(2, 3 * d_model) if d_model % h]))
         out = _set(spec, f"{stack}.attention.heads", bad)
         out[stack]["attention"].pop("head_dim", None)  # with an explicit head_dim any head count is fine
         return Broken(out, f"{stack}.attention.heads", "impossible")
+    if what == "top-k":
+        count = draw(st.integers(1, 4))
+        out = _set(spec, f"{stack}.ffn.experts", {"count": count, "top_k": count + draw(st.integers(1, 3))})
+        return Broken(out, f"{stack}.ffn.experts.top_k", "impossible")
     if what == "kv_heads":
         bad = draw(st.sampled_from([k for k in range(2, 2 * heads + 3) if heads % k]))
         return Broken(_set(spec, f"{stack}.attention.kv_heads", bad), f"{stack}.attention.kv_heads", "impossible")

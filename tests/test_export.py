@@ -137,6 +137,10 @@ ROPE_SCALING_EXAMPLES = {  # one per zoo.spec.variants.ROPE_SCALINGS entry; a co
     "linear": {"factor": 4.0},
     "llama3": {"factor": 8.0, "original_max_seq_len": 8},
     "yarn": {"factor": 4.0, "original_max_seq_len": 8},
+    # LongRoPE: rotary_dim 4 of an 8-wide head (fraction 0.5), so 2 factors per set; the
+    # build's cached-decoding check stays within original_max_seq_len (11 tokens <= 12), its
+    # full-forward runs are on both sides (7 tokens: short set; 13: long set)
+    "longrope": {"factor": 4.0, "original_max_seq_len": 12, "short_factor": [1.0, 3.0], "long_factor": [2.0, 9.0]},
 }
 
 
@@ -278,3 +282,60 @@ def test_imported_family_options_parity(family, embedding, positional, tmp_path)
     assert outputs == graphs_for(spec)[-1].output_names
     checked = {n for n in graphs_for(spec)[-1].output_names if Role.of(n) is None}
     assert set(manifest["parity"]["runs"][0]["outputs"]) >= checked - {"encoder_hidden_states"}
+
+
+MOE_EXAMPLES = {  # Mixtral's (renormalised top-2, SwiGLU) and Qwen2-MoE's (raw top-k, a gated shared expert)
+    "mixtral": {"hidden": 16, "activation": "silu", "gated": True, "bias": False, "experts": {"count": 4, "top_k": 2}},
+    "qwen2-moe": {"hidden": 16, "activation": "gelu", "experts": {"count": 4, "top_k": 3, "normalize": False, "shared": {"hidden": 24}}},
+}
+
+
+DEFAULT_MOE = {("encoder-decoder", "mixtral")}  # both stacks and cross-attention; decoder-only: tests/test_import_moe.py
+MOE_CASES = [  # each family in the default suite, each example in every family in the slow target
+    pytest.param(f, m, marks=() if (f, m) in DEFAULT_MOE else pytest.mark.slow) for f in FAMILIES for m in MOE_EXAMPLES
+]
+
+
+@pytest.mark.parametrize(("family", "moe"), MOE_CASES)
+def test_mixture_of_experts_parity(family, moe, tmp_path):
+    """A mixture-of-experts feed-forward in every family, cached decoding included; the optimizer
+    leaves it decomposed and says why."""
+    spec = tiny_spec(family, positional="rope", ffn=MOE_EXAMPLES[moe])
+    assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
+    optimize = family != "encoder-only"
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(optimize=optimize))
+    check_artifact(folder, manifest, spec)
+    if optimize:
+        moe_record = manifest["build"]["lowering"]["moe"]
+        assert moe_record["lowered_as"] == "decomposed" and variants.FFN_KINDS["moe"].lowering in moe_record["why"]
+
+
+def test_expert_ties_go_to_the_lower_index_as_in_onnx_topk():
+    """Equal routing probabilities: torch's eager top_k picks what ONNX Runtime's TopK picks."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    from compiler.ffn import top_k
+
+    x = np.array([[0.25] * 4, [0.1, 0.3, 0.3, 0.3], [0.4, 0.1, 0.4, 0.1]], dtype=np.float32)
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1)
+    graph = helper.make_graph([node], "topk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("v", TensorProto.FLOAT, None), helper.make_tensor_value_info("i", TensorProto.INT64, None)],
+                              [helper.make_tensor("k", TensorProto.INT64, [1], [2])])
+    session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    _, want = session.run(None, {"x": x})
+    _, got = top_k(torch.from_numpy(x), 2)
+    assert got.tolist() == want.tolist() == [[0, 1], [1, 2], [0, 2]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("dtype", "precision"), [("float16", "fp32"), ("float32", "fp16"), ("float32", "int8")])
+def test_mixture_of_experts_at_reduced_precision(dtype, precision, tmp_path):
+    """A float16 spec, and the fp16 and int8 passes: the experts' sum (ScatterND add, no float16
+    CPU kernel) stays in fp32, parity and cached decoding hold."""
+    spec = tiny_spec("decoder-only", positional="rope", ffn=MOE_EXAMPLES["mixtral"])
+    spec = ModelSpec.model_validate({**spec.model_dump(), "dtype": dtype})
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(precision=precision))
+    assert manifest["parity"]["passed"], manifest["parity"]

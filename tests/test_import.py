@@ -33,6 +33,7 @@ from zoo.spec.contract import parity_rule  # noqa: E402
 V = 100
 SMALL = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
 DEEP = dict(SMALL, hidden_size=64, num_hidden_layers=24, intermediate_size=128)  # trained-like depth at small width
+PHI3_TOKENS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)  # the defaults (32000) lie outside a vocabulary of 100
 CAUSAL = {
     "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=V, n_positions=64)),
     "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=500.0, **SMALL)),
@@ -53,7 +54,27 @@ CAUSAL = {
     "granite": lambda: transformers.GraniteForCausalLM(transformers.GraniteConfig(
         num_key_value_heads=2, embedding_multiplier=6.0, attention_multiplier=0.05, residual_multiplier=0.3, logits_scaling=4.0, **SMALL)),
     # QK-norm and an explicit head_dim (12, not hidden_size / heads = 8)
+    # LayerNorm with bias, plain gelu-tanh FFN, biases everywhere, GQA, a sliding window, tied output
+    "starcoder2": lambda: transformers.Starcoder2ForCausalLM(transformers.Starcoder2Config(
+        num_key_value_heads=2, sliding_window=6, rope_theta=1000.0, **SMALL)),
+    # Phi-4-mini's layout: fused qkv_proj and gate_up_proj, partial rotary 0.75, a tied output, a window
+    "phi3": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(
+        num_key_value_heads=2, partial_rotary_factor=0.75, tie_word_embeddings=True, sliding_window=6, **PHI3_TOKENS, **SMALL)),
+    # LongRoPE trained at 16 of 64 (3 rotated pairs, distinct factors): greedy prompt + 16 tokens cross 16,
+    # where transformers switches to the long factors mid-generation (cached keys keep the short ones)
+    "phi3-longrope": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(
+        num_key_value_heads=2, original_max_position_embeddings=16, rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75, "original_max_position_embeddings": 16,
+            "short_factor": [1.0, 1.3, 2.1], "long_factor": [2.0, 5.0, 11.0]}, **PHI3_TOKENS, **SMALL)),
     "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(num_key_value_heads=2, head_dim=12, **SMALL)),
+    # mixtures of 4 experts, top-2: Mixtral (renormalised, sliding window), Qwen2-MoE (raw top-k weights, a shared
+    # expert with its sigmoid gate, q/k/v biases), Qwen3-MoE (renormalised, QK-norm, head_dim 12)
+    "mixtral": lambda: transformers.MixtralForCausalLM(transformers.MixtralConfig(
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, **SMALL)),
+    "qwen2_moe": lambda: transformers.Qwen2MoeForCausalLM(transformers.Qwen2MoeConfig(
+        num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=48, **SMALL)),
+    "qwen3_moe": lambda: transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(
+        num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, norm_topk_prob=True, head_dim=12, **SMALL)),
 }
 DEEP_LLAMA = lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=1e5, **DEEP))  # noqa: E731
 T5 = {
@@ -97,10 +118,10 @@ def decoder_inputs(ids, mask) -> dict:
     return {"model": {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}}
 
 
-def check_decoder(label, hf, imported, session, weights, rule=FP32):
+def check_decoder(label, hf, imported, session, weights, rule=FP32, seq=9):
     """Logits of the zoo's torch module and of ``session`` against transformers on a batch
-    padded right and left (positions from the mask); the trained-like logits are large."""
-    ids, mask = batch()
+    of ``seq`` padded right and left (positions from the mask); the trained-like logits are large."""
+    ids, mask = batch(seq)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         expected = hf(input_ids=ids, attention_mask=mask, position_ids=positions).logits
@@ -116,14 +137,23 @@ def check_decoder(label, hf, imported, session, weights, rule=FP32):
         assert logit_std(expected, mask) >= LOGIT_STD_FLOOR
 
 
-def check_greedy(label, hf, session):
+def check_greedy(label, hf, session, batched: bool = False):
     """16 greedy tokens of the zoo artifact (runtime.generate, cached decoding) equal
-    transformers' generate(do_sample=False), per prompt, no EOS stop on either side."""
+    transformers' generate(do_sample=False), per prompt (``batched``: the prompts in one
+    left-padded batch), no EOS stop on either side."""
     gen = torch.Generator().manual_seed(11)
     prompts = [torch.randint(1, V, (n,), generator=gen).tolist() for n in (5, 8, 3)]
     ours = Generator(session).generate(prompts, GenerationConfig(max_new_tokens=16, eos=())).tokens
     hf.generation_config.eos_token_id = None  # a config passed to generate would be merged with this one
     theirs = []
+    if batched:  # one left-padded batch, as the zoo's loop runs it (LongRoPE picks its set by the batch's longest row)
+        width = max(map(len, prompts))
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        with torch.no_grad():
+            out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, do_sample=False, pad_token_id=0)
+        prompts = []  # done
+        theirs = out[:, width:].tolist()
     for p in prompts:
         ids = torch.tensor([p])
         with torch.no_grad():
@@ -142,8 +172,12 @@ def test_decoder_checkpoint_matches_transformers(kind, weights, tmp_path):
     imported = import_folder(tmp_path / "hf")
     session = build_session(imported, tmp_path / "artifact")
     check_decoder(kind, hf, imported, session, weights)
+    if kind.endswith("longrope"):  # the long set (a batch of 20 > 16), and the loop recomputes the cache where transformers' Phi-3 does
+        check_decoder(kind + "-long", hf, imported, session, weights, seq=20)
+        assert session.artifact.cache.refill_at == 16
     if weights == "trained":
-        check_greedy(kind, hf, session)
+        # LongRoPE picks one frequency set per batch (its longest row): compared with transformers' batched generate
+        check_greedy(kind, hf, session, batched=kind.endswith("longrope"))
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +290,7 @@ def test_unsupported_fields_are_all_refused_at_once(tmp_path):
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     config["rope_parameters"] = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
     config["pretraining_tp"] = 2
-    config["partial_rotary_factor"] = 0.5
+    config["rope_parameters"] = {**config["rope_parameters"], "partial_rotary_factor": 0.5}
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError) as err:
         import_folder(tmp_path / "hf")
@@ -270,6 +304,19 @@ def test_unsupported_fields_are_all_refused_at_once(tmp_path):
     assert proc.returncode == 2 and "pretraining_tp=2" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_moe", "qwen3_moe"])
+def test_layers_without_experts_are_refused_before_weights(model_type, tmp_path):
+    """decoder_sparse_step and mlp_only_layers leave some layers dense: refused, both fields
+    named, from config.json alone (the folder has no weights)."""
+    config = transformers.AutoConfig.for_model(model_type, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=2,
+                                               mlp_only_layers=[0], **SMALL)
+    config.save_pretrained(tmp_path / "hf")
+    with pytest.raises(CheckpointError) as err:
+        import_folder(tmp_path / "hf")
+    message = str(err.value)
+    assert "decoder_sparse_step=2" in message and "mlp_only_layers=[0]" in message and "no weights" not in message, message
 
 
 def test_unknown_model_type_and_unmapped_tensors_are_refused(tmp_path):

@@ -196,11 +196,26 @@ def test_kv_heads_must_divide_heads(tmp_path):
     assert str(err) == "bad.yaml:7: decoder.attention.kv_heads: kv_heads=5 does not divide heads=12"
 
 
+def test_top_k_must_not_exceed_the_experts(tmp_path):
+    spec_file(tmp_path, "decoder:\n  ffn:\n    experts: {count: 4, top_k: 6}\n")
+    err = error_of("bad.yaml")
+    assert str(err) == "bad.yaml:5: decoder.ffn.experts.top_k: experts.top_k=6 is more than experts.count=4"
+
+
 def test_rope_needs_an_even_head_dim(tmp_path):
     spec_file(tmp_path, "d_model: 60\ndecoder:\n  attention: {heads: 4, kv_heads: 1}\n")
     err = error_of("bad.yaml")
     assert (err.file, err.line, err.field) == ("bad.yaml", 5, "decoder.attention.heads")
     assert "RoPE needs an even head_dim, got head_dim=15" in err.message
+
+
+def test_longrope_factor_lists_match_the_rotated_pairs(tmp_path):
+    """llama-tiny's head_dim 16 rotates 8 pairs: a LongRoPE list of 3 is refused, naming both fields."""
+    spec_file(tmp_path, "positional:\n  kind: rope\n  scaling: {kind: longrope, factor: 4.0, original_max_seq_len: 16,\n"
+              "    short_factor: [1.0, 2.0, 3.0], long_factor: [1.0, 2.0, 3.0]}\n")
+    err = error_of("bad.yaml")
+    assert err.field == "positional.scaling.short_factor"
+    assert "short_factor has 3 values but decoder rotates 8 frequency pairs" in err.message and "head_dim 16" in err.message
 
 
 def test_error_in_an_inherited_value_points_at_the_parent_file(tmp_path):

@@ -133,6 +133,24 @@ def test_declared_initialisation_is_applied(score):
             assert 0.6 * expected < float(p.std()) < 1.5 * expected, name
 
 
+FFN_EXAMPLES = {  # one FeedForward per zoo.spec.variants.FFN_KINDS entry
+    "plain": {"hidden": 24, "bias": True},
+    "gated": {"hidden": 24, "gated": True, "bias": False},
+    "moe": {"hidden": 12, "gated": True, "bias": True, "experts": {"count": 3, "top_k": 2, "shared": {"hidden": 20}}},
+}
+
+
+@pytest.mark.parametrize("kind", variants.FFN_KINDS.keys())
+def test_ffn_entry_matches_its_module(kind):
+    """The entry's parameter count is the built module's, and the spec names the entry."""
+    spec = tiny_spec("decoder-only", ffn=FFN_EXAMPLES[kind])
+    ffn = build(spec).decoder.layers[0].ffn
+    assert spec.decoder.ffn.kind == kind
+    if kind == "moe":  # a class of its own (plain and gated share FeedForward)
+        assert variant_of(ffn) is variants.FFN_KINDS[kind]
+    assert sum(p.numel() for p in ffn.parameters()) == variants.FFN_KINDS[kind].parameters(spec.d_model, spec.decoder.ffn)
+
+
 def test_parallel_layer_computes_both_branches_from_the_input():
     """y = x + attn(n1(x)) + ffn(n2(x)), checked against the sub-modules run by hand."""
     for residual in ("parallel", "parallel-two-norms"):

@@ -4,11 +4,19 @@ zoo state dict. One module per family, each with its mapping tables:
 | model_type | module |
 | --- | --- |
 | gpt2 | gpt2.py |
-| llama, mistral, qwen2, qwen3 | llama.py |
-| t5 | t5.py |
+| llama, mistral, qwen2, qwen3, granite, gemma | llama.py |
+| phi3 | phi3.py |
+| starcoder2 | starcoder2.py |
+| mixtral, qwen2_moe, qwen3_moe, olmoe | moe.py |
+| t5, mt5 | t5.py |
 | bert | bert.py |
-| roberta | roberta.py |
+| roberta, xlm-roberta | roberta.py |
 | bart, marian | bart.py |
+| mbart | mbart.py |
+| opt | opt.py |
+| bloom | bloom.py |
+| distilbert | distilbert.py |
+| electra | electra.py |
 | gpt_neox | gpt_neox.py |
 | phi | phi.py |
 | gptj | gptj.py |
@@ -29,12 +37,18 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, falcon, gpt2, gpt_neox, gptj, llama, phi, roberta, t5
+from compiler.importers import (
+    bart, bert, bloom, distilbert, electra, falcon, gpt2, gpt_neox, gptj, llama, mbart, moe, opt, phi, phi3, roberta, starcoder2, t5,
+)
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
-FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart, gpt_neox, phi, gptj, falcon) for mt in module.MODEL_TYPES}
+FAMILIES = {
+    mt: module
+    for module in (gpt2, llama, moe, phi3, starcoder2, t5, bert, roberta, bart, mbart, opt, bloom, distilbert, electra, gpt_neox, phi, gptj, falcon)
+    for mt in module.MODEL_TYPES
+}
 
 
 @dataclass
@@ -98,8 +112,8 @@ def special_tokens(folder: Path, config: dict) -> dict:
     eos = merged.get("eos_token_id")
     eos = eos if isinstance(eos, list) else [eos]
     out["eos"] = [e for e in eos if ok(e)]
-    if config.get("is_encoder_decoder") or "decoder_start" in out:
-        out.setdefault("decoder_start", out.get("pad", 0))
+    if config.get("is_encoder_decoder") or "decoder_start" in out:  # transformers' generate: else bos
+        out.setdefault("decoder_start", out.get("bos", out.get("pad", 0)))
     return out
 
 

@@ -151,16 +151,33 @@ def rope_theta(config: dict) -> float:
     return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
 
 
-def _rope_params(config: dict) -> dict:
+def rope_params(config: dict) -> dict:
     """The RoPE parameters, new format (rope_parameters) or old (rope_scaling, rope_theta)."""
     return {**(config.get("rope_scaling") or {}), **(config.get("rope_parameters") or {})}
 
 
 def rope_type(config: dict) -> Optional[str]:
     """None for plain RoPE; the scaling type otherwise."""
-    params = _rope_params(config)
+    params = rope_params(config)
     kind = params.get("rope_type", params.get("type", "default"))
     return None if kind in ("default", None) else kind
+
+
+def partial_rotary(config: dict) -> float:
+    """The share of head_dim that RoPE rotates (``positional.fraction``): partial_rotary_factor,
+    in rope_parameters (transformers 5) or at the top level (older configs)."""
+    return float(rope_params(config).get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)))
+
+
+def unsupported_partial_rotary(config: dict) -> list[str]:
+    """transformers rotates int(head_dim * factor) dimensions, with frequencies over that
+    count: the zoo matches it when the count is even and at least 2."""
+    factor = partial_rotary(config)
+    head_dim = config.get("head_dim") or int(config.get("hidden_size") or 0) // max(int(config.get("num_attention_heads") or 1), 1)
+    rotated = int(head_dim * factor)
+    if not 0 < factor <= 1 or rotated % 2 or rotated < 2:
+        return [f"partial_rotary_factor={factor} (rotates int(head_dim={head_dim} x {factor}) = {rotated} dimensions; supported: an even count >= 2)"]
+    return []
 
 
 ROPE_SCALING_FIELDS = {  # zoo scaling kind -> (zoo field, HF field) pairs
@@ -179,7 +196,7 @@ def rope_scaling(config: dict) -> Optional[dict]:
     kind = rope_type(config)
     if kind not in ROPE_SCALING_FIELDS:
         return None
-    params = _rope_params(config)
+    params = rope_params(config)
     out = {"kind": kind, **{z: params[h] for z, h in ROPE_SCALING_FIELDS[kind] if params.get(h) is not None}}
     if kind == "yarn" and "original_max_seq_len" not in out:
         out["original_max_seq_len"] = config.get("max_position_embeddings")

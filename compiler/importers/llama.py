@@ -7,7 +7,7 @@ scores in place of 1/sqrt(head_dim), residual branches, logits); Gemma RMSNorm w
 
 from __future__ import annotations
 
-from compiler.importers.common import ACTIVATIONS, W, rope_scaling, rope_theta, unsupported_rope
+from compiler.importers.common import ACTIVATIONS, W, partial_rotary, rope_scaling, rope_theta, rope_type, unsupported_rope
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "granite", "gemma")
 
@@ -80,10 +80,11 @@ SUPPORTED = {  # HF field -> values the zoo reproduces
 def unsupported_extra(c: dict) -> list[str]:
     """Rules that need more than one field."""
     problems = unsupported_rope(c)
-    params = c.get("rope_parameters") or {}
-    partial = params.get("partial_rotary_factor", c.get("partial_rotary_factor", 1.0))
-    if partial != 1.0:
-        problems.append(f"partial_rotary_factor={partial} (supported: 1.0)")
+    # transformers' llama-family RoPE ignores partial_rotary_factor with the default rope
+    # (the whole head rotates: so does the zoo's, fraction 1) and fails on it with a scaled one
+    if partial_rotary(c) != 1.0 and rope_type(c) is not None:
+        problems.append(f"partial_rotary_factor={partial_rotary(c)} with rope_type={rope_type(c)!r} (transformers' {c['model_type']} "
+                        "rotates the whole head and cannot run this combination; supported: partial_rotary_factor 1.0 with a scaled rope)")
     if c["model_type"] in ("qwen2", "qwen3") and c.get("use_sliding_window") and c.get("max_window_layers", 0) < c["num_hidden_layers"]:
         problems.append(f"max_window_layers={c.get('max_window_layers')} (supported: a sliding window in every layer or none)")
     layer_types = c.get("layer_types")

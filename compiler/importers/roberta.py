@@ -1,4 +1,5 @@
-"""RoBERTa (``model_type: roberta``): BERT's layout under ``roberta.``, with positions
+"""RoBERTa (``model_type: roberta``) and XLM-RoBERTa (``xlm-roberta``, the same layout and
+maths under the same names): BERT's layout under ``roberta.``, with positions
 offset by pad_token_id + 1 (position p reads row p + pad + 1 of a
 max_position_embeddings table) and the MLM head under ``lm_head.``.
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from compiler.importers import bert
 from compiler.importers.common import W
 
-MODEL_TYPES = ("roberta",)
+MODEL_TYPES = ("roberta", "xlm-roberta")
 
 
 def _offset(c: dict) -> int:

@@ -1,12 +1,16 @@
 """T5 (``model_type: t5``; v1.0 and v1.1): relative-position bias (one table per
 stack, in its first layer), RMSNorm without bias, unscaled dot scores, no biases,
-ReLU or gated-GELU feed-forward, decoder output scaled by 1/sqrt(d_model) when tied."""
+ReLU or gated-GELU feed-forward, decoder output scaled by 1/sqrt(d_model) when tied.
+mT5 (``mt5``): T5 v1.1's layout and maths under the same names, never rescaling the
+decoder output (transformers' MT5 has no scale_decoder_outputs). The tensors decide tying:
+a checkpoint's own lm_head (real mT5 files have one) is used, although transformers 5.25
+forces tie_word_embeddings for mt5 and reads the shared embedding instead."""
 
 from __future__ import annotations
 
 from compiler.importers.common import W
 
-MODEL_TYPES = ("t5",)
+MODEL_TYPES = ("t5", "mt5")
 
 
 def _act(c: dict) -> tuple[str, bool]:
@@ -14,6 +18,12 @@ def _act(c: dict) -> tuple[str, bool]:
     gated = proj.startswith("gated-")
     act = proj.split("-")[-1]
     return {"relu": "relu", "gelu": "gelu-tanh" if gated else "gelu", "silu": "silu", "gelu_new": "gelu-tanh"}.get(act, act), gated
+
+
+def _scale_output(c: dict) -> bool:
+    if c["model_type"] == "mt5":
+        return False
+    return c.get("scale_decoder_outputs", c.get("tie_word_embeddings", True) is not False)
 
 
 def _stack(layers_key: str):
@@ -46,7 +56,7 @@ CONFIG = [  # zoo spec path <- HF config
         },
     ),
     ("embedding.tie_output", lambda c: True),  # the checkpoint's lm_head decides (see importers.import_folder)
-    ("embedding.scale_output_by_inv_sqrt_d", lambda c: c.get("scale_decoder_outputs", c.get("tie_word_embeddings", True) is not False)),
+    ("embedding.scale_output_by_inv_sqrt_d", _scale_output),
     *((path.format(s="encoder"), get) for path, get in _stack("num_layers")),
     *((path.format(s="decoder"), get) for path, get in _stack("num_decoder_layers")),
     ("dropout", lambda c: c.get("dropout_rate", 0.1)),

@@ -58,6 +58,7 @@ import onnx
 from onnx import helper
 
 from zoo.spec.families import graphs_for
+from zoo.spec.variants import FFN_KINDS
 from zoo.spec.errors import ExportError
 from passes.optimize.attention import lower_attention
 from passes.optimize.gelu import lower_gelu
@@ -83,7 +84,14 @@ COMPONENT_OPS = {
     "rotary": ("RotaryEmbedding", f"{MS}:RotaryEmbedding"),
     "norm": ("LayerNormalization", "RMSNormalization", f"{MS}:SkipLayerNormalization", f"{MS}:SkipSimplifiedLayerNormalization"),
     "gelu": ("Gelu", f"{MS}:FastGelu", f"{MS}:BiasGelu", f"{MS}:Gelu"),
+    "moe": (f"{MS}:MoE",),
 }
+
+
+def _moe(spec) -> dict:
+    """Mixture-of-experts feed-forwards stay as exported; the registry entry says why."""
+    layers = sum(stack.layers for _, stack in spec.stacks() if stack.ffn.experts is not None)
+    return {"why": [FFN_KINDS["moe"].lowering] if layers else [], "decomposed": layers}
 
 
 def _name(op: str) -> str:
@@ -101,6 +109,7 @@ def optimize_model(model: onnx.ModelProto, spec, *, target: str = "cpu", plan: O
         "rotary": lower_rotary(g, spec, target, dtype, plan),
         "norm": lower_norms(g, spec, target, dtype, plan),
         "gelu": lower_gelu(g, spec, target, dtype, plan),
+        "moe": _moe(spec),
     }
     _ensure_opset(model)
     counts = op_counts(model)

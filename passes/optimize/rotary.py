@@ -128,6 +128,19 @@ def _heads_of(g: Graph, x: str) -> Optional[int]:
     return int(part.reshape(-1)[0]) if part is not None and part.size == 1 and part.reshape(-1)[0] > 0 else None
 
 
+def _factor(g: Graph, out: str) -> tuple[Optional[onnx.NodeProto], float]:
+    """The Mul of the rotation's output by a scalar constant (YaRN's and LongRoPE's
+    attention factor on the rotated dimensions), and that constant; (None, 1.0) if none.
+    It goes into the cos/sin caches: x cos f + rotate_half(x) sin f."""
+    users = g.consumers.get(out, [])
+    if len(users) == 1 and users[0].op_type == "Mul" and len(users[0].input) == 2:
+        other = users[0].input[1] if users[0].input[0] == out else users[0].input[0]
+        f = g.const(other)
+        if f is not None and f.size == 1:
+            return users[0], float(f.reshape(-1)[0])
+    return None, 1.0
+
+
 def _rotated(g: Graph, m: dict, out: str):
     """(the tensor the op rotates, the Concat that closes a partial rotation or None), or
     None when the input is a slice that is not a partial rotation's. A partial rotation
@@ -146,20 +159,21 @@ def _rotated(g: Graph, m: dict, out: str):
     return x, None
 
 
-def _contrib_rotary(g: Graph, spec, dtype: int, caches: dict, angles: tuple, whole: str, partial_cat, replaced, out: str, attrs: dict) -> bool:
-    """com.microsoft RotaryEmbedding with cos/sin tables over max_seq_len; False when it
-    cannot take this one (no integer positions, or heads unknown for a partial rotation)."""
+def _contrib_rotary(g: Graph, spec, dtype: int, caches: dict, angles: tuple, whole: str, partial_cat, replaced, out: str, attrs: dict, f: float) -> bool:
+    """com.microsoft RotaryEmbedding with cos/sin tables (times ``f``) over max_seq_len; False
+    when it cannot take this one (no integer positions or constant frequencies, or heads
+    unknown for a partial rotation)."""
     a, positions, inv_freq = angles
     if positions is None:
         return False
-    if a not in caches:
+    if (a, f) not in caches:
         freq = g.const(inv_freq).astype(np.float32)
         table = np.arange(spec.max_seq_len, dtype=np.float32)[:, None] * freq[None, :]
-        caches[a] = (
-            g.add_const("zoo_cos_table", np.cos(table).astype(np_dtype(dtype))),
-            g.add_const("zoo_sin_table", np.sin(table).astype(np_dtype(dtype))),
+        caches[a, f] = (
+            g.add_const("zoo_cos_table", (np.cos(table) * f).astype(np_dtype(dtype))),
+            g.add_const("zoo_sin_table", (np.sin(table) * f).astype(np_dtype(dtype))),
         )
-    cos_c, sin_c = caches[a]
+    cos_c, sin_c = caches[a, f]
     heads = _heads_of(g, whole)
     if partial_cat is not None and heads is None:  # the contrib op wants num_heads with rotary_embedding_dim
         return False
@@ -182,23 +196,29 @@ def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
         if interleaved and found is not None:  # the rotated width from the frequencies (rot / 2 of them)
             freq = g.const(found[2]) if found[2] is not None else None
             m["half"], found = (freq.size, found) if freq is not None else (None, None)
-        rotated = _rotated(g, m, add.output[0]) if found is not None else None
+        scale, f = _factor(g, add.output[0])
+        last = scale if scale is not None else add  # the rotated part's last node
+        rotated = _rotated(g, m, last.output[0]) if found is not None else None
         if rotated is None:
             unmatched += 1
             continue
         whole, partial_cat = rotated
         attrs = {"rotary_embedding_dim": 2 * m["half"]} if partial_cat is not None else {}
         attrs.update({"interleaved": 1} if interleaved else {})
-        target_out = partial_cat.output[0] if partial_cat is not None else add.output[0]
-        replaced = partial_cat if partial_cat is not None else add
+        target_out = partial_cat.output[0] if partial_cat is not None else last.output[0]
+        replaced = partial_cat if partial_cat is not None else last
         if choice == "onnx:RotaryEmbedding":
             a = found[0]
-            if a not in caches:
-                caches[a] = (g.node("Cos", [a], base="zoo_cos_cache")[0], g.node("Sin", [a], base="zoo_sin_cache")[0])
+            if (a, f) not in caches:
+                cos, sin = g.node("Cos", [a], base="zoo_cos_cache")[0], g.node("Sin", [a], base="zoo_sin_cache")[0]
+                if f != 1.0:  # the attention factor
+                    k = g.add_const("zoo_rotary_factor", np.array(f, dtype=np.float32))  # the angles are float32
+                    cos, sin = g.node("Mul", [cos, k], base="zoo_cos_cache")[0], g.node("Mul", [sin, k], base="zoo_sin_cache")[0]
+                caches[a, f] = (cos, sin)
             g.drop(replaced)
-            g.node("RotaryEmbedding", [whole, *caches[a]], [target_out], base="zoo_rotary", **attrs)
+            g.node("RotaryEmbedding", [whole, *caches[a, f]], [target_out], base="zoo_rotary", **attrs)
         elif choice == f"{MS}:RotaryEmbedding":
-            if not _contrib_rotary(g, spec, dtype, caches, found, whole, partial_cat, replaced, target_out, attrs):
+            if not _contrib_rotary(g, spec, dtype, caches, found, whole, partial_cat, replaced, target_out, attrs, f):
                 unmatched += 1
                 continue
         else:
@@ -212,8 +232,8 @@ def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
     scaling = getattr(spec.positional, "scaling", None)
     if choice == DECOMPOSED:
         why = f"kept decomposed for {target} by plan"
-    elif scaling is not None and not ROPE_SCALINGS[scaling.kind].fused:
-        why = ROPE_SCALINGS[scaling.kind].lowering  # the registry entry says why
+    elif scaling is not None and (not ROPE_SCALINGS[scaling.kind].fused or ROPE_SCALINGS[scaling.kind].long_frequencies is not None):
+        why = ROPE_SCALINGS[scaling.kind].lowering  # the registry entry says why (LongRoPE: not for the tables' op)
     else:
         why = "the rotary subgraph did not match: kept decomposed"
     return {"why": [why], "decomposed": unmatched}

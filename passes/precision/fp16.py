@@ -15,7 +15,9 @@ on plain and on optimized graphs alike):
   relative-position biases): the masked fill (-3.4e38) and large scores stay finite;
 - position math: Sin/Cos (RoPE and sinusoidal tables) and every float computation
   that ends in a cast to an integer (T5's relative-position buckets), walked back
-  to their integer inputs: positions past 2048 are not exact in fp16.
+  to their integer inputs: positions past 2048 are not exact in fp16;
+- ScatterND: the mixture of experts sums the experts' outputs with an add reduction, which
+  ONNX Runtime's CPU kernel lacks in float16 (and a sum of experts is better in fp32).
 
 Two fixes to the converter's output: the Cast round trips it inserts between fp32
 nodes are removed (``drop_round_trips``), and the nodes are sorted again
@@ -44,7 +46,8 @@ NORM_OPS = (
 REDUCTION_OPS = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "Pow", "Sqrt", "Reciprocal")
 SOFTMAX_OPS = ("Softmax", "LogSoftmax")
 POSITION_OPS = ("Sin", "Cos")
-KEPT_FP32_OPS = NORM_OPS + REDUCTION_OPS + SOFTMAX_OPS + POSITION_OPS
+SUM_OPS = ("ScatterND",)  # the mixture of experts' sum over experts (add reduction: no float16 CPU kernel)
+KEPT_FP32_OPS = NORM_OPS + REDUCTION_OPS + SOFTMAX_OPS + POSITION_OPS + SUM_OPS
 # ops a walk back from an anchor passes through (elementwise, shape, gather)
 _PATH_OPS = frozenset(
     "Add Sub Mul Div Where Neg Abs Cast Reshape Unsqueeze Squeeze Transpose Expand Concat Slice Gather "
@@ -161,7 +164,7 @@ def to_fp16(proto: onnx.ModelProto, *, naive: bool = False) -> tuple[onnx.ModelP
     ops = set(DEFAULT_OP_BLOCK_LIST)
     nodes: set[str] = set()
     if not naive:
-        ops |= set(NORM_OPS) | set(SOFTMAX_OPS) | set(POSITION_OPS)
+        ops |= set(NORM_OPS) | set(SOFTMAX_OPS) | set(POSITION_OPS) | set(SUM_OPS)
         nodes = fp32_nodes(proto)
     kept = sorted({n.op_type for n in proto.graph.node if n.name in nodes or n.op_type in KEPT_FP32_OPS}) if not naive else []
     with quiet_logs():

@@ -77,6 +77,7 @@ class CacheEntry(_Closed):
     present: str
     cross: Optional[str]
     prefill: str
+    refill_at: Optional[int] = None  # LongRoPE: the cache is recomputed at this length + 1
 
 
 class BuildEntry(_Closed):

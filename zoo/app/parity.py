@@ -20,6 +20,7 @@ from runtime.session import choose_providers, empty_past
 from zoo.app.tolerance import judge, pooled_top1
 from zoo.spec.contract import parity_rule
 from zoo.spec.families import Role, cache_layout, family, graphs_for
+from zoo.spec.variants import ROPE_SCALINGS
 
 # (batch, target/sequence length, source length) of the parity runs: two sizes,
 # both with padding on the right (row 1) and the left (row 2, 3-row batch).
@@ -171,13 +172,22 @@ def _cache_reference(model, spec, sessions, ids, mask, rng):
     return (*step, fixed, reference)
 
 
+def _switch_at(spec) -> int:
+    """Tokens up to which cached decoding equals a full forward: past a LongRoPE switch the
+    cache holds keys rotated with the short frequencies, a full forward rotates them all
+    with the long ones (transformers' cache does the same), so the check stays below it."""
+    scaling = getattr(spec.positional, "scaling", None)
+    limit = ROPE_SCALINGS[scaling.kind].switch_at(scaling) if scaling is not None else None
+    return limit if limit is not None else spec.max_seq_len
+
+
 def cache_parity(model, spec, sessions: dict, rule, *, seed: int = 0) -> dict:
     """Logits of cached step-by-step decoding in ONNX Runtime against the torch
     module's logits from one full forward over the same tokens (rows 1 and 2 padded
     on the left, as the generation loop pads), judged by ``rule`` over real positions."""
     cache = cache_layout(spec)
     rng = np.random.default_rng(seed + 100)
-    total = min(CACHE_PROMPT + CACHE_STEPS, spec.max_seq_len)
+    total = min(CACHE_PROMPT + CACHE_STEPS, spec.max_seq_len, _switch_at(spec))
     prompt = min(CACHE_PROMPT, total - 1)
     ids = rng.integers(0, spec.vocab_size, size=(CACHE_BATCH, total), dtype=np.int64)
     mask = np.ones_like(ids)

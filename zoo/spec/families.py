@@ -73,6 +73,10 @@ class CacheLayout:
     kv_heads: int
     head_dim: int
     cross: bool
+    # LongRoPE: the generation loop recomputes the cache from every token when the sequence
+    # first grows to refill_at + 1 (keys rotated with the short set then get the long one), as
+    # transformers' Phi-3 generation does; None: the cache is never recomputed
+    refill_at: Optional[int] = None
 
     def names(self, role: Role | str) -> list[str]:
         role = Role(role)
@@ -91,6 +95,7 @@ class CacheLayout:
             "present": "present.{i}.key / present.{i}.value (past + new tokens)",
             "cross": "cross.{i}.key / cross.{i}.value, from the encoder graph" if self.cross else None,
             "prefill": "past of length 0",
+            **({"refill_at": self.refill_at} if self.refill_at is not None else {}),
         }
 
 
@@ -140,7 +145,11 @@ class Family:
         if not self.generates:
             return None
         dec = spec.stack("decoder")
-        return CacheLayout(layers=dec.layers, kv_heads=dec.attention.n_kv_heads, head_dim=spec.head_dim("decoder"), cross=self.crossed)
+        from zoo.spec.variants import ROPE_SCALINGS  # here: the runtime imports this module without pydantic
+
+        scaling = getattr(spec.positional, "scaling", None)
+        refill = ROPE_SCALINGS[scaling.kind].switch_at(scaling) if scaling is not None else None
+        return CacheLayout(layers=dec.layers, kv_heads=dec.attention.n_kv_heads, head_dim=spec.head_dim("decoder"), cross=self.crossed, refill_at=refill)
 
     def graphs(self, spec: Any) -> tuple[GraphSpec, ...]:
         raise NotImplementedError

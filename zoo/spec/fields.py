@@ -22,6 +22,7 @@ MAX_SIZE = {
     "heads": 4096,
     "layers": 4096,
     "buckets": 65_536,
+    "experts": 4096,
 }
 
 

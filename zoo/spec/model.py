@@ -86,15 +86,36 @@ class Attention(_Strict):
         return self.kv_heads if self.kv_heads is not None else self.heads
 
 
+class SharedExpert(_Strict):
+    """An expert every token goes through, beside the routed ones (Qwen2-MoE)."""
+
+    hidden: PositiveInt = Field(le=MAX_SIZE["hidden"], description="inner width of the shared expert")
+    gate: bool = Field(True, description="its output times sigmoid(x . w), w a learned d_model vector (Qwen2-MoE's shared_expert_gate)")
+
+
+class Experts(_Strict):
+    """A mixture of experts in place of one feed-forward (Mixtral, Qwen-MoE, OLMoE): a router
+    (d_model -> count, no bias), softmax over all experts, the top_k experts run and summed
+    with their probabilities as weights."""
+
+    count: PositiveInt = Field(le=MAX_SIZE["experts"], description="number of experts, each a feed-forward of the ffn's hidden, activation, gated and bias")
+    top_k: PositiveInt = Field(description="experts each token goes through (ties: the lower expert index first)")
+    normalize: bool = Field(True, description="renormalise the top_k probabilities to sum 1 (Mixtral, Qwen3-MoE; Qwen2-MoE's norm_topk_prob)")
+    shared: Optional[SharedExpert] = Field(None, description="an expert every token goes through, added to the routed ones")
+
+
 class FeedForward(_Strict):
     hidden: PositiveInt = Field(le=MAX_SIZE["hidden"], description="inner width of the feed-forward block")
     activation: Activation = Field("gelu", description=ACTIVATIONS.describe())
     gated: bool = Field(False, description="gated linear unit: act(x W1) * (x W3) -> SwiGLU / GeGLU")
     bias: bool = True
+    experts: Optional[Experts] = Field(None, description="a mixture of experts of this feed-forward's shape (hidden is each expert's)")
 
     @property
     def kind(self) -> str:
         """Its entry in zoo.spec.variants.FFN_KINDS."""
+        if self.experts is not None:
+            return "moe"
         return "gated" if self.gated else "plain"
 
 
@@ -248,6 +269,11 @@ class ModelSpec(_Strict):
             if att.kv_heads is not None and att.heads % att.kv_heads:
                 raise FieldIssue(
                     where + ("kv_heads",), f"kv_heads={att.kv_heads} does not divide heads={att.heads}"
+                )
+            moe = stack.ffn.experts
+            if moe is not None and moe.top_k > moe.count:
+                raise FieldIssue(
+                    (part, "ffn", "experts", "top_k"), f"experts.top_k={moe.top_k} is more than experts.count={moe.count}"
                 )
         self.positional.check(self)
         return self

@@ -46,7 +46,7 @@ def attention_parameters(att: "Attention", d_model: int) -> int:
 
 
 def ffn_parameters(ffn: "FeedForward", d_model: int) -> int:
-    return FFN_KINDS[ffn.kind].parameters(d_model, ffn.hidden, ffn.bias)
+    return FFN_KINDS[ffn.kind].parameters(d_model, ffn)
 
 
 def norm_parameters(norm: "Norm", d_model: int) -> int:

@@ -77,7 +77,43 @@ class YarnScaling(Strict_):
     truncate: bool = True
 
 
-RopeScaling = Annotated[Union[LinearScaling, Llama3Scaling, YarnScaling], Field(discriminator="kind")]
+class LongRopeScaling(Strict_):
+    """LongRoPE (Phi-3 long context; rope_type longrope): each frequency divided by its own
+    factor, ``short_factor`` while the longest position of the batch + 1 is at most
+    ``original_max_seq_len``, ``long_factor`` beyond (both sets are in the graph, one
+    selected per forward, as transformers does); the rotated part scaled by
+    attention_factor (default sqrt(1 + ln(factor) / ln(original_max_seq_len)), 1 for factor <= 1).
+
+    Cached decoding past the threshold: a cache keeps each key rotated with the set of the
+    forward that computed it (short for a prompt within the threshold), where one full
+    forward over the longer sequence rotates every key with the long set. transformers'
+    Phi-3 generate drops its cache once, when the sequence first reaches
+    original_max_seq_len + 1, and recomputes it from every token; the zoo's generation loop
+    does the same (manifest ``kv_cache.refill_at``), so its greedy tokens equal transformers'
+    and each step equals a full forward. A caller stepping the graph itself must refill
+    likewise. The build's cached-decoding check (no refill) stays within
+    ``original_max_seq_len`` tokens."""
+
+    kind: Literal["longrope"] = "longrope"
+    short_factor: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=MAX_SIZE["max_seq_len"], description="one per rotated frequency (rotary_dim / 2)")
+    long_factor: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=MAX_SIZE["max_seq_len"], description="one per rotated frequency (rotary_dim / 2)")
+    original_max_seq_len: PositiveInt = Field(le=MAX_SIZE["max_seq_len"], description="the training context: longer batches use long_factor")
+    factor: float = Field(gt=0, description="context extension (Phi-3: max_position_embeddings / original); sets the default attention_factor")
+    attention_factor: Optional[float] = Field(None, gt=0, description="default: sqrt(1 + ln(factor) / ln(original_max_seq_len))")
+
+    def check(self, spec: "ModelSpec") -> None:
+        for part, _ in spec.stacks():
+            pairs = spec.rotary_dim(part) // 2
+            for name in ("short_factor", "long_factor"):
+                if len(getattr(self, name)) != pairs:
+                    raise FieldIssue(
+                        ("positional", "scaling", name),
+                        f"{name} has {len(getattr(self, name))} values but {part} rotates {pairs} frequency pairs "
+                        f"(rotary_dim {spec.rotary_dim(part)} = positional.fraction {spec.positional.fraction} x {part}.attention head_dim {spec.head_dim(part)})",
+                    )
+
+
+RopeScaling = Annotated[Union[LinearScaling, Llama3Scaling, YarnScaling, LongRopeScaling], Field(discriminator="kind")]
 
 
 class Rope(PositionalOptions):
@@ -93,7 +129,7 @@ class Rope(PositionalOptions):
     )
     theta: float = Field(10000.0, gt=0, description="base of the rotation frequencies")
     fraction: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated")
-    scaling: Optional[RopeScaling] = Field(None, description="longer contexts: linear, llama3 or yarn (zoo.spec.variants.ROPE_SCALINGS)")
+    scaling: Optional[RopeScaling] = Field(None, description="longer contexts: linear, llama3, yarn or longrope (zoo.spec.variants.ROPE_SCALINGS)")
 
     def check(self, spec: "ModelSpec") -> None:
         for part, stack in spec.stacks():
@@ -107,6 +143,8 @@ class Rope(PositionalOptions):
                 raise FieldIssue(
                     ("positional", "fraction"), f"fraction={self.fraction} of head_dim={head_dim} rotates no dimension pair"
                 )
+        if hasattr(self.scaling, "check"):  # a scaling with rules on the rotated dimensions (longrope)
+            self.scaling.check(spec)
 
 
 class Alibi(PositionalOptions):

@@ -1,6 +1,7 @@
 """RoPE scalings (pure Python): each takes the plain inverse frequencies of the rotated
 dimensions (computed by compiler.positional.Rotary) and returns the scaled ones and the
-factor the rotated part is multiplied by (1 but for YaRN). The formulas are Hugging
+factor the rotated part is multiplied by (1 but for YaRN and LongRoPE). LongRoPE has a
+second set (``longrope_long``) that the graph selects past ``original_max_seq_len``. The formulas are Hugging
 Face's (modeling_rope_utils), so imported checkpoints rotate alike; the fused lowering
 reads the resulting constants from the graph."""
 
@@ -53,3 +54,20 @@ def yarn(inv_freq: list[float], opts: Any, rotary_dim: int, theta: float) -> tup
         extrapolation = 1 - min(max((i - low) / (high - low), 0.0), 1.0)  # 1: keep f, 0: f / factor
         out.append(f / opts.factor * (1 - extrapolation) + f * extrapolation)
     return out, float(factor)
+
+
+def _longrope_attention_factor(opts: Any) -> float:
+    if opts.attention_factor is not None:
+        return float(opts.attention_factor)
+    if opts.factor <= 1.0:
+        return 1.0
+    return math.sqrt(1 + math.log(opts.factor) / math.log(opts.original_max_seq_len))
+
+
+def longrope(inv_freq: list[float], opts: Any, rotary_dim: int, theta: float) -> tuple[list[float], float]:
+    """The short set (a batch within original_max_seq_len); ``longrope_long`` the other."""
+    return [f / s for f, s in zip(inv_freq, opts.short_factor)], _longrope_attention_factor(opts)
+
+
+def longrope_long(inv_freq: list[float], opts: Any, rotary_dim: int, theta: float) -> tuple[list[float], float]:
+    return [f / s for f, s in zip(inv_freq, opts.long_factor)], _longrope_attention_factor(opts)

@@ -71,6 +71,9 @@ class RopeScalingVariant(Variant):
 
     options: type = object
     frequencies: Callable[..., tuple[list[float], float]] = lambda f, opts, dim, theta: (f, 1.0)
+    # a second set, selected per forward when the longest position + 1 exceeds switch_at(opts)
+    long_frequencies: Optional[Callable[..., tuple[list[float], float]]] = None
+    switch_at: Callable[[Any], Optional[int]] = lambda opts: None  # cached decoding == full forward only up to it
     fused: bool = True  # the rotation is still lowered to RotaryEmbedding
     lowering: str = ""
 
@@ -97,7 +100,9 @@ class ActivationVariant(Variant):
 
 @dataclass(frozen=True)
 class FfnVariant(Variant):
-    parameters: Callable[[int, int, bool], int] = lambda d, hidden, bias: 0  # (d_model, hidden, bias) -> count
+    parameters: Callable[[int, Any], int] = lambda d, ffn: 0  # (d_model, the spec's FeedForward) -> count
+    fused: bool = True  # nothing to fuse, or lowered to a fused op
+    lowering: str = ""
 
 
 @dataclass(frozen=True)
@@ -205,15 +210,20 @@ POSITIONAL: Registry[PositionalVariant] = Registry(
 
 # every scaling changes only the frequency constants: the fused rotary lowering reads them from the graph
 _SCALED = "the scaled frequencies are constants of the graph: RotaryEmbedding takes them like plain ones"
+# the attention factor on the rotated dimensions only: folded into the cos/sin caches (x cos f + rotate_half(x) sin f)
+_FACTOR = _SCALED + "; the attention factor on the rotated dimensions is folded into the cos/sin caches"
 ROPE_SCALINGS: Registry[RopeScalingVariant] = Registry(
     "rope scaling",
     RopeScalingVariant("linear", "positions / factor", options=pos.LinearScaling, frequencies=rope.linear, lowering=_SCALED),
     RopeScalingVariant("llama3", "long wavelengths / factor, a ramp to the short ones (Llama 3.1)", options=pos.Llama3Scaling,
                        frequencies=rope.llama3, lowering=_SCALED),
     RopeScalingVariant("yarn", "YaRN: blended frequencies, the rotated part scaled", options=pos.YarnScaling,
-                       frequencies=rope.yarn, fused=False,
-                       lowering="the attention factor multiplies the rotated dimensions only (not the rest of a partial "
-                       "rotation), which RotaryEmbedding cannot express: the rotation stays decomposed"),
+                       frequencies=rope.yarn, lowering=_FACTOR),
+    RopeScalingVariant("longrope", "LongRoPE: a factor per frequency, short or long set chosen by the batch's longest position (Phi-3)",
+                       options=pos.LongRopeScaling, frequencies=rope.longrope, long_frequencies=rope.longrope_long,
+                       switch_at=lambda opts: opts.original_max_seq_len,
+                       lowering="opset 23 RotaryEmbedding takes cos/sin computed in the graph from the selected set, times the "
+                       "attention factor; com.microsoft's position-indexed tables need constant frequencies: decomposed there"),
 )
 
 ROPE_LAYOUTS: Registry[RopeLayoutVariant] = Registry(
@@ -241,15 +251,40 @@ ACTIVATIONS: Registry[ActivationVariant] = Registry(
 )
 
 
-def _ffn(gated: bool) -> Callable[[int, int, bool], int]:
+MOE_LOWERING = (
+    "decomposed: each expert runs on the tokens routed to it (NonZero, Gather, MatMuls, index_add; 0.26-0.59x the "
+    "masked-dense graph's time, benchmarks/moe.py). ONNX Runtime 1.32's com.microsoft MoE has a CPU kernel (plain "
+    "relu/gelu/silu experts, SwiGLU only with gate and up interleaved: a separate fc3 is refused), measured no faster "
+    "(prefill 1.6x the per-expert graph's time, decode 1-1.6x) and without a shared expert or GeGLU: not lowered to"
+)
+
+
+def _dense(d: int, hidden: int, gated: bool, bias: bool) -> int:
     ins = 2 if gated else 1
-    return lambda d, hidden, bias: ins * d * hidden + hidden * d + ((ins * hidden + d) if bias else 0)
+    return ins * d * hidden + hidden * d + ((ins * hidden + d) if bias else 0)
+
+
+def _moe(d: int, ffn: Any) -> int:
+    """Router (d -> experts, no bias), the experts, the shared expert and its sigmoid gate (d -> 1, no bias)."""
+    moe = ffn.experts
+    n = d * moe.count + moe.count * _dense(d, ffn.hidden, ffn.gated, ffn.bias)
+    if moe.shared is not None:
+        n += _dense(d, moe.shared.hidden, ffn.gated, ffn.bias) + (d if moe.shared.gate else 0)
+    return n
 
 
 FFN_KINDS: Registry[FfnVariant] = Registry(
     "feed-forward",
-    FfnVariant("plain", "down(act(up x))", parameters=_ffn(False)),
-    FfnVariant("gated", "down(act(gate x) * up x): SwiGLU with silu, GeGLU with gelu", parameters=_ffn(True)),
+    FfnVariant("plain", "down(act(up x))", parameters=lambda d, f: _dense(d, f.hidden, False, f.bias)),
+    FfnVariant("gated", "down(act(gate x) * up x): SwiGLU with silu, GeGLU with gelu", parameters=lambda d, f: _dense(d, f.hidden, True, f.bias)),
+    FfnVariant(
+        "moe",
+        "mixture of experts: softmax over a router's logits, the top_k experts (plain or gated FFNs) weighted by their "
+        "probabilities (renormalised to sum 1 with normalize), plus an optional shared expert (with a sigmoid gate: Qwen2-MoE)",
+        parameters=_moe,
+        fused=False,
+        lowering=MOE_LOWERING,
+    ),
 )
 
 _NO_OP = "no op of its own: the attention and the norms in it are lowered as in a sequential layer"
