@@ -179,6 +179,6 @@ def test_trained_like_sharpens_bloom_fused_per_head_queries_and_keys():
     model = DECODERS["bloom"]()
     roles = find_roles(model)
     name, fused = next((n, m) for n, m in roles.linears if n.endswith("query_key_value"))
-    rows = _query_key_columns(name, fused, roles.heads[name.rpartition(".")[0]])[:, 0]
+    rows = _query_key_columns(model, name, fused, roles.heads[name.rpartition(".")[0]])[:, 0]
     head_dim = 32 // 4
     assert rows.numel() == 2 * 32 and set((rows // head_dim % 3).tolist()) == {0, 1}
