@@ -192,3 +192,27 @@ def test_trained_like_weights_on_parallel_layers():
     spec = tiny_spec("decoder-only", positional="rope", residual="parallel")
     stats = zoo_trained_like(build(spec), spec)
     assert abs(stats["logit_std"] - stats["config"]["logit_std"]) < 1.0 and stats["residual_outlier_ratio"] > 100
+
+
+@pytest.mark.parametrize("layout", variants.ROPE_LAYOUTS.keys())
+def test_onnx_rotary_embedding_computes_each_layout(layout):
+    """ONNX's RotaryEmbedding (opset 23, interleaved = layout != halves, a partial rotation)
+    in ONNX Runtime equals compiler.positional.Rotary: what a fused lowering would emit."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from compiler.positional import Rotary
+
+    B, H, S, hd, rot = 2, 3, 5, 8, 4
+    node = helper.make_node("RotaryEmbedding", ["x", "cos", "sin"], ["y"], interleaved=int(layout == "interleaved"),
+                            rotary_embedding_dim=rot)
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in (("x", [B, H, S, hd]), ("cos", [B, S, rot // 2]), ("sin", [B, S, rot // 2]))]
+    graph = helper.make_graph([node], "rotary", io, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, H, S, hd])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    x, pos = torch.randn(B, H, S, hd), torch.arange(S)[None].expand(B, S)
+    rotary = Rotary(rot, theta=100.0, layout=layout)
+    angles = (pos.float()[..., None] * rotary.inv_freq).numpy()  # (B, S, rot/2)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.numpy(), "cos": np.cos(angles), "sin": np.sin(angles)})[0]
+    np.testing.assert_allclose(got, rotary.apply(x, *rotary(pos)).numpy(), atol=1e-6)

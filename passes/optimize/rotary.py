@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from zoo.spec.errors import ExportError
-from zoo.spec.variants import ROPE_LAYOUTS, ROPE_SCALINGS
+from zoo.spec.variants import ROPE_SCALINGS
 
 from passes.optimize.graph import Graph, node_attr, np_dtype, slice_last
 from passes.optimize.lowering import DECOMPOSED, MS, WHY
@@ -42,6 +42,39 @@ def match_rotary(g: Graph, add: onnx.NodeProto) -> Optional[dict]:
     return None
 
 
+def _step2_slice(g: Graph, node, start: int) -> Optional[str]:
+    """The input of Slice(x, start::2) on the last axis, else None."""
+    if node is None or node.op_type != "Slice" or len(node.input) < 5:
+        return None
+    starts, axes, steps = g.const(node.input[1]), g.const(node.input[3]), g.const(node.input[4])
+    if any(v is None or v.size != 1 for v in (starts, axes, steps)) or int(steps.reshape(())) != 2:
+        return None
+    return node.input[0] if int(starts.reshape(())) == start and int(axes.reshape(())) in (-1, 3) else None
+
+
+def match_interleaved(g: Graph, add: onnx.NodeProto) -> Optional[dict]:
+    """x * cos + rotate_every_two(x) * sin (compiler.positional's interleaved layout):
+    rotate_every_two(x) = Reshape(Concat(Unsqueeze(Neg(x[..., 1::2])), Unsqueeze(x[..., 0::2])))."""
+    muls = [g.op(i, "Mul") for i in add.input]
+    if None in muls:
+        return None
+    for a, b in ((muls[0], muls[1]), (muls[1], muls[0])):
+        for xi, ri in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            x, cos, sin = a.input[xi], a.input[1 - xi], b.input[1 - ri]
+            reshape = g.op(b.input[ri], "Reshape")
+            cat = g.op(reshape.input[0], "Concat") if reshape is not None else None
+            if cat is None or len(cat.input) != 2:
+                continue
+            ups = [g.op(i, "Unsqueeze") for i in cat.input]
+            neg = g.op(ups[0].input[0], "Neg") if ups[0] is not None else None
+            if neg is None or ups[1] is None:
+                continue
+            odd, even = g.producer.get(neg.input[0]), g.producer.get(ups[1].input[0])
+            if _step2_slice(g, odd, 1) == x and _step2_slice(g, even, 0) == x:
+                return {"x": x, "cos": cos, "sin": sin, "half": None, "nodes": (a, b, reshape, cat, *ups, neg, odd, even)}
+    return None
+
+
 def _angles(g: Graph, cos: str, sin: str) -> Optional[tuple[str, str, str]]:
     """cos/sin (B, 1, T, rot) = Cos/Sin(Unsqueeze(Concat(a, a))) -> (a, positions, inv_freq):
     a (B, T, rot/2) = positions (B, T) as float x inv_freq."""
@@ -54,10 +87,16 @@ def _angles(g: Graph, cos: str, sin: str) -> Optional[tuple[str, str, str]]:
     axes = g.const(unsq.input[1]) if len(unsq.input) > 1 else np.array(node_attr(unsq, "axes", []))
     if axes is None or list(axes.reshape(-1)) != [1]:
         return None
-    cat = g.op(unsq.input[0], "Concat")
-    if cat is None or len(cat.input) != 2 or cat.input[0] != cat.input[1] or node_attr(cat, "axis") not in (-1, 2):
+    spread = g.op(unsq.input[0], "Reshape")  # the interleaved layout: a0, a0, a1, a1, ...
+    cat = g.op(spread.input[0] if spread is not None else unsq.input[0], "Concat")
+    if cat is None or len(cat.input) != 2 or cat.input[0] != cat.input[1] or node_attr(cat, "axis") not in (-1, 2, 3):
         return None
     a = cat.input[0]
+    if spread is not None:
+        pair = g.op(a, "Unsqueeze")
+        if pair is None:
+            return None
+        a = pair.input[0]
     mul = g.op(a, "Mul")
     positions = inv_freq = None
     if mul is not None:
@@ -146,25 +185,26 @@ def _contrib_rotary(g: Graph, spec, dtype: int, caches: dict, angles: tuple, who
 
 def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
     choice = plan["rotary"]
-    layout = getattr(spec.positional, "layout", "halves")
-    if not ROPE_LAYOUTS[layout].fused:  # the registry entry says why
-        rotations = [u for n in g.g.node if n.op_type == "Cos" for u in g.consumers.get(n.output[0], []) if u.op_type == "Mul"]
-        return {"why": [ROPE_LAYOUTS[layout].lowering] if rotations else [], "decomposed": len(rotations)}  # x * cos per rotation
+    interleaved = getattr(spec.positional, "layout", "halves") == "interleaved"  # zoo.spec.variants.ROPE_LAYOUTS
     count, unmatched = 0, 0
     caches: dict = {}
     for add in [n for n in g.g.node if n.op_type == "Add"]:
-        m = match_rotary(g, add)
+        m = (match_interleaved if interleaved else match_rotary)(g, add)
         if m is None:
             continue
         found = _angles(g, m["cos"], m["sin"]) if choice != DECOMPOSED else None
         scale, f = _factor(g, add.output[0])
         last = scale if scale is not None else add  # the rotated part's last node
+        if interleaved and found is not None:  # the rotated width from the frequencies (rot / 2 of them)
+            freq = g.const(found[2]) if found[2] is not None else None
+            m["half"], found = (freq.size, found) if freq is not None else (None, None)
         rotated = _rotated(g, m, last.output[0]) if found is not None else None
         if rotated is None:
             unmatched += 1
             continue
         whole, partial_cat = rotated
         attrs = {"rotary_embedding_dim": 2 * m["half"]} if partial_cat is not None else {}
+        attrs.update({"interleaved": 1} if interleaved else {})
         target_out = partial_cat.output[0] if partial_cat is not None else last.output[0]
         replaced = partial_cat if partial_cat is not None else last
         if choice == "onnx:RotaryEmbedding":

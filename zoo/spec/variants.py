@@ -230,9 +230,8 @@ ROPE_LAYOUTS: Registry[RopeLayoutVariant] = Registry(
     "rope layout",
     RopeLayoutVariant("halves", "dimension i rotates with i + rot/2 (GPT-NeoX, Llama: rotate_half)",
                       lowering="RotaryEmbedding, interleaved=0"),
-    RopeLayoutVariant("interleaved", "dimension 2i rotates with 2i + 1 (GPT-J: rotate_every_two)", fused=False,
-                      lowering="the interleaved rotation (pairs 2i, 2i+1) is kept decomposed: the optimizer matches the "
-                      "rotate_half subgraph only"),
+    RopeLayoutVariant("interleaved", "dimension 2i rotates with 2i + 1 (GPT-J: rotate_every_two)",
+                      lowering="RotaryEmbedding, interleaved=1 (ONNX Runtime computes the same rotation: tests/test_variants.py)"),
 )
 
 NORMS: Registry[NormVariant] = Registry(
