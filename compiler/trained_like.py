@@ -30,7 +30,7 @@ reports the statistics (docs/parity.md lists them per catalog family).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import torch
@@ -39,7 +39,7 @@ from torch import nn
 from compiler.attention_sinks import plant_shared_channels, plant_sinks, sharpen_scales
 from compiler.norm_gain import scale_gain, set_gain
 from compiler.projections import is_linear, stacked_experts
-from compiler.query_keys import grouped_rows
+from compiler.query_keys import query_key_columns  # the q/k output units of a projection, by name
 from compiler.residual_subspace import align_residual
 from compiler.variants import variant_of
 from zoo.spec.families import family
@@ -50,11 +50,7 @@ from zoo.spec.families import family
 POST_NORM = {"input_outlier_ratio": 20.0, "score_gain": 4.0, "residual_rank": 1.0, "sink_margin": 0.0}
 LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-QUERY_NAMES = ("q", "q_proj", "query", "q_lin")
-KEY_NAMES = ("k", "k_proj", "key", "k_lin")
-FUSED_QKV_NAMES = ("c_attn", "qkv_proj")  # [q | k | v]: GPT-2's Conv1D (in, out) in thirds; Phi-3's Linear (out, in), GQA
 QK_NORM_NAMES = ("q_norm", "k_norm", "q_layernorm", "k_layernorm")  # QK-norm (zoo, Qwen3, OLMo 2, Gemma 3, Phi)
-PER_HEAD_QKV_NAMES = ("query_key_value",)  # BLOOM, GPT-NeoX, Falcon: rows (groups, members, head_dim), compiler.query_keys
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,6 @@ class Roles:
     tables: list[nn.Parameter]  # per-head relative-position tables
     unscaled: list[nn.Module]  # attention modules whose scores are a plain q·k (T5)
     qk_norms: list[nn.Module]  # norms on q and k: they bound the scores, their gains sharpen them
-    heads: dict[str, int] = field(default_factory=dict)  # module name -> its num_heads, where it has one
 
     @property
     def d_model(self) -> int:
@@ -117,8 +112,7 @@ def find_roles(model: nn.Module) -> Roles:
     tables = [m.weight for m in embeddings if m is not token and m.embedding_dim != d]
     tables += [m.weight for m in model.modules() if type(m).__name__ == "RelativeBias"]
     unscaled = [m for m in model.modules() if isinstance(getattr(m, "q", None), nn.Linear) and _unscaled(m)]
-    heads = {n: m.num_heads for n, m in model.named_modules() if isinstance(getattr(m, "num_heads", None), int)}
-    return Roles(token, norms, linears, others, tables, unscaled, qk_norms, heads)
+    return Roles(token, norms, linears, others, tables, unscaled, qk_norms)
 
 
 def _unscaled(attention: nn.Module) -> bool:  # a plain q.k without 1/sqrt(hd): zoo dot, T5
@@ -130,19 +124,7 @@ def _fan_in(module: nn.Module) -> int:
     return module.weight.shape[0] if type(module).__name__ == "Conv1D" else module.weight.shape[1]
 
 
-def _query_key_columns(model: nn.Module, name: str, module: nn.Module, heads: int = 0):
-    """The q and k outputs of ``module`` (a slice or an (N, 1) index), or None; ``heads``: its parent's."""
-    parent, _, leaf = name.rpartition(".")
-    if leaf in PER_HEAD_QKV_NAMES and parent:  # per head [q, k, v] or per KV group [queries, k, v]
-        return grouped_rows(model.get_submodule(parent), module.weight.shape[0]).reshape(-1, 1)  # (q and k rows, 1)
-    if leaf in QUERY_NAMES or leaf in KEY_NAMES:
-        return slice(None)
-    if leaf in FUSED_QKV_NAMES and type(module).__name__ == "Conv1D":
-        return slice(0, 2 * (module.weight.shape[1] // 3))
-    if leaf in FUSED_QKV_NAMES:  # (out, in): all rows but the values' (the attention's kv heads x head_dim)
-        return slice(0, module.weight.shape[0] - (a := model.get_submodule(parent)).num_key_value_heads * a.head_dim)
-    return None
-
+QK_NORM_NAMES = ("q_norm", "k_norm", "q_layernorm", "k_layernorm")  # QK-norm (zoo, Qwen3, OLMo 2, Gemma 3, Phi)
 
 @torch.no_grad()
 def _reinit(model: nn.Module, roles: Roles, cfg: TrainedLike, gen: torch.Generator, channels: torch.Tensor) -> None:
@@ -153,11 +135,15 @@ def _reinit(model: nn.Module, roles: Roles, cfg: TrainedLike, gen: torch.Generat
     normal = lambda shape, std: torch.randn(shape, generator=gen) * std  # noqa: E731
     for name, m in roles.linears:
         m.weight.copy_(normal(m.weight.shape, 1.0 / math.sqrt(_fan_in(m))))
-        cols = _query_key_columns(model, name, m, roles.heads.get(name.rpartition(".")[0], 0))
+        cols = query_key_columns(name, m, model)
         if cols is not None:
-            w = m.weight.T if type(m).__name__ == "Conv1D" else m.weight  # (out, in): Conv1D stores (in, out)
-            w[cols] *= math.sqrt(cfg.score_gain)
-            w[cols, channels] /= cfg.input_outlier_ratio
+            gain = math.sqrt(cfg.score_gain)
+            if type(m).__name__ == "Conv1D":  # (in, out)
+                m.weight[:, cols] *= gain
+                m.weight[channels, cols] /= cfg.input_outlier_ratio
+            else:  # (out, in)
+                m.weight[cols] *= gain
+                m.weight[cols if isinstance(cols, slice) else cols[:, None], channels] /= cfg.input_outlier_ratio
         if getattr(m, "bias", None) is not None:
             m.bias.copy_(normal(m.bias.shape, cfg.bias_std))
     for m in roles.unscaled:  # q·k not divided by sqrt(head_dim) (T5): the scale is in the weights

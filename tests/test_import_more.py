@@ -174,11 +174,12 @@ def test_refusals_list_every_field_at_once(kind, changes, fields, tmp_path):
 def test_trained_like_sharpens_bloom_fused_per_head_queries_and_keys():
     """BLOOM's query_key_value rows are (heads, 3, head_dim): the generator finds the q and
     k rows of every head (2/3 of them), not the first two thirds of the matrix."""
-    from compiler.trained_like import _query_key_columns, find_roles
+    from compiler.query_keys import query_key_columns
+    from compiler.trained_like import find_roles
 
     model = DECODERS["bloom"]()
     roles = find_roles(model)
     name, fused = next((n, m) for n, m in roles.linears if n.endswith("query_key_value"))
-    rows = _query_key_columns(model, name, fused)[:, 0]
+    rows = query_key_columns(name, fused, model)
     head_dim = 32 // 4
     assert rows.numel() == 2 * 32 and set((rows // head_dim % 3).tolist()) == {0, 1}

@@ -151,6 +151,8 @@ def lower_attention(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict
     used: Counter = Counter()
     decomposed: Counter = Counter()
     for softmax in [n for n in g.g.node if n.op_type == "Softmax"]:
+        if not any(c.endswith("Attention") for c in scopes(softmax)[1]):
+            continue  # a softmax outside attention (a mixture of experts' router)
         stack, kind = _attention_parts(softmax, spec)
         att = spec.stack(stack).attention if stack else None
         m = match_attention(g, softmax)

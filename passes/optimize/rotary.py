@@ -193,11 +193,11 @@ def lower_rotary(g: Graph, spec, target: str, dtype: int, plan: dict) -> dict:
         if m is None:
             continue
         found = _angles(g, m["cos"], m["sin"]) if choice != DECOMPOSED else None
+        scale, f = _factor(g, add.output[0])
+        last = scale if scale is not None else add  # the rotated part's last node
         if interleaved and found is not None:  # the rotated width from the frequencies (rot / 2 of them)
             freq = g.const(found[2]) if found[2] is not None else None
             m["half"], found = (freq.size, found) if freq is not None else (None, None)
-        scale, f = _factor(g, add.output[0])
-        last = scale if scale is not None else add  # the rotated part's last node
         rotated = _rotated(g, m, last.output[0]) if found is not None else None
         if rotated is None:
             unmatched += 1
