@@ -90,9 +90,9 @@ def test_what_cannot_be_reproduced_is_refused_before_any_weight(config, fields, 
     ids=["gpt_neox", "falcon-mqa", "falcon-new"],
 )
 def test_trained_like_finds_the_queries_and_keys_of_a_fused_projection(make, queries_keys):
-    from compiler.trained_like import _query_key_columns
+    from compiler.query_keys import query_key_columns
 
     model = make()
     name = next(n for n, _ in model.named_modules() if n.endswith("query_key_value"))
     module = model.get_submodule(name)
-    assert _query_key_columns(model, name, module).reshape(-1).tolist() == queries_keys(8)
+    assert query_key_columns(name, module, model).tolist() == queries_keys(8)
