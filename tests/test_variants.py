@@ -12,6 +12,7 @@ from compiler.builder import build
 from compiler.ffn import ACTIVATIONS as ACTIVATION_IMPLS, FFN_KINDS as FFN_IMPLS
 from compiler.norms import NORMS as NORM_IMPLS
 from compiler.positional import POSITIONAL as POSITIONAL_IMPLS
+from compiler.layers import Residual
 from compiler.variants import implement, variant_of
 from tests.conftest import tiny_spec
 from zoo.spec import variants
@@ -32,8 +33,9 @@ def test_every_key_is_implemented(kind):
 
 
 def test_every_registry_is_implemented_or_computed_on_floor_1():
-    # RoPE scalings are frequencies (zoo.spec.rope), computed without torch and used by compiler.positional.Rotary
-    assert set(variants.REGISTRIES) - set(IMPLEMENTED) == {"rope-scaling"}
+    # RoPE scalings are frequencies (zoo.spec.rope), computed without torch and used by compiler.positional.Rotary;
+    # placements are flags that the builder reads to give compiler.layers.Residual its norms (test_every_placement_builds)
+    assert set(variants.REGISTRIES) - set(IMPLEMENTED) == {"rope-scaling", "placement"}
     from typing import get_args
 
     from zoo.spec.positional import RopeScaling
@@ -81,6 +83,24 @@ def test_norm_entry_matches_its_module(kind):
     entry, impl = variants.NORMS[kind], NORM_IMPLS[kind](16, eps=1e-5)
     assert sum(p.numel() for p in impl.parameters()) == entry.parameters(16)
     assert set(entry.init) == {n for n, _ in impl.named_parameters()}
+
+
+@pytest.mark.parametrize("placement", variants.PLACEMENTS.keys())
+@pytest.mark.parametrize("family", ["decoder-only", "encoder-decoder"])
+def test_every_placement_builds_with_its_norms(placement, family):
+    """Each residual sub-layer (self-attention, cross-attention, FFN) gets the entry's norms, where it says;
+    the final norm is the entry's default."""
+    entry = variants.PLACEMENTS[placement]
+    spec = tiny_spec(family, norm={"kind": "rmsnorm", "placement": placement})
+    model = build(spec)
+    residuals = [m for m in model.modules() if isinstance(m, Residual)]
+    assert len(residuals) == (2 if family == "decoder-only" else 5) * 2
+    for r in residuals:
+        have = (r.norm is not None, r.post_norm is not None, r.pre)
+        assert have == (entry.before or entry.around, entry.after, not entry.around)
+        assert sum(p.numel() for p in r.parameters()) == entry.norms * 32
+    assert (model.decoder.final_norm is not None) == entry.final == spec.decoder.norm.has_final
+    assert sum(p.numel() for p in model.parameters()) == spec.parameter_count()
 
 
 @pytest.mark.parametrize("positional", variants.POSITIONAL.keys())
