@@ -54,6 +54,8 @@ CAUSAL = {
         num_key_value_heads=2, embedding_multiplier=6.0, attention_multiplier=0.05, residual_multiplier=0.3, logits_scaling=4.0, **SMALL)),
     # QK-norm and an explicit head_dim (12, not hidden_size / heads = 8)
     "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(num_key_value_heads=2, head_dim=12, **SMALL)),
+    # OLMo 2: norms after the sublayers inside the residual (branch-post), QK-norm over the whole projections
+    "olmo2": lambda: transformers.Olmo2ForCausalLM(transformers.Olmo2Config(num_key_value_heads=2, **SMALL)),
 }
 DEEP_LLAMA = lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=1e5, **DEEP))  # noqa: E731
 T5 = {

@@ -9,6 +9,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | bert | bert.py |
 | roberta | roberta.py |
 | bart, marian | bart.py |
+| olmo2 | olmo2.py (llama.py's tables, norms after the sublayers) |
 
 What a family cannot reproduce is refused before any weight is read, every
 unsupported field listed in one message (exit code 2).
@@ -25,12 +26,12 @@ from typing import Optional
 import torch
 from pydantic import ValidationError
 
-from compiler.importers import bart, bert, gpt2, llama, roberta, t5
+from compiler.importers import bart, bert, gpt2, llama, olmo2, roberta, t5
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
-FAMILIES = {mt: module for module in (gpt2, llama, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
+FAMILIES = {mt: module for module in (gpt2, llama, olmo2, t5, bert, roberta, bart) for mt in module.MODEL_TYPES}
 
 
 @dataclass
