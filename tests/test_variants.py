@@ -103,6 +103,27 @@ def test_every_placement_builds_with_its_norms(placement, family):
     assert sum(p.numel() for p in model.parameters()) == spec.parameter_count()
 
 
+PLACEMENT_MATHS = {  # the entries' summaries, written out: x (B, T, d), f the sublayer, a the pre norm, b the post norm
+    "pre": lambda x, f, a, b: x + f(a(x)),
+    "post": lambda x, f, a, b: a(x + f(x)),
+    "sandwich": lambda x, f, a, b: x + b(f(a(x))),
+    "branch-post": lambda x, f, a, b: x + b(f(x)),
+}
+
+
+@pytest.mark.parametrize("placement", variants.PLACEMENTS.keys())
+def test_placement_computes_its_summary(placement):
+    spec = tiny_spec("decoder-only", norm={"kind": "layernorm", "placement": placement})
+    residual = build(spec).decoder.layers[0].norm_ffn
+    for n in (residual.norm, residual.post_norm):  # distinct gains, so that a norm in the wrong place shows
+        if n is not None:
+            n.weight.data.uniform_(0.5, 2.0)
+    x, f = torch.randn(2, 3, 32), torch.nn.Linear(32, 32)
+    a = residual.post_norm if residual.norm is None else residual.norm
+    want = PLACEMENT_MATHS[placement](x, f, a, residual.post_norm)
+    assert torch.allclose(residual(x, f), want, atol=1e-6)
+
+
 @pytest.mark.parametrize("positional", variants.POSITIONAL.keys())
 def test_positional_hook_is_where_the_module_goes(positional):
     spec = tiny_spec("decoder-only", positional=positional)
