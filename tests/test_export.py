@@ -158,10 +158,11 @@ def test_norm_placement_parity(family, placement, tmp_path):
     optimize = family == "decoder-only"
     folder, manifest, _ = build_artifact(spec, tmp_path / "a", weights=model.state_dict(), options=BuildOptions(optimize=optimize))
     check_artifact(folder, manifest, spec)
-    if optimize:  # every norm lowered to a fused op: none left decomposed
-        ops = {n.op_type for n in onnx.load(folder / "model.onnx").graph.node}
-        assert "SimplifiedLayerNormalization" in ops or "RMSNormalization" in ops or "SkipSimplifiedLayerNormalization" in ops, ops
-        assert not {"ReduceMean", "Pow", "Sqrt"} & ops, ops
+    if optimize:  # every norm (2 sublayers x the entry's norms per layer, and the final one) one op: none decomposed
+        ops = [n.op_type for n in onnx.load(folder / "model.onnx").graph.node]
+        norms = spec.decoder.layers * 2 * variants.PLACEMENTS[placement].norms + 1
+        assert manifest["build"]["lowering"]["norm"]["nodes"] == norms == sum(op.endswith("Normalization") for op in ops), ops
+        assert not {"ReduceMean", "Pow", "Sqrt"} & set(ops), ops
 
 
 ROPE_SCALING_EXAMPLES = {  # one per zoo.spec.variants.ROPE_SCALINGS entry; a context of 32 trained at 8

@@ -95,8 +95,8 @@ class PlacementVariant(Variant):
     # outputs, or the layers' outputs where some norms sit on the branch)
     residual: Literal["pre", "post"] = "pre"
     stream_at: Literal["norm-inputs", "norm-outputs", "layer-outputs"] = "norm-inputs"
-    lowering: str = ("every norm is lowered to its fused op wherever it sits (passes.optimize matches the norm, not its "
-                     "place); one that follows a residual add takes the add in (Skip*Normalization)")
+    lowering: str = ("every norm exports as its single op (RMSNormalization / LayerNormalization) wherever it sits; the "
+                     "optimizer's norm pass matches the op, not its place, and folds a residual Add before it where the target gains")
 
     @property
     def norms(self) -> int:
