@@ -54,11 +54,11 @@ def test_a_registry_with_a_missing_or_extra_implementation_is_refused():
 
 def _enum(tree: dict, field: str) -> list[str]:
     defs = tree["$defs"]
-    owner = {"score": "Attention", "activation": "FeedForward", "kind": "Norm"}[field]
+    owner = {"score": "Attention", "activation": "FeedForward", "kind": "Norm", "placement": "Norm"}[field]
     return defs[owner]["properties"][field]["enum"]
 
 
-@pytest.mark.parametrize(("field", "registry"), [("score", variants.SCORES), ("activation", variants.ACTIVATIONS), ("kind", variants.NORMS)])
+@pytest.mark.parametrize(("field", "registry"), [("score", variants.SCORES), ("activation", variants.ACTIVATIONS), ("kind", variants.NORMS), ("placement", variants.PLACEMENTS)])
 def test_json_schema_lists_the_registry(field, registry):
     assert _enum(schema(), field) == list(registry.keys())
 
