@@ -139,9 +139,14 @@ def build_layer(spec: ModelSpec, part: str, *, causal: bool, crossed: bool) -> n
     stack = spec.stack(part)
     norm = stack.norm
 
+    place = variants.PLACEMENTS[norm.placement]
+
     def residual() -> Residual:
-        return Residual(NORMS[norm.kind](spec.d_model, eps=norm.eps), pre=norm.placement == "pre", dropout=spec.dropout,
-                        multiplier=stack.residual_multiplier)
+        def make(wanted: bool):
+            return NORMS[norm.kind](spec.d_model, eps=norm.eps) if wanted else None
+
+        return Residual(make(place.before or place.around), pre=not place.around, dropout=spec.dropout,
+                        multiplier=stack.residual_multiplier, post_norm=make(place.after))
 
     ffn = build_ffn(spec, stack)
     self_attn = build_attention(spec, stack, SelfAttention, part)

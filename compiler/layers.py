@@ -1,5 +1,7 @@
 """Transformer layers. Each takes its sub-modules already built (see builder.py)
-and never sees the spec. ``pre`` placement: x + f(norm(x)); ``post``: norm(x + f(x))."""
+and never sees the spec. The norm placements (zoo.spec.variants.PLACEMENTS): ``pre``
+x + f(norm(x)); ``post`` norm(x + f(x)); ``sandwich`` x + post_norm(f(norm(x)));
+``branch-post`` x + post_norm(f(x))."""
 
 from __future__ import annotations
 
@@ -14,20 +16,25 @@ from zoo.spec import variants
 
 
 class Residual(nn.Module):
-    """One residual sub-layer around ``fn`` with its norm, pre or post."""
+    """One residual sub-layer around ``fn`` with its norms: ``norm`` on the input (``pre``)
+    or on the sum (not ``pre``), or None; ``post_norm`` on ``fn``'s output inside the
+    residual, or None. x and the result: (B, T, d_model)."""
 
-    def __init__(self, norm: nn.Module, *, pre: bool, dropout: float, multiplier: float = 1.0):
+    def __init__(self, norm: Optional[nn.Module], *, pre: bool, dropout: float, multiplier: float = 1.0,
+                 post_norm: Optional[nn.Module] = None):
         super().__init__()
         self.norm, self.pre, self.drop, self.multiplier = norm, pre, nn.Dropout(dropout), multiplier
+        self.post_norm = post_norm
 
     def _branch(self, y: torch.Tensor) -> torch.Tensor:
         y = self.drop(y)
         return y * self.multiplier if self.multiplier != 1.0 else y  # Granite's residual_multiplier
 
     def forward(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        if self.pre:
-            return x + self._branch(fn(self.norm(x)))
-        return self.norm(x + self._branch(fn(x)))
+        if not self.pre:
+            return self.norm(x + self._branch(fn(x)))
+        y = fn(self.norm(x) if self.norm is not None else x)
+        return x + self._branch(self.post_norm(y) if self.post_norm is not None else y)
 
 
 def _keep(result: tuple[torch.Tensor, KV], into: list[KV]) -> torch.Tensor:

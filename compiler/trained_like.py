@@ -40,9 +40,11 @@ from compiler.attention_sinks import plant_shared_channels, plant_sinks, sharpen
 from compiler.norm_gain import scale_gain, set_gain
 from compiler.projections import is_linear, stacked_experts
 from compiler.query_keys import query_key_columns  # the q/k output units of a projection, by name
+from compiler.residual_stream import normal_mask as _normal_mask, residual as _residual
 from compiler.residual_subspace import align_residual
 from compiler.variants import variant_of
 from zoo.spec.families import family
+from zoo.spec.variants import PLACEMENTS
 
 # Post-norm stacks renormalize the residual after every sublayer: only large norm weights
 # keep the channels massive, and then they dominate every token's normalized input, so
@@ -172,12 +174,6 @@ def _normalized(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
-def _normal_mask(x: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-    """(N,) True for the tokens (rows of x (N, d)) not dominated by the outlier channels."""
-    energy = x.pow(2)
-    return energy[:, channels].sum(-1) < 0.5 * energy.sum(-1)  # all True without channels
-
-
 def _batch(vocab: int, outlier_tokens: torch.Tensor, gen: torch.Generator, batch: int = 4, seq: int = 32):
     """Random ids (batch, seq) with every row holding at least one outlier token, mask of ones."""
     ids = torch.randint(0, vocab, (batch, seq), generator=gen)
@@ -230,37 +226,6 @@ def _calibrate_norms(model, roles, logits_fn, ids, mask, channels, final, cfg, g
     _run(model, logits_fn, ids, mask, [(m, hook) for _, m in roles.norms])
 
 
-def _residual(model, roles, logits_fn, ids, mask, channels, placement: str):
-    """Median over the stack's middle norms of (normal-token median |x| of the normal
-    channels, max |x| of the outlier channels): the residual stream (a pre-norm's
-    input, a post-norm's output)."""
-    d = roles.d_model
-    others = torch.ones(d, dtype=torch.bool).index_fill_(0, channels, False)
-    seen: list[tuple[float, float]] = []
-
-    def record(x):
-        flat = x.detach().reshape(-1, d).float()
-        rows = flat[_normal_mask(flat, channels)]
-        typical = float(rows[:, others].abs().median()) if rows.numel() else float(flat.abs().median())
-        peak = float(flat[:, channels].abs().max()) if channels.numel() else 0.0
-        seen.append((typical, peak))
-
-    handles = []
-    for _, m in roles.norms:
-        if placement == "pre":
-            handles.append(m.register_forward_pre_hook(lambda mod, args: record(args[0])))
-        else:
-            handles.append(m.register_forward_hook(lambda mod, args, out: record(out)))
-    try:
-        with torch.no_grad():
-            logits_fn(model, ids, mask)
-    finally:
-        for h in handles:
-            h.remove()
-    middle = seen[len(seen) // 4 : max(len(seen) // 4 + 1, 3 * len(seen) // 4)]
-    typical = sorted(t for t, _ in middle)[len(middle) // 2]
-    peak = sorted(p for _, p in middle)[len(middle) // 2]
-    return typical, peak
 
 
 def _logit_std(logits: torch.Tensor, ids: torch.Tensor, outlier_tokens: torch.Tensor) -> float:
@@ -280,13 +245,14 @@ def make_trained_like(
     seq: int = 32,
 ) -> dict:
     """Give ``model`` trained-like weights in place (see the module docstring);
-    ``logits_fn(model, ids, mask)`` returns its logits (B, T, V). ``placement``:
-    "pre" (norm, then sublayer, then residual add) or "post"; ``seq``: the length of
+    ``logits_fn(model, ids, mask)`` returns its logits (B, T, V). ``placement``: an
+    entry of zoo.spec.variants.PLACEMENTS ("pre": norm, sublayer, residual add; "post";
+    "sandwich"; "branch-post"), which says how to treat the residual stream; ``seq``: the length of
     the calibration batch (at most the model's longest sequence). Returns ``measure``'s
     statistics and the planted channels and tokens (their count and ids)."""
-    if placement not in ("pre", "post"):
-        raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
-    if placement == "post":
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {list(PLACEMENTS)}, got {placement!r}")
+    if PLACEMENTS[placement].residual == "post":
         config = replace(config, **POST_NORM)
     gen = torch.Generator().manual_seed(seed)
     roles = find_roles(model)
@@ -374,7 +340,9 @@ def zoo_logits(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch
 def zoo_trained_like(model: nn.Module, spec, *, seed: int = 0, config: TrainedLike = TrainedLike()) -> dict:
     """``make_trained_like`` for a zoo module built from ``spec``."""
     stacks = [spec.stack(part) for part in ("encoder", "decoder") if getattr(spec, part, None) is not None]
-    placement = "post" if any(s.norm.placement == "post" for s in stacks) else "pre"
+    used = {s.norm.placement for s in stacks}  # a renormalised stream in any stack decides; else the stream is read as placed
+    placement = next((p for p in PLACEMENTS if p in used and PLACEMENTS[p].residual == "post"), None) or max(
+        used, key=lambda p: PLACEMENTS[p].stream_at == "layer-outputs")
     dtype = next(model.parameters()).dtype
     model.float()  # calibrated in float32; a float16 / bfloat16 spec gets the rounded weights
     stats = make_trained_like(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from zoo.spec.model import POSITIONAL_KINDS, SCORES
-from zoo.spec.variants import ACTIVATIONS, NORMS, RESIDUALS, ROPE_LAYOUTS, ROPE_SCALINGS
+from zoo.spec.variants import ACTIVATIONS, NORMS, PLACEMENTS, RESIDUALS, ROPE_LAYOUTS, ROPE_SCALINGS
 
 FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
 
@@ -60,7 +60,7 @@ def stacks(draw, d_model: int, rope: bool, crossed: bool = False) -> dict:
             ffn["experts"]["shared"] = {"hidden": draw(st.integers(4, 24)), "gate": draw(st.booleans())}
     norm: dict = {
         "kind": draw(st.sampled_from(NORMS.keys())),
-        "placement": draw(st.sampled_from(["pre", "post"])),
+        "placement": draw(st.sampled_from(PLACEMENTS.keys())),
         "eps": draw(st.sampled_from([1e-5, 1e-6, 1e-3])),
     }
     final = draw(st.sampled_from([None, True, False]))

@@ -133,6 +133,38 @@ def test_multipliers_and_softcaps_parity(family, tmp_path):
     check_artifact(folder, manifest, spec)
 
 
+NEW_PLACEMENTS = [k for k in variants.PLACEMENTS if k not in ("pre", "post")]  # pre and post: every other test
+
+
+def _placement_cases():  # encoder-decoder sandwich (the longest, 25 s) in make test-slow; cross-attention by branch-post
+    for family in FAMILIES:
+        for placement in NEW_PLACEMENTS:
+            slow = family == "encoder-decoder" and placement == "sandwich"
+            yield pytest.param(family, placement, marks=pytest.mark.slow if slow else (), id=f"{family}-{placement}")
+
+
+@pytest.mark.parametrize("family, placement", list(_placement_cases()))
+def test_norm_placement_parity(family, placement, tmp_path):
+    """Norms before and after each sublayer (sandwich) and after it only (branch-post), inside the
+    residual, in every family (cross-attention included), on trained-like weights; the CPU build
+    fuses them (decoder-only: --optimize)."""
+    from compiler.trained_like import zoo_trained_like
+
+    spec = tiny_spec(family, positional="rope", norm={"kind": "rmsnorm", "placement": placement})
+    model = build(spec)
+    assert sum(p.numel() for p in model.parameters()) == spec.parameter_count()
+    stats = zoo_trained_like(model, spec)
+    assert stats["logit_std"] >= 5.0 and 100 <= stats["residual_outlier_ratio"] <= 1000, stats
+    optimize = family == "decoder-only"
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", weights=model.state_dict(), options=BuildOptions(optimize=optimize))
+    check_artifact(folder, manifest, spec)
+    if optimize:  # every norm (2 sublayers x the entry's norms per layer, and the final one) one op: none decomposed
+        ops = [n.op_type for n in onnx.load(folder / "model.onnx").graph.node]
+        norms = spec.decoder.layers * 2 * variants.PLACEMENTS[placement].norms + 1
+        assert manifest["build"]["lowering"]["norm"]["nodes"] == norms == sum(op.endswith("Normalization") for op in ops), ops
+        assert not {"ReduceMean", "Pow", "Sqrt"} & set(ops), ops
+
+
 ROPE_SCALING_EXAMPLES = {  # one per zoo.spec.variants.ROPE_SCALINGS entry; a context of 32 trained at 8
     "linear": {"factor": 4.0},
     "llama3": {"factor": 8.0, "original_max_seq_len": 8},

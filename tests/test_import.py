@@ -67,14 +67,8 @@ CAUSAL = {
             "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75, "original_max_position_embeddings": 16,
             "short_factor": [1.0, 1.3, 2.1], "long_factor": [2.0, 5.0, 11.0]}, **PHI3_TOKENS, **SMALL)),
     "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(num_key_value_heads=2, head_dim=12, **SMALL)),
-    # mixtures of 4 experts, top-2: Mixtral (renormalised, sliding window), Qwen2-MoE (raw top-k weights, a shared
-    # expert with its sigmoid gate, q/k/v biases), Qwen3-MoE (renormalised, QK-norm, head_dim 12)
-    "mixtral": lambda: transformers.MixtralForCausalLM(transformers.MixtralConfig(
-        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, **SMALL)),
-    "qwen2_moe": lambda: transformers.Qwen2MoeForCausalLM(transformers.Qwen2MoeConfig(
-        num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=48, **SMALL)),
-    "qwen3_moe": lambda: transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(
-        num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, norm_topk_prob=True, head_dim=12, **SMALL)),
+    # OLMo 2: norms after the sublayers inside the residual (branch-post), QK-norm over the whole projections
+    "olmo2": lambda: transformers.Olmo2ForCausalLM(transformers.Olmo2Config(num_key_value_heads=2, **SMALL)),
 }
 DEEP_LLAMA = lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=1e5, **DEEP))  # noqa: E731
 T5 = {

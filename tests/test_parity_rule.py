@@ -18,7 +18,8 @@ from compiler import build
 from zoo.app.build import build_artifact
 from compiler.trained_like import zoo_trained_like
 from zoo.app.tolerance import judge
-from tests.conftest import TINY_CATALOG
+from tests.conftest import TINY_CATALOG, tiny_spec
+from zoo.spec import variants
 from zoo.spec.contract import ParityRule, parity_rule
 from zoo.spec.errors import ParityError
 
@@ -90,6 +91,23 @@ def test_trained_like_weights_have_the_statistics_of_a_trained_model(name):
     from compiler.trained_like import measure, zoo_logits
 
     plain = measure(random_model, zoo_logits, vocab_size=spec.vocab_size, channels=stats["channels"], tokens=[0], seq=min(32, spec.max_seq_len))
+    assert plain["logit_std"] < 1.0 and stats["attention_peak"] > 2 * plain["attention_peak"], (plain, stats)
+
+
+@pytest.mark.parametrize("placement", [k for k in variants.PLACEMENTS if variants.PLACEMENTS[k].stream_at == "layer-outputs"])
+@pytest.mark.parametrize("qk_norm", [None, {"kind": "rmsnorm", "over": "all"}], ids=["plain", "qk-norm"])
+def test_trained_like_statistics_with_norms_on_the_branch(placement, qk_norm):
+    """Sandwich and branch-post keep an un-normalised residual stream (as pre does), read at the layers'
+    outputs since some of their norms sit on the branch: the statistics are reached as for pre-norm."""
+    from compiler.trained_like import measure, zoo_logits
+
+    attention = {"heads": 4, "kv_heads": 2, **({"qk_norm": qk_norm} if qk_norm else {})}
+    spec = tiny_spec("decoder-only", positional="rope", norm={"kind": "rmsnorm", "placement": placement}, attention=attention)
+    model = build(spec)
+    stats = zoo_trained_like(model, spec)
+    assert stats["logit_std"] >= 5.0 and stats["logit_median_abs"] >= 2.0, stats
+    assert 2 <= len(stats["channels"]) <= 4 and 100 <= stats["residual_outlier_ratio"] <= 1000, stats
+    plain = measure(build(spec), zoo_logits, vocab_size=spec.vocab_size, channels=stats["channels"], tokens=[0])
     assert plain["logit_std"] < 1.0 and stats["attention_peak"] > 2 * plain["attention_peak"], (plain, stats)
 
 

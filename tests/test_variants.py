@@ -13,6 +13,7 @@ from compiler.ffn import ACTIVATIONS as ACTIVATION_IMPLS, FFN_KINDS as FFN_IMPLS
 from compiler.layers import RESIDUALS as RESIDUAL_IMPLS
 from compiler.norms import NORMS as NORM_IMPLS
 from compiler.positional import POSITIONAL as POSITIONAL_IMPLS, ROPE_LAYOUTS as ROPE_LAYOUT_IMPLS
+from compiler.layers import Residual
 from compiler.variants import implement, variant_of
 from tests.conftest import tiny_spec
 from zoo.spec import variants
@@ -35,8 +36,9 @@ def test_every_key_is_implemented(kind):
 
 
 def test_every_registry_is_implemented_or_computed_on_floor_1():
-    # RoPE scalings are frequencies (zoo.spec.rope), computed without torch and used by compiler.positional.Rotary
-    assert set(variants.REGISTRIES) - set(IMPLEMENTED) == {"rope-scaling"}
+    # RoPE scalings are frequencies (zoo.spec.rope), computed without torch and used by compiler.positional.Rotary;
+    # placements are flags that the builder reads to give compiler.layers.Residual its norms (test_every_placement_builds)
+    assert set(variants.REGISTRIES) - set(IMPLEMENTED) == {"rope-scaling", "placement"}
     from typing import get_args
 
     from zoo.spec.positional import RopeScaling
@@ -80,11 +82,11 @@ def test_a_registry_with_a_missing_or_extra_implementation_is_refused():
 
 def _enum(tree: dict, field: str) -> list[str]:
     defs = tree["$defs"]
-    owner = {"score": "Attention", "activation": "FeedForward", "kind": "Norm"}[field]
+    owner = {"score": "Attention", "activation": "FeedForward", "kind": "Norm", "placement": "Norm"}[field]
     return defs[owner]["properties"][field]["enum"]
 
 
-@pytest.mark.parametrize(("field", "registry"), [("score", variants.SCORES), ("activation", variants.ACTIVATIONS), ("kind", variants.NORMS)])
+@pytest.mark.parametrize(("field", "registry"), [("score", variants.SCORES), ("activation", variants.ACTIVATIONS), ("kind", variants.NORMS), ("placement", variants.PLACEMENTS)])
 def test_json_schema_lists_the_registry(field, registry):
     assert _enum(schema(), field) == list(registry.keys())
 
@@ -109,6 +111,45 @@ def test_norm_entry_matches_its_module(kind):
     entry, impl = variants.NORMS[kind], NORM_IMPLS[kind](16, eps=1e-5)
     assert sum(p.numel() for p in impl.parameters()) == entry.parameters(16)
     assert set(entry.init) == {n for n, _ in impl.named_parameters()}
+
+
+@pytest.mark.parametrize("placement", variants.PLACEMENTS.keys())
+@pytest.mark.parametrize("family", ["decoder-only", "encoder-decoder"])
+def test_every_placement_builds_with_its_norms(placement, family):
+    """Each residual sub-layer (self-attention, cross-attention, FFN) gets the entry's norms, where it says;
+    the final norm is the entry's default."""
+    entry = variants.PLACEMENTS[placement]
+    spec = tiny_spec(family, norm={"kind": "rmsnorm", "placement": placement})
+    model = build(spec)
+    residuals = [m for m in model.modules() if isinstance(m, Residual)]
+    assert len(residuals) == (2 if family == "decoder-only" else 5) * 2
+    for r in residuals:
+        have = (r.norm is not None, r.post_norm is not None, r.pre)
+        assert have == (entry.before or entry.around, entry.after, not entry.around)
+        assert sum(p.numel() for p in r.parameters()) == entry.norms * 32
+    assert (model.decoder.final_norm is not None) == entry.final == spec.decoder.norm.has_final
+    assert sum(p.numel() for p in model.parameters()) == spec.parameter_count()
+
+
+PLACEMENT_MATHS = {  # the entries' summaries, written out: x (B, T, d), f the sublayer, a the pre norm, b the post norm
+    "pre": lambda x, f, a, b: x + f(a(x)),
+    "post": lambda x, f, a, b: a(x + f(x)),
+    "sandwich": lambda x, f, a, b: x + b(f(a(x))),
+    "branch-post": lambda x, f, a, b: x + b(f(x)),
+}
+
+
+@pytest.mark.parametrize("placement", variants.PLACEMENTS.keys())
+def test_placement_computes_its_summary(placement):
+    spec = tiny_spec("decoder-only", norm={"kind": "layernorm", "placement": placement})
+    residual = build(spec).decoder.layers[0].norm_ffn
+    for n in (residual.norm, residual.post_norm):  # distinct gains, so that a norm in the wrong place shows
+        if n is not None:
+            n.weight.data.uniform_(0.5, 2.0)
+    x, f = torch.randn(2, 3, 32), torch.nn.Linear(32, 32)
+    a = residual.post_norm if residual.norm is None else residual.norm
+    want = PLACEMENT_MATHS[placement](x, f, a, residual.post_norm)
+    assert torch.allclose(residual(x, f), want, atol=1e-6)
 
 
 @pytest.mark.parametrize("positional", variants.POSITIONAL.keys())

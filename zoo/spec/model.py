@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from zoo.spec.families import family
 from zoo.spec.fields import MAX_SIZE, FieldIssue, Int, PositiveInt, Strict_ as _Strict
 from zoo.spec.positional import Alibi, Learned, NoPositional, RelativeBias, Rope, Sinusoidal
-from zoo.spec.variants import ACTIVATIONS, NORMS, POSITIONAL, RESIDUALS, SCORES as SCORE_VARIANTS
+from zoo.spec.variants import ACTIVATIONS, NORMS, PLACEMENTS, POSITIONAL, RESIDUALS, SCORES as SCORE_VARIANTS
 
 __all__ = ["Alibi", "Learned", "NoPositional", "RelativeBias", "Rope", "Sinusoidal", "FieldIssue", "MAX_SIZE"]
 
@@ -26,7 +26,7 @@ Family = Literal["encoder-only", "decoder-only", "encoder-decoder"]
 Score = SCORE_VARIANTS.literal()
 Activation = ACTIVATIONS.literal()
 NormKind = NORMS.literal()
-Placement = Literal["pre", "post"]
+Placement = PLACEMENTS.literal()
 DType = Literal["float32", "float16", "bfloat16"]
 
 SCORES: tuple[str, ...] = SCORE_VARIANTS.keys()
@@ -121,15 +121,16 @@ class FeedForward(_Strict):
 
 class Norm(_Strict):
     kind: NormKind = Field("layernorm", description=NORMS.describe())
-    placement: Placement = "pre"
+    placement: Placement = Field("pre", description=PLACEMENTS.describe())
     eps: float = Field(1e-5, gt=0, lt=1)
     final: Optional[bool] = Field(
-        None, description="norm after the last layer; defaults to true for pre-norm, false for post-norm"
+        None, description="norm after the last layer; defaults to true where the residual stream is never normalised "
+        "(pre, sandwich, branch-post), false for post"
     )
 
     @property
     def has_final(self) -> bool:
-        return self.final if self.final is not None else self.placement == "pre"
+        return self.final if self.final is not None else PLACEMENTS[self.placement].final
 
 
 class Stack(_Strict):

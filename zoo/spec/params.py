@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from zoo.spec.families import family
-from zoo.spec.variants import FFN_KINDS, NORMS, POSITIONAL, RESIDUALS, SCORES
+from zoo.spec.variants import FFN_KINDS, NORMS, PLACEMENTS, POSITIONAL, RESIDUALS, SCORES
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.spec.model import Attention, FeedForward, ModelSpec, Norm
@@ -65,7 +65,7 @@ def count_parameters(spec: "ModelSpec") -> ParameterCount:
         crossed = part == "decoder" and family(spec).crossed
         sublayers = 3 if crossed else RESIDUALS[stack.residual].norms  # the input norms of one layer
         n = attention_parameters(stack.attention, d) * (2 if crossed else 1)
-        n += ffn_parameters(stack.ffn, d) + sublayers * norm_parameters(stack.norm, d)
+        n += ffn_parameters(stack.ffn, d) + sublayers * PLACEMENTS[stack.norm.placement].norms * norm_parameters(stack.norm, d)
         per_layer[part] = n
         layers[part] = stack.layers
         if stack.norm.has_final:

@@ -94,6 +94,28 @@ class NormVariant(Variant):
 
 
 @dataclass(frozen=True)
+class PlacementVariant(Variant):
+    """Where a sublayer's norms sit around it and its residual add."""
+
+    before: bool = False  # a norm on the sublayer's input, inside the residual: x + f(norm(x))
+    after: bool = False  # a norm on the sublayer's output, inside the residual: x + norm(f(x))
+    around: bool = False  # a norm on the sum, outside the residual: norm(x + f(x))
+    final: bool = True  # default of Norm.final: a norm after the last layer (the residual stream is never normalised)
+    # the trained-like generator: an un-normalised residual stream ("pre") or one renormalised after every sublayer
+    # ("post": compiler.trained_like.POST_NORM), and where it reads that stream (the inputs of the norms, their
+    # outputs, or the layers' outputs where some norms sit on the branch)
+    residual: Literal["pre", "post"] = "pre"
+    stream_at: Literal["norm-inputs", "norm-outputs", "layer-outputs"] = "norm-inputs"
+    lowering: str = ("every norm exports as its single op (RMSNormalization / LayerNormalization) wherever it sits; the "
+                     "optimizer's norm pass matches the op, not its place, and folds a residual Add before it where the target gains")
+
+    @property
+    def norms(self) -> int:
+        """Norms per sublayer (the parameter counter multiplies them)."""
+        return int(self.before) + int(self.after) + int(self.around)
+
+
+@dataclass(frozen=True)
 class ActivationVariant(Variant):
     onnx_op: str = ""  # the single op torch exports it as ("" where it is several)
 
@@ -242,6 +264,17 @@ NORMS: Registry[NormVariant] = Registry(
                 onnx_op="RMSNormalization", offset=1.0),
 )
 
+PLACEMENTS: Registry[PlacementVariant] = Registry(
+    "norm placement",
+    PlacementVariant("pre", "x + f(norm(x))", before=True),
+    PlacementVariant("post", "norm(x + f(x)) (the 2017 paper, BERT, BART)", around=True, final=False, residual="post",
+                     stream_at="norm-outputs"),
+    PlacementVariant("sandwich", "x + norm_after(f(norm_before(x))): a norm before and after each sublayer (Gemma 2/3, Peri-LN)",
+                     before=True, after=True, stream_at="layer-outputs"),
+    PlacementVariant("branch-post", "x + norm(f(x)): a norm on the sublayer's output only, inside the residual (OLMo 2)",
+                     after=True, stream_at="layer-outputs"),
+)
+
 ACTIVATIONS: Registry[ActivationVariant] = Registry(
     "activation",
     ActivationVariant("relu", "max(x, 0)", onnx_op="Relu"),
@@ -303,6 +336,7 @@ REGISTRIES = {
     "rope-scaling": ROPE_SCALINGS,
     "rope-layout": ROPE_LAYOUTS,
     "norm": NORMS,
+    "placement": PLACEMENTS,
     "activation": ACTIVATIONS,
     "ffn": FFN_KINDS,
     "residual": RESIDUALS,
