@@ -172,7 +172,7 @@ def _cache_reference(model, spec, sessions, ids, mask, rng):
     return (*step, fixed, reference)
 
 
-def _switch_at(spec) -> int:
+def cache_limit(spec) -> int:
     """Tokens up to which cached decoding equals a full forward: past a LongRoPE switch the
     cache holds keys rotated with the short frequencies, a full forward rotates them all
     with the long ones (transformers' cache does the same), so the check stays below it."""
@@ -187,7 +187,7 @@ def cache_parity(model, spec, sessions: dict, rule, *, seed: int = 0) -> dict:
     on the left, as the generation loop pads), judged by ``rule`` over real positions."""
     cache = cache_layout(spec)
     rng = np.random.default_rng(seed + 100)
-    total = min(CACHE_PROMPT + CACHE_STEPS, spec.max_seq_len, _switch_at(spec))
+    total = min(CACHE_PROMPT + CACHE_STEPS, spec.max_seq_len, cache_limit(spec))
     prompt = min(CACHE_PROMPT, total - 1)
     ids = rng.integers(0, spec.vocab_size, size=(CACHE_BATCH, total), dtype=np.int64)
     mask = np.ones_like(ids)
