@@ -46,14 +46,37 @@ AXES = {
     "feed-forward": [
         ("plain GELU (base)", []),
         ("gated SiLU (SwiGLU)", ["decoder.ffn.gated=true", "decoder.ffn.activation=silu"]),
+        ("MoE 8 experts of 512, top-2", ["decoder.ffn.hidden=512", "decoder.ffn.experts={count: 8, top_k: 2}"]),
+    ],
+    # today's architectures (issue 15): one line each against the same base
+    "attention options": [
+        ("plain (base)", []),
+        ("QK-norm per head (Qwen3)", ["decoder.attention.qk_norm={kind: rmsnorm, over: head}"]),
+        ("head_dim 128 (Qwen3, Gemma)", ["decoder.attention.head_dim=128"]),
+        ("soft-capped scores (Gemma 2)", ["decoder.attention.softcap=50.0"]),
+    ],
+    "layer structure": [
+        ("sequential pre-norm (base)", []),
+        ("sandwich norms (Gemma 2/3)", ["decoder.norm.placement=sandwich"]),
+        ("branch-post norms (OLMo 2)", ["decoder.norm.placement=branch-post"]),
+        ("parallel, shared norm (GPT-J)", ["decoder.residual=parallel"]),
+        ("parallel, two norms (GPT-NeoX)", ["decoder.residual=parallel-two-norms"]),
+    ],
+    "rope variant": [
+        ("halves (base)", []),
+        ("interleaved (GPT-J)", ["positional.layout=interleaved"]),
+        ("partial 25% (Pythia)", ["positional.fraction=0.25"]),
+        ("YaRN x4 (Qwen)", ["positional.scaling={kind: yarn, factor: 4.0, original_max_seq_len: 128}"]),
     ],
 }
 
 
-def variants() -> list[tuple[str, list[str]]]:
-    """Unique (label, overrides): the base once, then every other variant."""
+def variants(axes=None) -> list[tuple[str, list[str]]]:
+    """Unique (label, overrides): the base once, then every other variant (of ``axes``)."""
     out = [("base", [])]
-    for entries in AXES.values():
+    for axis, entries in AXES.items():
+        if axes is not None and axis not in axes:
+            continue
         out += [(label, sets) for label, sets in entries if sets]
     return out
 
@@ -67,6 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--quick", action="store_true", help="2 repetitions, fewer points: checks the script, not the figures")
     ap.add_argument("--from-json", type=Path, help="re-render the report from a variants.json, measuring nothing")
+    ap.add_argument("--axes", help="comma-separated axes to measure (with the base); default: all")
     args = ap.parse_args(argv)
     if args.from_json:
         import json
@@ -76,7 +100,7 @@ def main(argv=None) -> int:
     contexts, batches, new_tokens = (64, 128, 256, 512), (1, 4, 8), 64
     if args.quick:
         args.reps, args.rounds, contexts, batches, new_tokens = 2, 1, (64, 128), (1, 8), 8
-    chosen = variants()
+    chosen = variants(args.axes.split(",") if args.axes else None)
     print(f"variant study: {len(chosen)} models from {BASE.name}", flush=True)
     folders = [artifact_for(str(BASE), sets) for _, sets in chosen]
     result = measure_models(
@@ -173,6 +197,8 @@ def _axis_sections(result: dict, models: dict, figs: Path) -> list[str]:
     header = _header(result, base)
     lines: list[str] = []
     for axis, entries in AXES.items():
+        if any(sets and label not in models for label, sets in entries):
+            continue  # an axis this run did not measure (--axes)
         rows = []
         for label, sets in entries:
             m = base if not sets else models[label]
