@@ -236,3 +236,30 @@ def test_imported_family_options_parity(family, embedding, positional, tmp_path)
     assert outputs == graphs_for(spec)[-1].output_names
     checked = {n for n in graphs_for(spec)[-1].output_names if Role.of(n) is None}
     assert set(manifest["parity"]["runs"][0]["outputs"]) >= checked - {"encoder_hidden_states"}
+
+
+LAYER_TYPES = [  # a period of 3 over 4 layers: sliding with its own RoPE base and scaling, NoPE, full
+    {"attention": "sliding", "rope": {"theta": 50.0}},
+    {"attention": "full", "positions": "none"},
+    {"attention": "full", "rope": {"theta": 2000.0, "scaling": {"kind": "linear", "factor": 2.0}}},
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_types_parity(family, tmp_path):
+    """Per-layer sliding/full, NoPE and per-layer RoPE bases in every family (cross-attention
+    included), cached decoding checked by the build; the optimized graph for decoder-only."""
+    spec = tiny_spec(family, positional="rope", layers=4, attention={"heads": 4, "kv_heads": 2, "window": 3},
+                     layer_types=LAYER_TYPES)
+    assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(optimize=family == "decoder-only"))
+    check_artifact(folder, manifest, spec)
+
+
+@pytest.mark.parametrize("positional", ["alibi", "relative-bias"])
+def test_layer_types_nope_with_score_bias_parity(positional, tmp_path):
+    """positions: none leaves out a score bias in its layers."""
+    spec = tiny_spec("decoder-only", positional=positional, score="bilinear", attention={"heads": 4, "window": 3},
+                     layer_types=[{"attention": "sliding", "positions": "none"}, {}])
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a")
+    check_artifact(folder, manifest, spec)

@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from zoo.spec.families import family
+from zoo.spec import layer_types as _layer_types
 from zoo.spec.fields import MAX_SIZE, FieldIssue, Int, PositiveInt, Strict_ as _Strict
+from zoo.spec.layer_types import LayerType
 from zoo.spec.positional import Alibi, Learned, NoPositional, RelativeBias, Rope, Sinusoidal
 from zoo.spec.variants import ACTIVATIONS, NORMS, POSITIONAL, SCORES as SCORE_VARIANTS
 
@@ -119,6 +121,15 @@ class Stack(_Strict):
     ffn: FeedForward
     norm: Norm = Norm()
     residual_multiplier: float = Field(1.0, gt=0, description="each sub-layer's output is scaled by this before the residual add (Granite)")
+    layer_types: list[LayerType] = Field(
+        default_factory=list,
+        description="per-layer differences, repeated as a period (layer i uses entry i % len): sliding or full attention, "
+        "positions or none (NoPE), its own RoPE base and scaling; empty: every layer alike",
+    )
+
+    def layer_type(self, i: int) -> LayerType:
+        """Layer i's entry (zoo.spec.layer_types.layer_type)."""
+        return _layer_types.layer_type(self, i)
 
 
 class Embedding(_Strict):
@@ -236,6 +247,7 @@ class ModelSpec(_Strict):
                 raise FieldIssue(
                     where + ("kv_heads",), f"kv_heads={att.kv_heads} does not divide heads={att.heads}"
                 )
+            _layer_types.check(self, part, stack)
         self.positional.check(self)
         return self
 
