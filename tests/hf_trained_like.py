@@ -34,7 +34,7 @@ def kind_weight_cases(kinds, random_kinds) -> list:
 
     return [pytest.param(k, w, id=f"{k}-{w}", marks=() if w == "trained" or k in random_kinds else pytest.mark.slow)
             for k in kinds for w in WEIGHTS]
-PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "qwen3": "pre", "granite": "pre", "gemma": "pre", "t5": "pre", "bert": "post", "roberta": "post", "bart": "post", "marian": "post"}
+PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "qwen3": "pre", "granite": "pre", "gemma": "pre", "smollm3": "pre", "t5": "pre", "bert": "post", "roberta": "post", "bart": "post", "marian": "post"}
 LOGIT_STD_FLOOR = 5.0  # issue 13 point 4: trained checkpoints have logits in the tens
 OUTLIER_RATIO = (50.0, 2000.0)  # residual outlier channels / median channel (target 300x)
 FP32 = parity_rule("float32")

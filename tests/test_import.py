@@ -54,6 +54,15 @@ CAUSAL = {
         num_key_value_heads=2, embedding_multiplier=6.0, attention_multiplier=0.05, residual_multiplier=0.3, logits_scaling=4.0, **SMALL)),
     # QK-norm and an explicit head_dim (12, not hidden_size / heads = 8)
     "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(num_key_value_heads=2, head_dim=12, **SMALL)),
+    # per-layer attention: max_window_layers 1 < 2 layers (layer 0 full, layer 1 sliding over 4)
+    "qwen2-layers": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+        num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=1, **SMALL)),
+    "qwen3-layers": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(
+        num_key_value_heads=2, head_dim=12, use_sliding_window=True, sliding_window=4, max_window_layers=1, **SMALL)),
+    # SmolLM3: layer 1 without RoPE (no_rope_layer_interval 2), and sliding (windows go to the NoPE layers)
+    "smollm3": lambda: transformers.SmolLM3ForCausalLM(transformers.SmolLM3Config(
+        num_key_value_heads=2, no_rope_layer_interval=2, use_sliding_window=True, sliding_window=4,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, **SMALL)),
 }
 DEEP_LLAMA = lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=1e5, **DEEP))  # noqa: E731
 T5 = {

@@ -4,7 +4,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | model_type | module |
 | --- | --- |
 | gpt2 | gpt2.py |
-| llama, mistral, qwen2, qwen3 | llama.py |
+| llama, mistral, qwen2, qwen3, smollm3 | llama.py |
 | t5 | t5.py |
 | bert | bert.py |
 | roberta | roberta.py |
