@@ -252,7 +252,7 @@ class LayerPositionsVariant(Variant):
     """Whether one layer takes the model's positions (``layer_types[i].positions``)."""
 
     positioned: bool = True  # rotation / score bias applied in this layer
-    hooks: tuple[str, ...] = ("absolute", "rotary", "score-bias")  # positional hooks it can be used with
+    hooks: tuple[str, ...] = ("absolute", "rotary", "score-bias", "none")  # positional hooks it can be used with
     lowering: str = ""
 
 
