@@ -12,7 +12,7 @@ from compiler.ffn import FFN_KINDS
 from compiler.layers import RESIDUALS, CrossDecoderLayer, DecoderLayer, EncoderLayer, ParallelLayer, Residual
 from compiler.model import MODELS, OutputTransform, Stack, ZooModel
 from compiler.norms import NORMS
-from compiler.positional import POSITIONAL
+from compiler.positional import POSITIONAL, Rotary
 from compiler.variants import init_weights
 from zoo.spec import variants
 from zoo.spec.families import family
@@ -73,18 +73,39 @@ def build_stack(spec: ModelSpec, part: str) -> Stack:
     hook = variants.POSITIONAL[spec.positional.kind].hook
     if hook is not None:
         hooks[hook] = POSITIONAL[spec.positional.kind].from_spec(spec, part)
+    types = [stack.layer_type(i) for i in range(stack.layers)]
+    positioned = [variants.LAYER_POSITIONS[t.positions].positioned for t in types]
     norm = stack.norm
     return Stack(
         layers=layers,
         causal=causal,
-        window=stack.attention.window,
+        windows=[stack.attention.window if variants.LAYER_ATTENTION[t.attention].windowed else None for t in types],
         absolute=hooks["absolute"],
         embed_norm=NORMS[norm.kind](spec.d_model, eps=norm.eps) if spec.embedding.norm else None,
         rotary=hooks["rotary"],
+        rotaries=layer_rotaries(spec, part, types, positioned, hooks["rotary"]),
         score_bias=hooks["score-bias"],
+        positioned=positioned,
         final_norm=NORMS[norm.kind](spec.d_model, eps=norm.eps) if norm.has_final else None,
         dropout=spec.dropout,
     )
+
+
+def layer_rotaries(spec: ModelSpec, part: str, types: list, positioned: list[bool], default) -> list:
+    """Per layer: None (no rotation), the model's rotary, or one for the layer's own RoPE
+    base and scaling (one module per distinct base and scaling in the stack)."""
+    own: dict = {}
+    out = []
+    for t, p in zip(types, positioned):
+        r = t.rope
+        if not p or default is None or r is None or (r.theta, r.scaling) == (spec.positional.theta, spec.positional.scaling):
+            out.append(default if p else None)
+            continue
+        key = (r.theta, r.scaling.model_dump_json() if r.scaling is not None else None)
+        if key not in own:
+            own[key] = Rotary(spec.rotary_dim(part), theta=r.theta, scaling=r.scaling)
+        out.append(own[key])
+    return out
 
 
 def build_attention(spec: ModelSpec, stack: StackSpec, cls: type, part: str) -> nn.Module:

@@ -3,6 +3,7 @@ plain numbers (builder.py reads the spec)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional
 
 import torch
@@ -55,18 +56,30 @@ class Stack(nn.Module):
         *,
         layers: list[nn.Module],
         causal: bool,
-        window: Optional[int],
+        windows: list[Optional[int]],
         absolute: Optional[nn.Module],
         embed_norm: Optional[nn.Module],
         rotary: Optional[Rotary],
+        rotaries: list[Optional[Rotary]],
         score_bias: Optional[nn.Module],
+        positioned: list[bool],
         final_norm: Optional[nn.Module],
         dropout: float,
     ):
+        """Per layer: ``windows`` (None: full attention), ``rotaries`` (the same module for
+        layers that share a RoPE base and scaling; None: no rotation) and ``positioned``
+        (False: no score bias). ``rotary`` is the model's (the stack's first)."""
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.causal, self.window = causal, window
-        self.absolute, self.rotary, self.score_bias = absolute, rotary, score_bias
+        self.causal, self.windows, self.positioned = causal, list(windows), list(positioned)
+        distinct: list[Rotary] = [rotary] if rotary is not None else []
+        for r in rotaries:
+            if r is not None and all(r is not d for d in distinct):
+                distinct.append(r)
+        self.absolute, self.score_bias = absolute, score_bias
+        self.rotary = distinct[0] if distinct else None
+        self.layer_rotaries = nn.ModuleList(distinct[1:])  # the layers' own RoPE bases (no parameters)
+        self.rope_of = [None if r is None else next(j for j, d in enumerate(distinct) if d is r) for r in rotaries]
         self.embed_norm = embed_norm
         self.final_norm = final_norm
         self.drop = nn.Dropout(dropout)
@@ -87,16 +100,23 @@ class Stack(nn.Module):
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.drop(x)
-        allowed = self_attention_mask(mask, positions, q_len, causal=self.causal, window=self.window)
+        # each distinct mask and rotation once, shared by the layers that use it
+        masks = {w: self_attention_mask(mask, positions, q_len, causal=self.causal, window=w) for w in dict.fromkeys(self.windows)}
         bias = self.score_bias(q_pos, positions) if self.score_bias is not None else None  # (B, H, T, P + T)
-        rotate = None
-        if self.rotary is not None:
-            cos, sin = self.rotary(q_pos)  # (B, 1, T, rot) each
-            rotate = lambda t: self.rotary.apply(t, cos, sin)  # noqa: E731
+        rotaries = [self.rotary, *self.layer_rotaries] if self.rotary is not None else []
+        rotates = {}
+        for j in dict.fromkeys(r for r in self.rope_of if r is not None):
+            cos, sin = rotaries[j](q_pos)  # (B, 1, T, rot) each
+            rotates[j] = functools.partial(rotaries[j].apply, cos=cos, sin=sin)
         cross_allowed = cross_attention_mask(memory_mask) if memory_kv is not None else None
         presents = []
         for i, layer in enumerate(self.layers):
-            kw = dict(allowed=allowed, bias=bias, rotate=rotate, past=past[i] if past is not None else None)
+            kw = dict(
+                allowed=masks[self.windows[i]],
+                bias=bias if self.positioned[i] else None,
+                rotate=rotates.get(self.rope_of[i]),
+                past=past[i] if past is not None else None,
+            )
             if memory_kv is None:
                 x, kv = layer(x, **kw)
             else:

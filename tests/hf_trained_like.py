@@ -35,7 +35,7 @@ def kind_weight_cases(kinds, random_kinds) -> list:
 
     return [pytest.param(k, w, id=f"{k}-{w}", marks=() if w == "trained" or k in random_kinds else pytest.mark.slow)
             for k in kinds for w in WEIGHTS]
-PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "qwen3": "pre", "granite": "pre", "gemma": "pre", "olmo2": "branch-post", "starcoder2": "pre", "phi3": "pre", "mixtral": "pre", "qwen2_moe": "pre", "qwen3_moe": "pre", "olmoe": "pre", "gpt_neox": "pre", "phi": "pre", "gptj": "pre", "falcon": "pre", "t5": "pre", "mt5": "pre", "bert": "post", "roberta": "post", "xlm-roberta": "post", "bart": "post", "marian": "post"}
+PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "qwen3": "pre", "granite": "pre", "gemma": "pre", "olmo2": "branch-post", "smollm3": "pre", "starcoder2": "pre", "phi3": "pre", "mixtral": "pre", "qwen2_moe": "pre", "qwen3_moe": "pre", "olmoe": "pre", "gpt_neox": "pre", "phi": "pre", "gptj": "pre", "falcon": "pre", "t5": "pre", "mt5": "pre", "bert": "post", "roberta": "post", "xlm-roberta": "post", "bart": "post", "marian": "post"}
 # mBART and BLOOM are pre-norm, but their embedding norm renormalizes the channels planted in
 # the token embedding: the post-norm calibration (outliers carried by the norm weights) applies
 PLACEMENT.update({"mbart": "post", "bloom": "post", "distilbert": "post", "electra": "post", "opt": lambda c: "pre" if c.do_layer_norm_before else "post"})  # or of the config

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from zoo.spec.model import POSITIONAL_KINDS, SCORES
-from zoo.spec.variants import ACTIVATIONS, NORMS, PLACEMENTS, RESIDUALS, ROPE_LAYOUTS, ROPE_SCALINGS
+from zoo.spec.variants import ACTIVATIONS, LAYER_ATTENTION, LAYER_POSITIONS, NORMS, PLACEMENTS, POSITIONAL, RESIDUALS, ROPE_LAYOUTS, ROPE_SCALINGS
 
 FAMILIES = ("decoder-only", "encoder-only", "encoder-decoder")
 
@@ -71,6 +71,27 @@ def stacks(draw, d_model: int, rope: bool, crossed: bool = False) -> dict:
         out["residual_multiplier"] = draw(st.sampled_from([0.25, 2.0]))
     if norm["placement"] == "pre" and not crossed:  # parallel layers: pre-norm, no cross-attention (the spec's rules)
         out["residual"] = draw(st.sampled_from(RESIDUALS.keys()))
+    return out
+
+
+@st.composite
+def layer_types(draw, stack: dict, kind: str) -> list:
+    """A period of stack.layer_types (sliding / full, NoPE unless positions are absolute, a
+    per-layer RoPE base under rope); stack's layers grow to hold it, its window is kept consistent."""
+    absolute = POSITIONAL[kind].hook == "absolute"
+    out = []
+    for _ in range(draw(st.integers(1, 2))):
+        entry: dict = {"attention": draw(st.sampled_from(LAYER_ATTENTION.keys()))}
+        if not absolute and draw(st.booleans()):
+            entry["positions"] = draw(st.sampled_from(LAYER_POSITIONS.keys()))
+        if kind == "rope" and entry.get("positions", "model") == "model" and draw(st.booleans()):
+            entry["rope"] = {"theta": draw(st.sampled_from([50.0, 1e6]))}
+        out.append(entry)
+    stack["layers"] = max(stack["layers"], len(out))
+    if any(e["attention"] == "sliding" for e in out):
+        stack["attention"].setdefault("window", draw(st.integers(1, 6)))
+    else:
+        stack["attention"].pop("window", None)
     return out
 
 
@@ -134,6 +155,9 @@ def valid_specs(draw) -> dict:
         spec["encoder"] = draw(stacks(d_model, rope))
     if family != "encoder-only":
         spec["decoder"] = draw(stacks(d_model, rope, crossed=family == "encoder-decoder"))
+    for part in ("encoder", "decoder"):
+        if part in spec and draw(st.integers(0, 3)) == 0:
+            spec[part]["layer_types"] = draw(layer_types(spec[part], kind))
     if rope and spec["positional"]["fraction"] < 1:
         head_dims = [s["attention"].get("head_dim", d_model // s["attention"]["heads"]) for s in (spec.get("encoder"), spec.get("decoder")) if s]
         if min(head_dims) < 4:  # half of a 2-wide head rotates nothing
@@ -276,8 +300,8 @@ _FIELDS = {
          "encoder", "decoder", "tokens", "dropout", "dtype", "extends"},
     "embedding": {"tie_output", "scale_by_sqrt_d", "scale_output_by_inv_sqrt_d", "token_types", "norm",
                   "output_transform", "output_bias", "pooler", "multiplier", "logit_multiplier", "logit_softcap"},
-    "encoder": {"layers", "attention", "ffn", "norm", "residual_multiplier"},
-    "decoder": {"layers", "attention", "ffn", "norm", "residual_multiplier"},
+    "encoder": {"layers", "attention", "ffn", "norm", "residual_multiplier", "layer_types"},
+    "decoder": {"layers", "attention", "ffn", "norm", "residual_multiplier", "layer_types"},
     "attention": {"heads", "kv_heads", "score", "bias", "window", "head_dim", "qk_norm", "scale", "softcap"},
     "ffn": {"hidden", "activation", "gated", "bias", "experts"},
     "norm": {"kind", "placement", "eps", "final"},

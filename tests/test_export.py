@@ -343,26 +343,6 @@ def test_mixture_of_experts_parity(family, moe, tmp_path):
         assert moe_record["lowered_as"] == "decomposed" and variants.FFN_KINDS["moe"].lowering in moe_record["why"]
 
 
-def test_expert_ties_go_to_the_lower_index_as_in_onnx_topk():
-    """Equal routing probabilities: torch's eager top_k picks what ONNX Runtime's TopK picks."""
-    import numpy as np
-    import onnxruntime as ort
-    import torch
-    from onnx import TensorProto, helper
-
-    from compiler.ffn import top_k
-
-    x = np.array([[0.25] * 4, [0.1, 0.3, 0.3, 0.3], [0.4, 0.1, 0.4, 0.1]], dtype=np.float32)
-    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1)
-    graph = helper.make_graph([node], "topk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                              [helper.make_tensor_value_info("v", TensorProto.FLOAT, None), helper.make_tensor_value_info("i", TensorProto.INT64, None)],
-                              [helper.make_tensor("k", TensorProto.INT64, [1], [2])])
-    session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), providers=["CPUExecutionProvider"])
-    _, want = session.run(None, {"x": x})
-    _, got = top_k(torch.from_numpy(x), 2)
-    assert got.tolist() == want.tolist() == [[0, 1], [1, 2], [0, 2]]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("dtype", "precision"), [("float16", "fp32"), ("float32", "fp16"), ("float32", "int8")])
 def test_mixture_of_experts_at_reduced_precision(dtype, precision, tmp_path):
@@ -372,3 +352,30 @@ def test_mixture_of_experts_at_reduced_precision(dtype, precision, tmp_path):
     spec = ModelSpec.model_validate({**spec.model_dump(), "dtype": dtype})
     folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(precision=precision))
     assert manifest["parity"]["passed"], manifest["parity"]
+
+
+LAYER_TYPES = [  # a period of 3 over 4 layers: sliding with its own RoPE base and scaling, NoPE, full
+    {"attention": "sliding", "rope": {"theta": 50.0}},
+    {"attention": "full", "positions": "none"},
+    {"attention": "full", "rope": {"theta": 2000.0, "scaling": {"kind": "linear", "factor": 2.0}}},
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_types_parity(family, tmp_path):
+    """Per-layer sliding/full, NoPE and per-layer RoPE bases in every family (cross-attention
+    included), cached decoding checked by the build; the optimized graph for decoder-only."""
+    spec = tiny_spec(family, positional="rope", layers=4, attention={"heads": 4, "kv_heads": 2, "window": 3},
+                     layer_types=LAYER_TYPES)
+    assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a", options=BuildOptions(optimize=family == "decoder-only"))
+    check_artifact(folder, manifest, spec)
+
+
+@pytest.mark.parametrize("positional", ["alibi", "relative-bias"])
+def test_layer_types_nope_with_score_bias_parity(positional, tmp_path):
+    """positions: none leaves out a score bias in its layers."""
+    spec = tiny_spec("decoder-only", positional=positional, score="bilinear", attention={"heads": 4, "window": 3},
+                     layer_types=[{"attention": "sliding", "positions": "none"}, {}])
+    folder, manifest, _ = build_artifact(spec, tmp_path / "a")
+    check_artifact(folder, manifest, spec)

@@ -67,8 +67,6 @@ CAUSAL = {
             "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75, "original_max_position_embeddings": 16,
             "short_factor": [1.0, 1.3, 2.1], "long_factor": [2.0, 5.0, 11.0]}, **PHI3_TOKENS, **SMALL)),
     "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(num_key_value_heads=2, head_dim=12, **SMALL)),
-    # OLMo 2: norms after the sublayers inside the residual (branch-post), QK-norm over the whole projections
-    "olmo2": lambda: transformers.Olmo2ForCausalLM(transformers.Olmo2Config(num_key_value_heads=2, **SMALL)),
 }
 DEEP_LLAMA = lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, rope_theta=1e5, **DEEP))  # noqa: E731
 T5 = {

@@ -150,3 +150,24 @@ def test_schema_describes_every_field():
     out = schema()
     assert {"name", "family", "decoder", "encoder", "positional", "extends"} <= set(out["properties"])
     assert out["additionalProperties"] is False
+
+
+LAYER_TYPE_REFUSALS = [  # (positional, window, layers, layer_types) -> the message
+    ("rope", None, 2, [{"attention": "sliding"}, {}], r"layer_types\[0\]\.attention=sliding needs decoder\.attention\.window"),
+    ("rope", 4, 2, [{}, {}], r"attention\.window=4 is used by no layer: layer_types has no sliding entry"),
+    ("rope", None, 2, [{}, {}, {}], r"layer_types has 3 entries, more than layers=2"),
+    ("learned", None, 2, [{"positions": "none"}], r"layer_types\[0\]\.positions=none cannot leave out positional\.kind=learned"),
+    ("alibi", None, 2, [{"rope": {"theta": 10.0}}], r"layer_types\[0\]\.rope sets a RoPE base: it needs positional\.kind=rope, not alibi"),
+    ("rope", None, 2, [{"positions": "none", "rope": {"theta": 10.0}}], r"layer_types\[0\]\.rope is set on a layer with positions=none"),
+]
+
+
+@pytest.mark.parametrize("positional, window, layers, types, message", LAYER_TYPE_REFUSALS)
+def test_layer_types_refusals_name_the_numbers(positional, window, layers, types, message):
+    from tests.conftest import tiny_spec
+
+    spec = tiny_spec("decoder-only", positional=positional).model_dump()
+    spec["decoder"].update(layers=layers, layer_types=types)
+    spec["decoder"]["attention"]["window"] = window
+    with pytest.raises(ValueError, match=message):
+        ModelSpec.model_validate(spec)

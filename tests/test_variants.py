@@ -257,3 +257,23 @@ def test_onnx_rotary_embedding_computes_each_layout(layout):
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
         None, {"x": x.numpy(), "cos": np.cos(angles), "sin": np.sin(angles)})[0]
     np.testing.assert_allclose(got, rotary.apply(x, *rotary(pos)).numpy(), atol=1e-6)
+
+
+def test_expert_ties_go_to_the_lower_index_as_in_onnx_topk():
+    """Equal routing probabilities: torch's eager top_k picks what ONNX Runtime's TopK picks."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    from compiler.ffn import top_k
+
+    x = np.array([[0.25] * 4, [0.1, 0.3, 0.3, 0.3], [0.4, 0.1, 0.4, 0.1]], dtype=np.float32)
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1)
+    graph = helper.make_graph([node], "topk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("v", TensorProto.FLOAT, None), helper.make_tensor_value_info("i", TensorProto.INT64, None)],
+                              [helper.make_tensor("k", TensorProto.INT64, [1], [2])])
+    session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    _, want = session.run(None, {"x": x})
+    _, got = top_k(torch.from_numpy(x), 2)
+    assert got.tolist() == want.tolist() == [[0, 1], [1, 2], [0, 2]]

@@ -4,7 +4,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | model_type | module |
 | --- | --- |
 | gpt2 | gpt2.py |
-| llama, mistral, qwen2, qwen3, granite, gemma | llama.py |
+| llama, mistral, qwen2, qwen3, granite, gemma, smollm3 | llama.py |
 | phi3 | phi3.py |
 | starcoder2 | starcoder2.py |
 | mixtral, qwen2_moe, qwen3_moe, olmoe | moe.py |

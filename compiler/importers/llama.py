@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from compiler.importers.common import ACTIVATIONS, W, partial_rotary, rope_scaling, rope_theta, rope_type, unsupported_rope
 
-MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "granite", "gemma")
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "granite", "gemma", "smollm3")
+LAYER_TYPED = ("qwen2", "qwen3", "smollm3")  # read layer_types (and SmolLM3's no_rope_layers) per layer
 
 
 def _bias(c: dict) -> object:
@@ -33,9 +34,25 @@ def _granite(field: str, default=None):
     return lambda c: c.get(field, default) if c["model_type"] == "granite" else None
 
 
+def _layers(c: dict) -> list[dict]:
+    """One zoo layer_types entry per layer: sliding where layer_types says sliding_attention and
+    a window is in use (use_sliding_window), positions none where no_rope_layers has a 0 (SmolLM3)."""
+    n, types = c["num_hidden_layers"], c.get("layer_types") or []
+    windowed = c["model_type"] in LAYER_TYPED and c.get("use_sliding_window") and c.get("sliding_window") is not None
+    nope = c.get("no_rope_layers") or [] if c["model_type"] == "smollm3" else []
+    return [{"attention": "sliding" if windowed and i < len(types) and types[i] == "sliding_attention" else "full",
+             "positions": "none" if i < len(nope) and not nope[i] else "model"} for i in range(n)]
+
+
+def _layer_types(c: dict) -> list:
+    """The per-layer entries where layers differ (else none: every layer alike)."""
+    layers = _layers(c) if c["model_type"] in LAYER_TYPED else []
+    return layers if any(e != layers[0] for e in layers) or any(e["positions"] == "none" for e in layers) else None
+
+
 def _window(c: dict):
-    if c["model_type"] in ("qwen2", "qwen3"):
-        return c.get("sliding_window") if c.get("use_sliding_window") else None
+    if c["model_type"] in LAYER_TYPED:
+        return c.get("sliding_window") if any(e["attention"] == "sliding" for e in _layers(c)) else None
     if c["model_type"] == "mistral":
         return c.get("sliding_window")
     return None
@@ -55,6 +72,7 @@ CONFIG = [  # zoo spec path <- HF config
     ("decoder.attention.score", lambda c: "scaled-dot"),
     ("decoder.attention.bias", _bias),
     ("decoder.attention.window", _window),
+    ("decoder.layer_types", _layer_types),
     ("decoder.attention.head_dim", _head_dim),
     ("decoder.attention.qk_norm", _qk_norm),
     ("decoder.attention.scale", _granite("attention_multiplier")),
@@ -85,11 +103,10 @@ def unsupported_extra(c: dict) -> list[str]:
     if partial_rotary(c) != 1.0 and rope_type(c) is not None:
         problems.append(f"partial_rotary_factor={partial_rotary(c)} with rope_type={rope_type(c)!r} (transformers' {c['model_type']} "
                         "rotates the whole head and cannot run this combination; supported: partial_rotary_factor 1.0 with a scaled rope)")
-    if c["model_type"] in ("qwen2", "qwen3") and c.get("use_sliding_window") and c.get("max_window_layers", 0) < c["num_hidden_layers"]:
-        problems.append(f"max_window_layers={c.get('max_window_layers')} (supported: a sliding window in every layer or none)")
     layer_types = c.get("layer_types")
-    if layer_types and len(set(layer_types)) > 1:
-        problems.append(f"layer_types={sorted(set(layer_types))} (supported: one attention type in every layer)")
+    if layer_types and len(set(layer_types)) > 1 and c["model_type"] not in LAYER_TYPED:
+        problems.append(f"layer_types={sorted(set(layer_types))} (supported: one attention type in every layer for {c['model_type']}; "
+                        f"per layer for {', '.join(LAYER_TYPED)})")
     return problems
 
 

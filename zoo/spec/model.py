@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from zoo.spec.families import family
+from zoo.spec import layer_types as _layer_types
 from zoo.spec.fields import MAX_SIZE, FieldIssue, Int, PositiveInt, Strict_ as _Strict
+from zoo.spec.layer_types import LayerType
 from zoo.spec.positional import Alibi, Learned, NoPositional, RelativeBias, Rope, Sinusoidal
 from zoo.spec.variants import ACTIVATIONS, NORMS, PLACEMENTS, POSITIONAL, RESIDUALS, SCORES as SCORE_VARIANTS
 
@@ -144,6 +146,15 @@ class Stack(_Strict):
     residual: RESIDUALS.literal() = Field(  # type: ignore[valid-type]
         "sequential", description=RESIDUALS.describe() + ". Parallel layers are pre-norm and have no cross-attention"
     )
+    layer_types: list[LayerType] = Field(
+        default_factory=list,
+        description="per-layer differences, repeated as a period (layer i uses entry i % len): sliding or full attention, "
+        "positions or none (NoPE), its own RoPE base and scaling; empty: every layer alike",
+    )
+
+    def layer_type(self, i: int) -> LayerType:
+        """Layer i's entry (zoo.spec.layer_types.layer_type)."""
+        return _layer_types.layer_type(self, i)
 
 
 class Embedding(_Strict):
@@ -276,6 +287,7 @@ class ModelSpec(_Strict):
                 raise FieldIssue(
                     (part, "ffn", "experts", "top_k"), f"experts.top_k={moe.top_k} is more than experts.count={moe.count}"
                 )
+            _layer_types.check(self, part, stack)
         self.positional.check(self)
         return self
 

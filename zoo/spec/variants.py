@@ -342,3 +342,37 @@ REGISTRIES = {
     "residual": RESIDUALS,
 }
 
+
+
+@dataclass(frozen=True)
+class LayerAttentionVariant(Variant):
+    """What one layer's self-attention sees (a stack's ``layer_types[i].attention``)."""
+
+    windowed: bool = False  # attention.window applies (the stack's cache stays full length and is masked)
+    lowering: str = ""
+
+
+@dataclass(frozen=True)
+class LayerPositionsVariant(Variant):
+    """Whether one layer takes the model's positions (``layer_types[i].positions``)."""
+
+    positioned: bool = True  # rotation / score bias applied in this layer
+    hooks: tuple[str, ...] = ("absolute", "rotary", "score-bias", "none")  # positional hooks it can be used with
+    lowering: str = ""
+
+
+_PER_MASK = "each distinct mask is computed once per stack and feeds the fused attention of its layers like the one mask does"
+LAYER_ATTENTION: Registry[LayerAttentionVariant] = Registry(
+    "layer attention",
+    LayerAttentionVariant("full", "every key the causal and padding masks allow", lowering=_PER_MASK),
+    LayerAttentionVariant("sliding", "keys within attention.window positions of the query (Mistral, Gemma 2/3 local layers)",
+                          windowed=True, lowering=_PER_MASK),
+)
+
+LAYER_POSITIONS: Registry[LayerPositionsVariant] = Registry(
+    "layer positions",
+    LayerPositionsVariant("model", "the model's positional encoding (rotation or score bias)"),
+    LayerPositionsVariant("none", "no positions in this layer (NoPE: no rotation, no score bias; SmolLM3)", positioned=False,
+                          hooks=("rotary", "score-bias", "none"),
+                          lowering="the layer's q and k are not rotated: nothing to lower"),
+)
