@@ -317,6 +317,10 @@ def impossible(draw, spec: dict) -> Broken:
     choices = ["heads", "kv_heads", "missing-stack", "extra-stack", "token", "pooler", "sinusoidal-odd", "rope-odd",
                "relative-distance", "unknown-kind", "top-k"]
     what = draw(st.sampled_from(choices))
+    if what in ("sinusoidal-odd", "relative-distance", "unknown-kind"):  # a new positional kind: per-layer RoPE
+        spec = copy.deepcopy(spec)  # bases or NoPE entries would be refused first, naming another field
+        for part in ("encoder", "decoder"):
+            spec.get(part, {}).pop("layer_types", None)
     if what == "heads":
         bad = draw(st.sampled_from([h for h in range(2, 3 * d_model) if d_model % h]))
         out = _set(spec, f"{stack}.attention.heads", bad)

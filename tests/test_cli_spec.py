@@ -129,7 +129,7 @@ def test_show_prints_the_resolved_spec():
     shown = yaml.safe_load(r.stdout)
     assert list(shown)[:6] == ["name", "description", "family", "vocab_size", "max_seq_len", "d_model"]
     assert shown["positional"] == {"kind": "alibi"}
-    assert shown["decoder"]["ffn"] == {"hidden": 128, "activation": "silu", "gated": True, "bias": False}
+    assert shown["decoder"]["ffn"] == {"hidden": 128, "activation": "silu", "gated": True, "bias": False, "experts": None}
     assert "extends" not in shown
 
 
