@@ -1,0 +1,70 @@
+"""Gemma 2 and Gemma 3 checkpoints imported into the zoo and verified against transformers as
+tests/test_import.py verifies the others (random-init and trained-like weights, a batch padded
+right and left, cached decoding in the build, 16 greedy tokens with trained-like weights): norms
+before and after each sublayer (sandwich, (1 + w) RMSNorm), sliding and full layers, the attention
+and logit softcaps and query_pre_attn_scalar (Gemma 2), per-head QK-norm and a RoPE per layer type,
+the full layers' scaled (Gemma 3); and the refusals, all in one message before any weight is read."""
+
+from __future__ import annotations
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+from compiler.importers import CheckpointError, import_folder  # noqa: E402
+from tests.hf_trained_like import build_session, kind_weight_cases  # noqa: E402
+from tests.test_import import SMALL, check_decoder, check_greedy, checkpoint  # noqa: E402
+
+GEMMA = dict(SMALL, num_key_value_heads=2, sliding_window=4)
+CAUSAL = {
+    # layers sliding, full, sliding (Gemma 2's alternation), head_dim 12, query_pre_attn_scalar 16 (not 12),
+    # softcaps low enough to bite (scores of trained-like weights reach tens)
+    "gemma2": lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**dict(
+        GEMMA, num_hidden_layers=3, head_dim=12, query_pre_attn_scalar=16, attn_logit_softcapping=20.0, final_logit_softcapping=15.0))),
+    # layers sliding, full (pattern 2); RoPE base 10000 on the sliding layer, 1e6 with linear scaling on the full one
+    "gemma3_text": lambda: transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**dict(
+        GEMMA, head_dim=16, query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0}}))),
+}
+
+
+@pytest.mark.parametrize("kind, weights", kind_weight_cases(sorted(CAUSAL), []))
+def test_gemma_checkpoint_matches_transformers(kind, weights, tmp_path):
+    """Logits within the fp32 rule; with trained-like weights also the greedy tokens."""
+    hf = checkpoint(CAUSAL[kind], weights, tmp_path / "hf")
+    imported = import_folder(tmp_path / "hf")
+    session = build_session(imported, tmp_path / "artifact")
+    check_decoder(kind, hf, imported, session, weights)
+    if weights == "trained":
+        check_greedy(kind, hf, session)
+
+
+def test_gemma_spec_mapping(tmp_path):
+    """The fields Gemma 3 maps: sandwich plus-one norms, QK-norm, the per-type RoPE, the window."""
+    checkpoint(CAUSAL["gemma3_text"], "random", tmp_path / "hf")
+    spec = import_folder(tmp_path / "hf").spec
+    stack = spec.decoder
+    assert (stack.norm.placement, stack.norm.kind, stack.attention.qk_norm.kind) == ("sandwich", "rmsnorm-plus-one", "rmsnorm-plus-one")
+    assert [t.attention for t in stack.layer_types] == ["sliding", "full"] and stack.attention.window == 4
+    assert [t.rope.theta for t in stack.layer_types] == [10000.0, 1000000.0]
+    assert stack.layer_types[0].rope.scaling is None and stack.layer_types[1].rope.scaling.factor == 4.0
+    assert spec.embedding.scale_by_sqrt_d and spec.embedding.logit_softcap is None and stack.attention.scale is None
+
+
+def test_gemma_unsupported_fields_are_refused_at_once(tmp_path):
+    """Every field the zoo cannot reproduce, in one message, before the weights are read."""
+    folder = tmp_path / "hf"
+    checkpoint(CAUSAL["gemma2"], "random", folder)
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config.update(use_bidirectional_attention=True, final_logit_softcapping=0.0, hidden_activation="gelu_fast",
+                  layer_types=["sliding_attention", "chunked_attention", "full_attention"])
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(b"not read")
+    with pytest.raises(CheckpointError) as e:
+        import_folder(folder)
+    message = str(e.value)
+    for field in ("use_bidirectional_attention=true", "final_logit_softcapping=0.0", "hidden_activation=\"gelu_fast\"", "chunked_attention"):
+        assert field in message, message
