@@ -7,6 +7,8 @@ the full layers' scaled (Gemma 3); and the refusals, all in one message before a
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 transformers = pytest.importorskip("transformers")
@@ -56,15 +58,14 @@ def test_gemma_unsupported_fields_are_refused_at_once(tmp_path):
     """Every field the zoo cannot reproduce, in one message, before the weights are read."""
     folder = tmp_path / "hf"
     checkpoint(CAUSAL["gemma2"], "random", folder)
-    import json
-
     config = json.loads((folder / "config.json").read_text())
     config.update(use_bidirectional_attention=True, final_logit_softcapping=0.0, hidden_activation="gelu_fast",
-                  layer_types=["sliding_attention", "chunked_attention", "full_attention"])
+                  query_pre_attn_scalar=-1, sliding_window=None, layer_types=["sliding_attention", "chunked_attention", "full_attention"])
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "model.safetensors").write_bytes(b"not read")
     with pytest.raises(CheckpointError) as e:
         import_folder(folder)
     message = str(e.value)
-    for field in ("use_bidirectional_attention=true", "final_logit_softcapping=0.0", "hidden_activation=\"gelu_fast\"", "chunked_attention"):
+    for field in ("use_bidirectional_attention=true", "final_logit_softcapping=0.0", 'hidden_activation="gelu_fast"', "query_pre_attn_scalar=-1",
+                  "chunked_attention", "sliding_window=null"):
         assert field in message, message

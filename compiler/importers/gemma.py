@@ -113,8 +113,9 @@ def _positive(c: dict, field: str) -> list[str]:
 def unsupported_extra(c: dict) -> list[str]:
     """Rules that need more than one field (or a per-layer-type reading)."""
     problems = [p for f in ("attn_logit_softcapping", "final_logit_softcapping") for p in _positive(c, f)]
-    if not isinstance(c.get("query_pre_attn_scalar", 256), (int, float)) or c.get("query_pre_attn_scalar", 256) <= 0:
-        problems.append(f"query_pre_attn_scalar={c.get('query_pre_attn_scalar')!r} (supported: a positive number)")
+    if c.get("query_pre_attn_scalar", 256) is None:
+        problems.append("query_pre_attn_scalar=null (supported: a positive number)")
+    problems += _positive(c, "query_pre_attn_scalar")
     types = _types(c) if isinstance(c.get("num_hidden_layers"), int) else []
     odd = sorted(set(types) - set(KINDS))
     if odd:
@@ -130,7 +131,8 @@ def unsupported_extra(c: dict) -> list[str]:
 
 L = "model.layers.{i}."
 _NORMS = {  # llama's two layer norms -> Gemma's four (before and after each sublayer)
-    "decoder.layers.{i}.norm_ffn.norm.weight": W("decoder.layers.{i}.norm_ffn.norm.weight", L + "pre_feedforward_layernorm.weight", stack="decoder"),
+    "decoder.layers.{i}.norm_ffn.norm.weight": W("decoder.layers.{i}.norm_ffn.norm.weight", L + "pre_feedforward_layernorm.weight",
+                                                 stack="decoder"),
 }
 WEIGHTS = [_NORMS.get(row.zoo, row) for row in llama.WEIGHTS] + [
     W("decoder.layers.{i}.norm_attn.post_norm.weight", L + "post_attention_layernorm.weight", stack="decoder"),
