@@ -69,3 +69,25 @@ def test_gemma_unsupported_fields_are_refused_at_once(tmp_path):
     for field in ("use_bidirectional_attention=true", "final_logit_softcapping=0.0", 'hidden_activation="gelu_fast"', "query_pre_attn_scalar=-1",
                   "chunked_attention", "sliding_window=null"):
         assert field in message, message
+
+
+def test_older_gemma3_config_maps_as_transformers_reads_it(tmp_path):
+    """A Gemma 3 config.json of the older format (rope_theta + rope_scaling for the full layers,
+    rope_local_base_freq for the sliding ones, sliding_window_pattern, no layer_types) maps to
+    the layer types and RoPE transformers derives from it; Gemma 2 27B's query_pre_attn_scalar 144
+    over head_dim 128 to attention.scale 144 ** -0.5."""
+    from compiler.importers import map_config
+
+    raw = dict(GEMMA, num_hidden_layers=8, head_dim=16, query_pre_attn_scalar=16, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+               rope_scaling={"rope_type": "linear", "factor": 8.0}, sliding_window_pattern=3, model_type="gemma3_text")
+    hf = transformers.Gemma3TextConfig(**{k: v for k, v in raw.items() if k != "model_type"})
+    stack = map_config(tmp_path, raw)[0]["decoder"]
+    types = stack["layer_types"]
+    names = {"sliding": "sliding_attention", "full": "full_attention"}
+    assert [names[types[i % len(types)]["attention"]] for i in range(8)] == hf.layer_types
+    for entry in types:
+        want = hf.rope_parameters[names[entry["attention"]]]
+        assert entry["rope"]["theta"] == want["rope_theta"]
+        assert (entry["rope"]["scaling"] or {}).get("factor") == want.get("factor")
+    gemma2 = dict(GEMMA, head_dim=128, query_pre_attn_scalar=144, model_type="gemma2")
+    assert map_config(tmp_path, gemma2)[0]["decoder"]["attention"]["scale"] == 144 ** -0.5
