@@ -3,7 +3,8 @@ tests/test_import.py verifies the others (random-init and trained-like weights, 
 right and left, cached decoding in the build, 16 greedy tokens with trained-like weights): norms
 before and after each sublayer (sandwich, (1 + w) RMSNorm), sliding and full layers, the attention
 and logit softcaps and query_pre_attn_scalar (Gemma 2), per-head QK-norm and a RoPE per layer type,
-the full layers' scaled (Gemma 3); and the refusals, all in one message before any weight is read."""
+the full layers' scaled (Gemma 3); the refusals, all in one message before any weight is read; marked
+slow: the random-init cases and the fused (--optimize) builds."""
 
 from __future__ import annotations
 
@@ -91,3 +92,18 @@ def test_older_gemma3_config_maps_as_transformers_reads_it(tmp_path):
         assert (entry["rope"]["scaling"] or {}).get("factor") == want.get("factor")
     gemma2 = dict(GEMMA, head_dim=128, query_pre_attn_scalar=144, model_type="gemma2")
     assert map_config(tmp_path, gemma2)[0]["decoder"]["attention"]["scale"] == 144 ** -0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(CAUSAL))
+def test_trained_like_gemma_optimized_build_keeps_parity(kind, tmp_path):
+    """The fused CPU build (--optimize) passes the build's parity check: Gemma 2's softcapped
+    attention stays decomposed (recorded in the lowering), Gemma 3's lowers to Attention."""
+    from zoo.app.build import BuildOptions, build_artifact
+
+    checkpoint(CAUSAL[kind], "trained", tmp_path / "hf")
+    imported = import_folder(tmp_path / "hf")
+    _, manifest, _ = build_artifact(imported.spec, tmp_path / "artifact", weights=imported.state, options=BuildOptions(optimize=True))
+    assert manifest["parity"]["passed"], manifest["parity"]
+    attention = manifest["build"]["lowering"]["attention"]
+    assert attention["lowered_as"] == ("decomposed" if kind == "gemma2" else "onnx:Attention"), attention
