@@ -6,7 +6,7 @@ and its ONNX artifact against transformers.
 Random init gives logits and hidden states of order 1; trained-like weights give logits
 of std ~7, 3 residual channels at 100-1000x the others on 1/8 of the tokens, outlier
 features into every matmul and sharper attention: what real checkpoints do to the
-numbers. Placement is "post" for BERT, RoBERTa, BART and Marian, "branch-post" for OLMo 2,
+numbers. Placement is "post" for BERT, RoBERTa, BART and Marian, "branch-post" for OLMo 2, "sandwich" for Gemma 2 and 3,
 "pre" for the others.
 """
 
@@ -35,7 +35,7 @@ def kind_weight_cases(kinds, random_kinds) -> list:
 
     return [pytest.param(k, w, id=f"{k}-{w}", marks=() if w == "trained" or k in random_kinds else pytest.mark.slow)
             for k in kinds for w in WEIGHTS]
-PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "qwen3": "pre", "granite": "pre", "gemma": "pre", "olmo2": "branch-post", "smollm3": "pre", "starcoder2": "pre", "phi3": "pre", "mixtral": "pre", "qwen2_moe": "pre", "qwen3_moe": "pre", "olmoe": "pre", "gpt_neox": "pre", "phi": "pre", "gptj": "pre", "falcon": "pre", "t5": "pre", "mt5": "pre", "bert": "post", "roberta": "post", "xlm-roberta": "post", "bart": "post", "marian": "post"}
+PLACEMENT = {"gpt2": "pre", "llama": "pre", "mistral": "pre", "qwen2": "pre", "qwen3": "pre", "granite": "pre", "gemma": "pre", "olmo2": "branch-post", "gemma2": "sandwich", "gemma3_text": "sandwich", "smollm3": "pre", "starcoder2": "pre", "phi3": "pre", "mixtral": "pre", "qwen2_moe": "pre", "qwen3_moe": "pre", "olmoe": "pre", "gpt_neox": "pre", "phi": "pre", "gptj": "pre", "falcon": "pre", "t5": "pre", "mt5": "pre", "bert": "post", "roberta": "post", "xlm-roberta": "post", "bart": "post", "marian": "post"}
 # mBART and BLOOM are pre-norm, but their embedding norm renormalizes the channels planted in
 # the token embedding: the post-norm calibration (outliers carried by the norm weights) applies
 PLACEMENT.update({"mbart": "post", "bloom": "post", "distilbert": "post", "electra": "post", "opt": lambda c: "pre" if c.do_layer_norm_before else "post"})  # or of the config

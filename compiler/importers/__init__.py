@@ -22,6 +22,7 @@ zoo state dict. One module per family, each with its mapping tables:
 | gptj | gptj.py |
 | falcon | falcon.py |
 | olmo2 | olmo2.py (llama.py's tables, norms after the sublayers) |
+| gemma2, gemma3_text | gemma.py (llama.py's tables, norms before and after the sublayers, per-layer windows and RoPE) |
 
 What a family cannot reproduce is refused before any weight is read, every
 unsupported field listed in one message (exit code 2).
@@ -39,7 +40,7 @@ import torch
 from pydantic import ValidationError
 
 from compiler.importers import (
-    bart, bert, bloom, distilbert, electra, falcon, gpt2, gpt_neox, gptj, llama, mbart, moe, olmo2, opt, phi, phi3, roberta, starcoder2, t5,
+    bart, bert, bloom, distilbert, electra, falcon, gemma, gpt2, gpt_neox, gptj, llama, mbart, moe, olmo2, opt, phi, phi3, roberta, starcoder2, t5,
 )
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
 from compiler.weights import check_finite
@@ -47,7 +48,7 @@ from zoo.spec.model import ModelSpec
 
 FAMILIES = {
     mt: module
-    for module in (gpt2, llama, olmo2, moe, phi3, starcoder2, t5, bert, roberta, bart, mbart, opt, bloom, distilbert, electra, gpt_neox, phi, gptj, falcon)
+    for module in (gpt2, llama, olmo2, gemma, moe, phi3, starcoder2, t5, bert, roberta, bart, mbart, opt, bloom, distilbert, electra, gpt_neox, phi, gptj, falcon)
     for mt in module.MODEL_TYPES
 }
 
