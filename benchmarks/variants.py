@@ -46,7 +46,11 @@ AXES = {
     "feed-forward": [
         ("plain GELU (base)", []),
         ("gated SiLU (SwiGLU)", ["decoder.ffn.gated=true", "decoder.ffn.activation=silu"]),
-        ("MoE 8 experts of 512, top-2", ["decoder.ffn.hidden=512", "decoder.ffn.experts={count: 8, top_k: 2}"]),
+    ],
+    "mixture of experts": [
+        ("one FFN of 2048 (base)", []),
+        ("8 experts of 512, top-2 (Mixtral)", ["decoder.ffn.hidden=512", "decoder.ffn.experts={count: 8, top_k: 2}"]),
+        ("8 experts of 2048, top-2", ["decoder.ffn.experts={count: 8, top_k: 2}"]),
     ],
     # today's architectures (issue 15): one line each against the same base
     "attention options": [
@@ -91,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 repetitions, fewer points: checks the script, not the figures")
     ap.add_argument("--from-json", type=Path, help="re-render the report from a variants.json, measuring nothing")
     ap.add_argument("--axes", help="comma-separated axes to measure (with the base); default: all")
+    ap.add_argument("--append", action="store_true", help="with --axes: add their tables to variants.md as a second run "
+                    "(its own base row) instead of rewriting it")
     args = ap.parse_args(argv)
     if args.from_json:
         import json
@@ -117,7 +123,7 @@ def main(argv=None) -> int:
     )
     for (label, sets), m in zip(chosen, result["models"]):
         m["overrides"] = sets
-    write(result, args.out)
+    (append if args.append else write)(result, args.out)
     return 0
 
 
@@ -151,6 +157,31 @@ def write(result: dict, out: Path) -> None:
     write_atomic(figs / "variants.json", json.dumps(result, indent=2) + "\n")
     write_atomic(out / "variants.md", "\n".join(lines) + "\n")
     print(f"wrote {out / 'variants.md'} and {figs}/")
+
+
+APPENDED = "<!-- a second run: benchmarks/variants.py --axes ... --append -->"
+
+
+def append(result: dict, out: Path) -> None:
+    """The measured axes' tables and plots added to variants.md after its own, as a second run
+    with its own base row (replacing an earlier second run); raw figures in variants-more.json."""
+    import json
+
+    models = {m["label"]: m for m in result["models"]}
+    figs = out / "variants"
+    figs.mkdir(parents=True, exist_ok=True)
+    old = (out / "variants.md").read_text().split(APPENDED)[0].rstrip("\n")
+    env, s = result["machine"], result["settings"]
+    axes = [a for a, entries in AXES.items() if all(not sets or label in models for label, sets in entries)]
+    lines = [old, "", APPENDED, "", "# Today's architectures: a second run", "",
+             f"Same base and method, measured in one run of their own (their base row is this run's): "
+             f"{', '.join(axes)}. {s['rounds']} round(s) of {s['reps']} repetitions after 1 warm-up; {env['cpu']}, "
+             f"{env['cores']} cores, {s['threads']} threads. Reproduce: `python benchmarks/variants.py --axes "
+             f"\"{','.join(axes)}\" --append` (raw figures: [variants/variants-more.json](variants/variants-more.json)).", ""]
+    lines += _axis_sections(result, models, figs)
+    write_atomic(figs / "variants-more.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(out / "variants.md", "\n".join(lines) + "\n")
+    print(f"appended to {out / 'variants.md'}")
 
 
 def _header(result: dict, base: dict) -> list[str]:
