@@ -9,9 +9,10 @@ RoPE, ALiBi and relative bias all see each token at its place in its own row).
 Prefill and decode run the same graph (prefill with a past of length 0). A
 separate prefill graph was measured and brought nothing: see benchmarks/cache_graphs.py.
 
-Each step picks the next tokens from the last position's logits (runtime.sampling).
-Rows stop at an EOS id or after ``max_new_tokens``; a finished row is fed the pad id
-(its outputs are ignored) until every row is done.
+Each step picks the next tokens from the last position's logits, after the logits
+processors (runtime.processors, runtime.sampling). Rows stop at an EOS id, a stop string
+or after ``max_new_tokens``; a finished row is fed the pad id (its outputs are ignored)
+until every row is done. ``num_beams > 1`` runs beam search instead (runtime.beam).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from runtime import processors
 from runtime.sampling import GenerationConfig, next_tokens
 from runtime.session import Session, empty_past
 from runtime.validate import as_ids, check_logits
@@ -45,7 +47,8 @@ class Step:
 @dataclass
 class Generation:
     """The result: per row the new tokens (the EOS included when hit) and why it
-    stopped ("eos", "length" for max_new_tokens, "max_seq_len"), with timings."""
+    stopped ("eos", "stop" for a stop string, "length" for max_new_tokens, "max_seq_len"),
+    with timings; beam search adds each row's sequence_scores (transformers' meaning)."""
 
     tokens: list[list[int]]
     finish_reasons: list[str]
@@ -54,6 +57,7 @@ class Generation:
     time_to_first_token_s: float
     step_seconds: list[float] = field(default_factory=list)
     logits: Optional[np.ndarray] = None  # (B, steps, V) with keep_logits: what each token was drawn from
+    sequence_scores: Optional[list[float]] = None  # beam search: sum(log p) / new_length ** length_penalty
 
     @property
     def steps(self) -> int:
@@ -187,6 +191,14 @@ class _Runner:
         self.past = Role.carried(dict(zip(self.names_out, outs)))
         return outs[0].numpy()[:, -1]
 
+    def reorder(self, index: np.ndarray) -> None:
+        """Beam search: cache row i becomes row index[i] (index (B*K,) int). With IO binding
+        the tensors go through the host (correct, not fast: CUDA beams pay a copy a step)."""
+        if not self.io_binding:
+            self.past = {k: np.take(v, index, axis=0) for k, v in self.past.items()}
+        else:
+            self.past = {k: self._value(np.take(v.numpy(), index, axis=0)) for k, v in self.past.items()}
+
 
 class Generator:
     """Generation over an artifact: ``generate`` returns every token at the end,
@@ -220,6 +232,17 @@ class Generator:
         refill = self.session.artifact.cache.refill_at if self.session.artifact.cache is not None else None
         self.refill_at = refill if refill is not None else -2
         self.ids_name, self.mask_name = self.family.ids, self.family.mask
+        self._tokenizer = None  # loaded for stop strings
+
+    def _stopper(self, config: GenerationConfig):
+        """runtime.processors.StopStrings for config.stop, or None (InputError without a tokenizer)."""
+        if not config.stop:
+            return None
+        if self._tokenizer is None and self.session.artifact.info.tokenizer:
+            from runtime.tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer(self.session.artifact)
+        return processors.stop_strings(config, self._tokenizer)
 
     @property
     def provider(self) -> str:
@@ -274,9 +297,17 @@ class Generator:
                 raise InputError(f"{len(decoder_prompts)} decoder prompts for {batch} prompts")
         elif decoder_prompts is not None:
             raise InputError("decoder_prompts are for encoder-decoder models; this one is decoder-only")
-        return self._steps(prompts, decoder_prompts, config, eos, pad, keep_logits)
+        stopper = self._stopper(config)
+        if config.num_beams > 1:
+            from runtime.beam import beam_steps, check_beam_config
 
-    def _steps(self, prompts, decoder_prompts, config: GenerationConfig, eos: tuple, pad: int, keep_logits: bool) -> Iterator[Step]:
+            refused = check_beam_config(config, keep_logits)
+            if refused:
+                raise InputError(refused)
+            return beam_steps(self, prompts, decoder_prompts, config, eos, pad, stopper)
+        return self._steps(prompts, decoder_prompts, config, eos, pad, keep_logits, stopper)
+
+    def _steps(self, prompts, decoder_prompts, config, eos: tuple, pad: int, keep_logits: bool, stopper) -> Iterator[Step]:
         rng = np.random.default_rng(config.seed)
         batch = len(prompts)
         t_start = time.perf_counter()
@@ -288,6 +319,8 @@ class Generator:
             ids, mask = left_pad(decoder_prompts, pad)
         else:
             ids, mask = left_pad(prompts, pad)
+        rows = decoder_prompts if self.family.crossed else prompts
+        width, pads = ids.shape[1], ids.shape[1] - np.array([len(r) for r in rows])
         self.runner.start(batch, fixed, self.session.float_dtype)
         seq = ids  # every token fed so far, for a cache recomputed at refill_at
         room = self.max_len - ids.shape[1]  # cache slots left before max_seq_len
@@ -305,6 +338,8 @@ class Generator:
             check_logits(logits, index)
             if keep_logits:
                 kept.append(np.array(logits, dtype=np.float32))
+            if processors.active(config):
+                logits = processors.process(logits, seq, config, pads=pads, prompt_width=width, eos=eos)
             new = next_tokens(logits, config, rng)
             new = np.where(finished, pad, new)
             now = time.perf_counter()
@@ -316,6 +351,8 @@ class Generator:
                 tokens[row].append(int(new[row]))
                 if int(new[row]) in eos:
                     finished[row], reasons[row] = True, "eos"
+                elif stopper is not None and stopper.hit(list(rows[row]) + tokens[row]):
+                    finished[row], reasons[row] = True, "stop"
             if index == budget - 1:
                 cause = "length" if budget == config.max_new_tokens else "max_seq_len"
                 reasons = [r or cause for r in reasons]

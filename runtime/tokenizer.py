@@ -72,3 +72,7 @@ class Tokenizer:
 
     def token(self, token_id: int) -> str:
         return self._tok.decode([token_id], skip_special_tokens=False)
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        """Token ids -> text (special tokens dropped unless ``skip_special_tokens=False``)."""
+        return self._tok.decode([int(t) for t in ids], skip_special_tokens=skip_special_tokens)
