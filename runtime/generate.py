@@ -87,6 +87,7 @@ class Generation:
             "time_to_first_token_s": self.time_to_first_token_s,
             "decode_tokens_per_s": self.decode_tokens_per_s,
             "throughput_tokens_per_s": self.throughput,
+            **({"sequence_scores": self.sequence_scores} if self.sequence_scores is not None else {}),
         }
 
 

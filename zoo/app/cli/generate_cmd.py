@@ -19,19 +19,21 @@ def register(sub) -> None:
         help="generate tokens from an artifact with a KV cache (greedy or sampled)",
         description="Generate from a decoder-only or encoder-decoder artifact on ONNX Runtime. Greedy unless "
         "--temperature, --top-k, --top-p or --sample is given; --temperature 0 is greedy. Stops at an EOS id "
-        "(the spec's tokens.eos, or --eos) or after --max-new-tokens.",
+        "(the spec's tokens.eos, or --eos), a --stop string or after --max-new-tokens. --num-beams N is beam search; "
+        "defaults come from the artifact's generation_config.json when it has one, and the flags win.",
     )
     g.add_argument("artifact", type=Path, help="artifact folder (from zoo build)")
     g.add_argument("--ids", action="append", metavar="1,2,3", help="prompt token ids (repeat for a batch)")
     g.add_argument("--text", action="append", help="prompt text (repeat for a batch), for artifacts that carry a tokenizer")
     g.add_argument("--decoder-ids", action="append", metavar="0", help="encoder-decoder: decoder prefix per prompt (default: tokens.decoder_start)")
-    g.add_argument("--max-new-tokens", type=int, default=32, help="most tokens to generate per prompt (default 32)")
+    g.add_argument("--max-new-tokens", type=int, help="most tokens to generate per prompt (default: generation_config.json's, else 32)")
     g.add_argument("--sample", action="store_true", help="sample instead of greedy (implied by the three options below)")
     g.add_argument("--temperature", type=float, help="divide the logits by T before sampling (0: greedy)")
     g.add_argument("--top-k", type=int, help="sample among the K most likely tokens (0: all)")
     g.add_argument("--top-p", type=float, help="sample among the most likely tokens whose probabilities sum to P, in (0, 1]")
     g.add_argument("--seed", type=int, help="seed of the sampler: the same seed gives the same tokens")
-    g.add_argument("--eos", metavar="ID[,ID]", help="ids that end a sequence (default: the spec's tokens.eos); 'none' never stops early")
+    g.add_argument("--eos", metavar="ID[,ID]", help="ids that end a sequence, any of them (default: generation_config.json's, else the spec's tokens.eos); 'none' never stops early")
+    _control_flags(g)
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="execution provider (default: CUDA if available)")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
     g.add_argument(
@@ -48,6 +50,26 @@ def register(sub) -> None:
     g.set_defaults(func=cmd_generate)
 
 
+def _control_flags(g) -> None:
+    """Beam search and the logits processors (transformers' meaning; defaults from the
+    artifact's generation_config.json where it has one)."""
+    g.add_argument("--num-beams", type=int, help="beam search with N beams (1: greedy or sampled)")
+    g.add_argument("--length-penalty", type=float, help="beam score = sum(log p) / new_length ** P (default 1; > 0 favours longer)")
+    g.add_argument(
+        "--early-stopping", choices=("true", "false", "never"),
+        help="beam search: stop a row once num_beams hypotheses are finished (true), when no running beam can beat them (false, default), or 'never'",
+    )
+    g.add_argument("--repetition-penalty", type=float, help="divide the scores of tokens already in the sequence by P (> 0; 1: off)")
+    g.add_argument("--no-repeat-ngram-size", type=int, help="never repeat an n-gram of this size (0: off)")
+    g.add_argument("--min-new-tokens", type=int, help="no EOS before this many new tokens")
+    g.add_argument("--stop", action="append", metavar="TEXT", help="stop a row when its text reaches TEXT (repeatable; needs the artifact's tokenizer)")
+
+
+def _hf_defaults(session):
+    """The artifact's generation_config.json as a dict, or None."""
+    return getattr(getattr(session.artifact, "usage", None), "generation_config", None)
+
+
 def _eos(text: str | None):
     if text is None:
         return None
@@ -60,15 +82,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from runtime.generate import Generator
     from runtime.session import Session
 
-    config = _config(args)
+    _config(args, None)  # the flags' own values are checked before the artifact is loaded
     if args.threads < 0:
         raise InputError("--threads must be >= 0")
     io_binding = None if args.io_binding == "auto" else args.io_binding == "on"
     session = Session(args.artifact, device=args.device, threads=args.threads or None, strict=args.strict)
+    config = _config(args, _hf_defaults(session))
     gen = Generator(session, io_binding=io_binding)
     prompts, decoder_prompts, tokenizer = _prompts(args, gen.session)
     show = (lambda t: tokenizer.token(t)) if tokenizer else (lambda t: f" {t}")
-    streaming = len(prompts) == 1 and not args.json
+    streaming = len(prompts) == 1 and not args.json and config.num_beams == 1  # beams: the tokens at the end
     steps = gen.stream(prompts, config, decoder_prompts=decoder_prompts)  # checks the prompts before anything is printed
     if streaming:
         print(f"[0] {_prompt(prompts[0], tokenizer)} ->", end="", flush=True)
@@ -92,19 +115,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):
-    """The GenerationConfig of the flags: any sampling flag turns sampling on."""
-    from runtime.generate import GenerationConfig
+def _config(args: argparse.Namespace, defaults):
+    """The GenerationConfig of generation_config.json's ``defaults`` (a dict or None) and
+    the flags given, which win; any sampling flag turns sampling on."""
+    from runtime.sampling import GenerationConfig
 
     sampled = args.sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
-    return GenerationConfig(
+    early = None if args.early_stopping is None else {"true": True, "false": False}.get(args.early_stopping, "never")
+    return GenerationConfig.from_hf(
+        defaults,
         max_new_tokens=args.max_new_tokens,
-        sample=sampled,
-        temperature=1.0 if args.temperature is None else args.temperature,
-        top_k=args.top_k or 0,
-        top_p=1.0 if args.top_p is None else args.top_p,
+        sample=True if sampled else None,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
         seed=args.seed,
         eos=_eos(args.eos),
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        early_stopping=early,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        min_new_tokens=args.min_new_tokens,
+        stop=tuple(args.stop) if args.stop else None,
     )
 
 
@@ -132,6 +165,7 @@ def _figures_view(f: dict) -> list[str]:
     """Provider, token count and timing (printed on stderr: stdout carries the tokens)."""
     result, config = f["result"], f["config"]
     mode = "sampled" + (f", seed {config.seed}" if config.seed is not None else ", no seed") if not config.greedy else "greedy"
+    mode = f"beam search, {config.num_beams} beams" if config.num_beams > 1 else mode
     provider = f"{result.provider}, io binding {'on' if f['io_binding'] else 'off'}" + (f", {f['threads']} threads" if "CPU" in result.provider else "")
     reasons = ", ".join(sorted(set(result.finish_reasons)))
     rate = f"{result.decode_tokens_per_s:.1f} tokens/s" if result.step_seconds else "n/a (one step)"
