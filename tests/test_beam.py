@@ -7,7 +7,9 @@ and 3 tokens (encoder-decoder: the encoder batch, right-padded for transformers)
 Settings: greedy and 4 beams, length_penalty 0.5 / 2 / -1 with early_stopping True,
 False and "never", repetition_penalty, no_repeat_ngram_size, min_new_tokens, several eos
 ids (picked from the model's own greedy output, so that rows do end on them), and stop
-strings with a real tokenizer.json. sequence_scores agree within 1e-4 relative.
+strings with a real tokenizer.json (StopStringCriteria's meaning: a string that ends in
+the newest token, which may begin in earlier ones). sequence_scores agree within 1e-4
+relative.
 Default suite: GPT-2 and BART trained-like; the rest is slow."""
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ transformers = pytest.importorskip("transformers")
 from compiler.importers import import_folder  # noqa: E402
 from runtime import load  # noqa: E402
 from runtime.generate import GenerationConfig, Generator  # noqa: E402
+from zoo.app.cli import main  # noqa: E402
 from tests.hf_trained_like import prepare  # noqa: E402
 from zoo.app.build import build_artifact  # noqa: E402
 
@@ -78,7 +81,11 @@ def models(tmp_path_factory):
     def get(kind: str, weights: str):
         if (kind, weights) not in cache:
             folder = tmp_path_factory.mktemp(f"{kind}-{weights}")
-            cache[kind, weights] = make(kind, weights, folder)
+            tokenizer = None
+            if kind == "gpt2":  # GPT-2 carries a tokenizer.json, for the stop strings
+                word_tokenizer().save(str(folder / "tokenizer.json"))
+                tokenizer = folder / "tokenizer.json"
+            cache[kind, weights] = make(kind, weights, folder, tokenizer)
         return cache[kind, weights]
 
     return get
@@ -173,3 +180,62 @@ def test_stream_yields_the_beam_result_at_the_end(models):
     steps = list(gen.stream(rows, GenerationConfig(max_new_tokens=6, eos=(), num_beams=3)))
     got = np.stack([s.tokens for s in steps], axis=1).tolist()
     assert got == gen.last.tokens and steps[-1].finished.all() and len(gen.last.sequence_scores) == 3
+
+
+# --------------------------------------------------------------------------- stop strings
+
+V = 100
+LETTERS = "abcdefghij"
+
+
+def word_tokenizer():
+    """A WordLevel tokenizer whose tokens are two letters (ids 2..99) that decode
+    glued together (Fuse), so a stop string can straddle tokens; id 1 is "abcdef",
+    which transformers' StopStringCriteria needs to read the vocabulary."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"<pad>": 0, "abcdef": 1, **{LETTERS[i // 10] + LETTERS[i % 10]: i for i in range(2, V)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.decoder = tokenizers.decoders.Fuse()
+    return tok
+
+
+@pytest.fixture(scope="module")
+def with_tokenizer(models, tmp_path_factory):
+    """The trained-like GPT-2 (it carries word_tokenizer()): (hf model, hf tokenizer, Generator, artifact folder)."""
+    hf, gen = models("gpt2", "trained")
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(gen.session.artifact.folder / "tokenizer.json"), pad_token="<pad>")
+    return hf, hf_tok, gen, gen.session.artifact.folder
+
+
+def test_stop_strings_equal_transformers(with_tokenizer):
+    """A stop string that straddles two tokens of a row's own text, greedy and with beams."""
+    hf, hf_tok, gen, _ = with_tokenizer
+    rows = prompts()
+    from runtime.tokenizer import Tokenizer
+
+    tok = Tokenizer(gen.session.artifact)
+    for beams in (1, 4):
+        free = gen.generate(rows, GenerationConfig(max_new_tokens=NEW, eos=(1,), num_beams=beams)).tokens
+        stop = tok.decode(free[0], skip_special_tokens=False)[9:12]  # from the 5th token's second letter into the 6th
+        # eos 1 ("abcdef", never said): transformers' beam search needs an eos id when pad is 0
+        ours = gen.generate(rows, GenerationConfig(max_new_tokens=NEW, eos=(1,), num_beams=beams, stop=(stop, "zz")))
+        want, _ = theirs(hf, rows, (1,), num_beams=beams, stop_strings=[stop, "zz"], tokenizer=hf_tok)
+        fill = 0 if beams == 1 else 1  # a stopped row is padded with pad 0 (beams: eos[0], pad 0 being falsy)
+        want = [row[: len(np.trim_zeros(np.array(row) - fill, "b"))] for row in want]
+        print(f"stop {stop!r}, {beams} beams: zoo {ours.tokens} {ours.finish_reasons}, transformers {want}")
+        assert ours.tokens == want
+        assert beams > 1 or "stop" in ours.finish_reasons  # beams: a longer hypothesis may score better
+        for row, reason in zip(ours.tokens, ours.finish_reasons):
+            assert (reason == "stop") == (len(row) < NEW or stop in hf_tok.decode(row)), (row, reason)
+
+
+def test_cli_stop_and_beams(with_tokenizer, capsys):
+    *_, folder = with_tokenizer
+    code = main(["generate", str(folder), "--text", "bc de fg", "--num-beams", "3", "--max-new-tokens", "6", "--eos", "none", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0 and '"sequence_scores"' in out, out
+    every_letter = [a for letter in LETTERS for a in ("--stop", letter)]  # the first new token ends it
+    code = main(["generate", str(folder), "--text", "bc de fg", *every_letter, "--eos", "none"])
+    captured = capsys.readouterr()
+    assert code == 0 and "1 new" in captured.err and "stopped by stop" in captured.err, captured
