@@ -136,7 +136,7 @@ def beam_steps(gen, prompts, decoder_prompts, config: GenerationConfig, eos: tup
     """Run the search for Generator ``gen``; yields the final tokens as Steps at the end
     (the best beam is only known then) and sets ``gen.last`` (a Generation with
     sequence_scores)."""
-    from runtime.generate import Generation, Step, left_pad
+    from runtime.generate import Generation, left_pad
 
     t_start = time.perf_counter()
     k, batch = config.num_beams, len(prompts)
@@ -186,8 +186,14 @@ def beam_steps(gen, prompts, decoder_prompts, config: GenerationConfig, eos: tup
         tokens=tokens, finish_reasons=reasons, provider=gen.provider, prompt_tokens=int(sum(len(p) for p in prompts)),
         time_to_first_token_s=ttft, step_seconds=step_seconds, sequence_scores=[float(s) for s in search.scores[:, 0]],
     )
-    longest = max(len(t) for t in tokens)
-    for i in range(longest):
+    yield from _final_steps(tokens, pad, t_start)
+
+
+def _final_steps(tokens: list[list[int]], pad: int, t_start: float) -> Iterator:
+    """The best hypotheses as Steps, one per position (a row past its end: the pad filler)."""
+    from runtime.generate import Step
+
+    for i in range(max(len(t) for t in tokens)):
         column = np.array([t[i] if i < len(t) else pad for t in tokens], dtype=np.int64)
         done = np.array([i >= len(t) - 1 for t in tokens])
         yield Step(i, column, done, time.perf_counter() - t_start)

@@ -348,12 +348,7 @@ class Generator:
                 ttft = now - t_start
             else:
                 step_seconds.append(now - t_step)
-            for row in np.nonzero(~finished)[0]:
-                tokens[row].append(int(new[row]))
-                if int(new[row]) in eos:
-                    finished[row], reasons[row] = True, "eos"
-                elif stopper is not None and stopper.hit(list(rows[row]) + tokens[row]):
-                    finished[row], reasons[row] = True, "stop"
+            _record(new, finished, tokens, reasons, rows, eos, stopper)
             if index == budget - 1:
                 cause = "length" if budget == config.max_new_tokens else "max_seq_len"
                 reasons = [r or cause for r in reasons]
@@ -376,3 +371,14 @@ class Generator:
             step_seconds=step_seconds,
             logits=np.stack(kept, axis=1) if keep_logits else None,
         )
+
+
+def _record(new, finished, tokens, reasons, rows, eos, stopper) -> None:
+    """Append each running row's new token (new (B,)); a row ends on an eos id ("eos")
+    or when its text reaches a stop string ("stop"; ``rows`` are the prompts it extends)."""
+    for row in np.nonzero(~finished)[0]:
+        tokens[row].append(int(new[row]))
+        if int(new[row]) in eos:
+            finished[row], reasons[row] = True, "eos"
+        elif stopper is not None and stopper.hit(list(rows[row]) + tokens[row]):
+            finished[row], reasons[row] = True, "stop"
