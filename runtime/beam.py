@@ -3,13 +3,14 @@
 
 Each batch row keeps ``num_beams`` running hypotheses; the decoder graph runs them as
 one batch of B * num_beams rows (the prompt, the encoder's cross K/V and mask repeated
-per beam). Per step, on the log-softmax of the last position (float32):
+per beam; the prefill runs each prompt once and its cache is then repeated). Per step,
+on the log-softmax of the last position (float32):
 
 - the logits processors (runtime.processors) run over each beam's tokens so far;
 - each beam's running score is added and the best 2 * num_beams (more with several
   eos ids: max(2, 1 + n_eos) * num_beams) continuations over all beams and tokens kept;
 - the best num_beams that did not just end (eos id, stop string, the last step) run on,
-  and the cache rows are reordered to follow them (np.take on axis 0);
+  and the cache rows are reordered to follow them (the rows that change are copied);
 - a candidate among the first num_beams that ended joins the finished hypotheses,
   scored sum(log p) / new_length ** length_penalty (new_length counts the eos), and
   the best num_beams finished ones are kept;
@@ -144,22 +145,24 @@ def beam_steps(gen, prompts, decoder_prompts, config: GenerationConfig, eos: tup
     if gen.family.crossed:
         src_ids, src_mask = left_pad(prompts, pad)
         enc = gen.session.run(gen.family.encoder_graph, check=False, input_ids=src_ids, attention_mask=src_mask)
-        fixed = {name: np.repeat(v, k, axis=0) for name, v in {**Role.CROSS.pick(enc), "encoder_attention_mask": src_mask}.items()}
+        fixed = {**Role.CROSS.pick(enc), "encoder_attention_mask": src_mask}
         rows = decoder_prompts
     else:
         rows = prompts
-    ids, mask = left_pad(rows, pad)
-    width = ids.shape[1]
+    feed_ids, mask = left_pad(rows, pad)
+    width = feed_ids.shape[1]
     budget = min(config.max_new_tokens, gen.max_len - width + 1)
-    search = _Search(ids, config, eos, pad, width + budget)
+    search = _Search(feed_ids, config, eos, pad, width + budget)
     pads = np.repeat(width - np.array([len(r) for r in rows]), k)
-    feed_ids, mask = np.repeat(ids, k, axis=0), np.repeat(mask, k, axis=0)
-    gen.runner.start(batch * k, fixed, gen.session.float_dtype)
+    gen.runner.start(batch, fixed, gen.session.float_dtype)  # the prefill runs each prompt once; then K copies
     step_seconds, ttft, t_step = [], 0.0, t_start
     cur_len, more = width, True
     while more:
         logits = gen.runner.step({gen.ids_name: feed_ids, gen.mask_name: mask})
         check_logits(logits, cur_len - width)
+        if cur_len == width:
+            gen.runner.expand(k)
+            logits, mask = np.repeat(logits, k, axis=0), np.repeat(mask, k, axis=0)
         logp = _log_softmax(logits)
         if processors.active(config):
             history = search.running[:, :, :cur_len].reshape(batch * k, cur_len)
@@ -174,12 +177,11 @@ def beam_steps(gen, prompts, decoder_prompts, config: GenerationConfig, eos: tup
         cur_len += 1
         if not more:
             break
-        if not np.array_equal(source, np.arange(batch * k)):
-            gen.runner.reorder(source)
+        gen.runner.reorder(source)
         feed_ids = search.running[:, :, cur_len - 1].reshape(-1, 1)
         mask = np.concatenate((mask, np.ones((batch * k, 1), dtype=np.int64)), axis=1)
         if mask.shape[1] == gen.refill_at + 1:  # LongRoPE: the cache again from every token
-            gen.runner.start(batch * k, fixed, gen.session.float_dtype)
+            gen.runner.start(batch * k, {n: np.repeat(v, k, axis=0) for n, v in fixed.items()}, gen.session.float_dtype)
             feed_ids = search.running[:, :, :cur_len].reshape(batch * k, cur_len)
     tokens, reasons = _results(search, eos, budget == config.max_new_tokens)
     gen.last = Generation(

@@ -193,12 +193,25 @@ class _Runner:
         return outs[0].numpy()[:, -1]
 
     def reorder(self, index: np.ndarray) -> None:
-        """Beam search: cache row i becomes row index[i] (index (B*K,) int). With IO binding
-        the tensors go through the host (correct, not fast: CUDA beams pay a copy a step)."""
-        if not self.io_binding:
-            self.past = {k: np.take(v, index, axis=0) for k, v in self.past.items()}
-        else:
+        """Beam search: cache row i becomes row index[i] (index (B*K,) int); only the rows
+        that change are copied. With IO binding the tensors go through the host (correct,
+        not fast: CUDA beams pay a copy a step)."""
+        if self.io_binding:
             self.past = {k: self._value(np.take(v.numpy(), index, axis=0)) for k, v in self.past.items()}
+            return
+        moved = np.nonzero(index != np.arange(len(index)))[0]
+        for v in self.past.values():
+            v[moved] = v[index[moved]]  # the right side is gathered first: safe when rows swap
+
+    def expand(self, k: int) -> None:
+        """Beam search after the prefill of B rows: the cache and the fixed inputs with each
+        row repeated k times (row i -> rows i*k .. i*k + k-1)."""
+
+        def repeat(tensors: dict) -> dict:
+            out = {n: np.repeat(v.numpy() if isinstance(v, ort.OrtValue) else v, k, axis=0) for n, v in tensors.items()}
+            return {n: self._value(v) for n, v in out.items()} if self.io_binding else out
+
+        self.past, self.fixed = repeat(self.past), repeat(self.fixed)
 
 
 class Generator:
