@@ -291,7 +291,9 @@ class Generator:
         keep_logits: bool = False,
     ) -> Iterator[Step]:
         """Yield a Step as each token is produced; ``self.last`` holds the Generation after.
-        The prompts and options are checked here, before the first step (InputError)."""
+        The prompts and options are checked here, before the first step (InputError).
+        Beam search (``num_beams > 1``) yields the best hypotheses' tokens only at the end:
+        the best beam is not known before."""
         if not isinstance(config, GenerationConfig):
             raise InputError(f"config must be a GenerationConfig, got {type(config).__name__}")
         prompts = prompt_rows(prompts, "prompt", self.vocab, self.max_len)
