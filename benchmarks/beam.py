@@ -14,6 +14,12 @@ figures are medians. A run: a batch of prompts of ``--prompt`` tokens (T5: the s
 early_stopping False. The figure is wall time per generated sequence (the whole
 generate call over the batch size); the target is zoo <= 0.5x transformers.
 
+Both methods run at 1 thread by default: on a shared, loaded 2-core machine torch's
+OpenMP pool at 2 threads collapses (a GPT-2 small forward of 8 tokens took 0.12 s at 1
+thread and 0.3-1.5 s at 2; transformers' beam search 20-50x slower than at 1 thread),
+which would flatter the zoo; ``--threads 2`` measures it anyway
+(benchmarks/results/beam-2threads.json).
+
 Prints a table and writes JSON (default benchmarks/results/beam.json).
 """
 
@@ -196,7 +202,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=2, help="prompts per generate call (default 2)")
     ap.add_argument("--prompt", type=int, default=32, help="prompt (T5: source) tokens (default 32)")
     ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per sequence (default 64)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=1, help="threads for both methods (default 1: see the docstring)")
     ap.add_argument("--quick", action="store_true", help="a short look: 2 reps, 16 new tokens")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/beam.json")
     for hidden in ("--worker", "--artifact", "--hf", "--model"):
