@@ -109,11 +109,11 @@ def show_figures(args, gen, result, config, rows: int) -> None:
 
 
 def _stream_row(steps, prompt, tokenizer, show_special: bool) -> None:
-    """Print the prompt on its own line, then the new tokens as they come after ' -> ':
-    text decoded as whole characters (runtime.text), or ids."""
+    """Print the prompt, then the new tokens as they come after '->': text on a line of its
+    own, decoded as whole characters (runtime.text); ids on the prompt's line."""
     from runtime.text import TextStream
 
-    print(f"[0] {_prompt(prompt, tokenizer)}\n -> ", end="", flush=True)
+    print(f"[0] {_prompt(prompt, tokenizer)}" + ("\n -> " if tokenizer else " ->"), end="", flush=True)
     text = TextStream(tokenizer, skip_special_tokens=not show_special) if tokenizer else None
     for step in steps:  # one row: the stream ends when it finishes
         token = int(step.tokens[0])
