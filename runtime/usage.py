@@ -20,6 +20,17 @@ from zoo.spec.usage import USAGE_FILES
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
+def json_object(raw: bytes, path: Path) -> dict:
+    """``raw`` parsed as a JSON object; ArtifactError naming ``path`` otherwise."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"{path}: not readable JSON ({str(e).splitlines()[0][:160]})") from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: a JSON {type(value).__name__}, not an object")
+    return value
+
+
 class Usage:
     """``files``: the manifest's usage entry (role -> file name inside ``folder``)."""
 
@@ -41,15 +52,7 @@ class Usage:
 
     def _json(self, role: str) -> Optional[dict]:
         raw = self._bytes(role)
-        if raw is None:
-            return None
-        try:
-            value = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise ArtifactError(f"{self.path(role)}: not readable JSON ({str(e).splitlines()[0][:160]})") from None
-        if not isinstance(value, dict):
-            raise ArtifactError(f"{self.path(role)}: a JSON {type(value).__name__}, not an object")
-        return value
+        return None if raw is None else json_object(raw, self.path(role))
 
     @cached_property
     def tokenizer_config(self) -> Optional[dict]:

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from runtime.usage import json_object
 from zoo.spec.errors import ArtifactError
 from zoo.spec.usage import USAGE_FILES
 
@@ -30,14 +31,7 @@ def _read(path: Path, role: str) -> bytes:
 
 
 def _json_object(path: Path, role: str) -> dict:
-    raw = _read(path, role)
-    try:
-        value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ArtifactError(f"{path}: not readable JSON ({str(e).splitlines()[0][:160]}); refusing to carry it") from None
-    if not isinstance(value, dict):
-        raise ArtifactError(f"{path}: a JSON {type(value).__name__}, not an object; refusing to carry it")
-    return value
+    return json_object(_read(path, role), path)
 
 
 def _text(path: Path, role: str) -> str:
