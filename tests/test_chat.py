@@ -218,3 +218,22 @@ def test_bad_chats_are_refused_in_one_line(chat_artifact, tiny_artifacts):
     assert empty.returncode == 2 and "empty message" in empty.stderr
     with pytest.raises(InputError, match="message 0 has no 'role'"):
         Generator(folder).chat([{"content": "hi"}])
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("generation_config.json", "[1, 2]", "a JSON list, not an object"),
+    ("tokenizer_config.json", '{"chat_template": 7}', "chat_template is a int, not a string"),
+    ("chat_template.jinja", "{% if %}", "chat_template.jinja:1: not a chat template jinja2 can read"),
+    ("chat_template.jinja", b"\xff\xfe{{ x }}", "not UTF-8 text"),
+])
+def test_bad_usage_files_are_refused_before_anything_is_written(name, content, message, chat_artifact, tmp_path):
+    import shutil
+
+    hf = tmp_path / "hf"
+    shutil.copytree(chat_artifact[0].parent / "hf", hf)
+    (hf / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    if name == "tokenizer_config.json":  # the template of tokenizer_config.json counts only without chat_template.jinja
+        (hf / "chat_template.jinja").unlink()
+    proc = zoo("import", hf, "-o", tmp_path / "imp")
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "imp").exists()
