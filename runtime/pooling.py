@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from zoo.spec.errors import ArtifactError, InputError
-from zoo.spec.pooling import MAX_DIMENSION, MAX_SEQ_LENGTH, POOLING_MODES
+from zoo.spec.pooling import MAX_DIMENSION, MAX_SEQ_LENGTH
 
 MIN_COUNT = 1e-9  # sentence-transformers clamps the token count (a row of padding only) at this
 
