@@ -24,7 +24,7 @@ MASK_TOKENS = ("[MASK]", "<mask>", "<MASK>")  # BERT / RoBERTa / others' mask to
 def artifact_pooling(session: Session) -> Optional[Pooling]:
     """The pooling the artifact carries (``session.artifact.usage.pooling``), or None."""
     raw = getattr(getattr(session.artifact, "usage", None), "pooling", None)
-    return None if raw is None else Pooling.from_json(raw, session.artifact.folder / "pooling")
+    return None if raw is None else Pooling.from_json(raw, session.artifact.folder / "pooling.json")
 
 
 def resolve_pooling(session: Session, pooling=None, normalize: Optional[bool] = None) -> Pooling:
@@ -56,7 +56,9 @@ def _encoder(session: Session, what: str) -> None:
 
 
 def _rows(session: Session, inputs, max_length: int, lowercase: bool) -> list[list[int]]:
-    """Texts (tokenised) or token-id rows -> lists of ids."""
+    """Texts (tokenised) or token-id rows (lists, or a 2-d array) -> lists of ids."""
+    if isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.dtype.kind in "iu":
+        inputs = inputs.tolist()
     if isinstance(inputs, str) or not isinstance(inputs, Sequence) or len(inputs) == 0:
         raise InputError("embed takes a non-empty list of texts or of token-id rows")
     if all(isinstance(t, str) for t in inputs):

@@ -66,8 +66,20 @@ def mlm(tmp_path_factory):
 
 
 def test_read_pooling_of_a_saved_model(sentence):
-    _, pooling, _ = sentence
+    _, pooling, session = sentence
     assert pooling == {"mode": "mean", "normalize": True, "dimension": 32, "max_seq_length": MAX_SEQ_LENGTH, "lowercase": False}
+    assert import_folder(session.artifact.folder.parent / "st").pooling == pooling  # the import carries it
+
+
+def test_import_refuses_before_reading_weights(sentence, tmp_path):
+    """A Dense module, or a pooling width other than the model's, with config.json and no weights at all."""
+    config = json.loads((sentence[2].artifact.folder.parent / "st" / "config.json").read_text())
+    folder = write_st(tmp_path / "dense", modules("Transformer", "Pooling", "Dense"), **{"config.json": config})
+    with pytest.raises(CheckpointError, match=r"modules.json: module 2: 'type' .*Dense"):
+        import_folder(folder)
+    folder = write_st(tmp_path / "wide", modules("Transformer", "Pooling"), {"embedding_dimension": 64}, **{"config.json": config})
+    with pytest.raises(CheckpointError, match="'embedding_dimension' 64 differs from the model's hidden size 32"):
+        import_folder(folder)
 
 
 def test_embed_matches_sentence_transformers(sentence):
@@ -97,6 +109,8 @@ def test_token_id_rows_embed_as_their_texts(sentence):
     ids = model.tokenizer(TEXTS[:3], truncation=True, max_length=MAX_SEQ_LENGTH)["input_ids"]
     p = Pooling.from_json(pooling, "pooling")
     assert np.abs(embed(session, ids, p) - embed(session, TEXTS[:3], p)).max() <= 1e-6
+    same = model.tokenizer([TEXTS[0]] * 2, return_tensors="np")["input_ids"]  # a 2-d array
+    assert np.abs(embed(session, same, p) - embed(session, TEXTS[:1] * 2, p)).max() <= 1e-6
 
 
 def test_fill_mask_matches_transformers(mlm):

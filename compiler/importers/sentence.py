@@ -25,9 +25,10 @@ KINDS = ("Transformer", "Pooling", "Normalize")  # the module classes the zoo re
 MAX_MODULES = 64
 
 
-def read_pooling(folder: Path) -> Optional[dict]:
+def read_pooling(folder: Path, *, d_model: Optional[int] = None) -> Optional[dict]:
     """The pooling of the sentence-transformers checkpoint in ``folder``, or None when
-    it has no modules.json (a plain Hugging Face folder)."""
+    it has no modules.json (a plain Hugging Face folder). ``d_model``: the model's width,
+    which the Pooling module's dimension must equal."""
     folder = Path(folder)
     path = folder / MODULES
     if not path.exists():
@@ -42,6 +43,9 @@ def read_pooling(folder: Path) -> Optional[dict]:
         raise CheckpointError(f"{path}: module 0 (Transformer): 'path' is {modules[0][1]!r}; the zoo imports the model at the folder's root ('')")
     transformer = _transformer(folder)
     pooling = _pooling(folder, path, modules[1][1])
+    if d_model is not None and pooling["dimension"] != d_model:
+        where = folder / modules[1][1] / "config.json"
+        raise CheckpointError(f"{where}: Pooling module: 'embedding_dimension' {pooling['dimension']} differs from the model's hidden size {d_model}")
     if len(modules) == 3:
         _normalize(folder, modules[2][1])
     _no_default_prompt(folder)
