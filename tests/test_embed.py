@@ -35,6 +35,16 @@ from zoo.spec.pooling import POOLING_MODES  # noqa: E402
 TOL = 1e-5
 
 
+def assert_close(got, want, label=""):
+    """Within TOL (max abs) for vectors of norm <= 1 (normalised ones), within TOL times the
+    largest reference value for unnormalised ones: trained-like hidden states carry
+    outlier channels in the hundreds, where float32 rounding alone reaches 1e-5."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (label, got.shape, want.shape)
+    diff, scale = float(np.abs(got - want).max()), max(1.0, float(np.abs(want).max()))
+    assert diff <= TOL * scale, f"{label}: max abs {diff:.2e}, largest value {scale:.1f}"
+
+
 def built(folder, out):
     """The checkpoint folder imported and built (fp32, parity checked), loaded."""
     imported = import_folder(folder)
@@ -58,10 +68,10 @@ def sentence(request, tmp_path_factory):
     return model, pooling, built(root / "st", root / "art")
 
 
-@pytest.fixture(scope="module")
-def mlm(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlm")
-    model, tok = mlm_checkpoint(root / "hf", "trained")
+@pytest.fixture(scope="module", params=["trained", pytest.param("random", marks=pytest.mark.slow)])
+def mlm(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"mlm-{request.param}")
+    model, tok = mlm_checkpoint(root / "hf", request.param)
     return model, tok, built(root / "hf", root / "art")
 
 
@@ -96,12 +106,12 @@ def test_embed_matches_sentence_transformers(sentence):
 @pytest.mark.parametrize("mode", [*POOLING_MODES, ("cls", "mean"), ("max", "mean", "lasttoken")])
 @pytest.mark.parametrize("normalize", [False, True])
 def test_every_pooling_mode_matches(sentence, mode, normalize):
-    """Every mode (several: concatenated in their order), normalised or not, given explicitly."""
+    """Every mode (several: concatenated in their order), normalised or not, given explicitly
+    (the carried pooling's max_seq_length kept)."""
     model, pooling, session = sentence
+    carry(session, pooling=pooling)
     want = with_pooling(model, mode, normalize).encode(TEXTS, convert_to_numpy=True)
-    got = embed(session, TEXTS, mode, normalize=normalize)
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= TOL, mode
+    assert_close(embed(session, TEXTS, mode, normalize=normalize), want, str(mode))
 
 
 def test_token_id_rows_embed_as_their_texts(sentence):
@@ -253,7 +263,7 @@ def test_cli_embed_and_fill_mask(sentence, mlm, capsys):
     out = json.loads(capsys.readouterr().out)
     want = with_pooling(model, "cls", normalize=False).encode(texts)  # a mode alone: no normalisation
     assert out["dimension"] == 32 and out["pooling"]["mode"] == "cls"
-    assert np.abs(np.array([e["embedding"] for e in out["embeddings"]]) - want).max() <= TOL
+    assert_close([e["embedding"] for e in out["embeddings"]], want, "zoo embed --json")
     refused(*zoo_cli(capsys, "embed", session.artifact.folder, "--text", "a", "--pooling", "max", "--batch-size", "0"), "--batch-size")
     assert main(["fill-mask", str(mlm[2].artifact.folder), "--text", "the [MASK] sat", "--top-k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
