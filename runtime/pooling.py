@@ -91,7 +91,7 @@ class Pooling:
             raise ArtifactError(f"{path}: pooling is a {type(raw).__name__}, not an object")
         mode = raw.get("mode")
         modes = [mode] if isinstance(mode, str) else mode
-        if not isinstance(modes, list) or not modes or not all(isinstance(m, str) and m in POOLERS for m in modes):
+        if not isinstance(modes, list) or not 1 <= len(modes) <= len(POOLERS) or not all(isinstance(m, str) and m in POOLERS for m in modes):
             raise ArtifactError(f"{path}: pooling 'mode' is {mode!r}, not one of {', '.join(POOLERS)} or a list of them")
         for key in ("normalize", "lowercase"):
             if not isinstance(raw.get(key, False), bool):

@@ -220,6 +220,7 @@ def test_modules_json_is_checked(tmp_path, raw, fragment):
         ("mean", "not an object"),
         ({"mode": "sum"}, "'mode' is 'sum'"),
         ({"mode": []}, "'mode' is []"),
+        ({"mode": ["cls"] * 7}, "'mode' is ['cls'"),
         ({"mode": "cls", "normalize": 1}, "'normalize' is 1"),
         ({"mode": "cls", "dimension": 0}, "'dimension' is 0"),
         ({"mode": "cls", "max_seq_length": True}, "'max_seq_length' is True"),
@@ -242,6 +243,24 @@ def test_no_pooling_is_refused_with_the_way_to_give_one(sentence, capsys):
         embed(session, TEXTS)
     code, err = zoo_cli(capsys, "embed", session.artifact.folder, "--text", "a cat")
     refused(code, err, "carries no sentence-transformers pooling", "--pooling")
+
+
+@pytest.mark.parametrize(
+    "inputs, kw, fragment",
+    [
+        ("a text", {}, "a non-empty list of texts"),
+        ([], {}, "a non-empty list of texts"),
+        ([[2, 5, 3], []], {}, "input 1: not a non-empty row"),
+        ([[2, 5, 10_000]], {}, "10000"),
+        (["a cat"], {"batch_size": 0}, "batch_size"),
+        (["a cat"], {"pooling": "sum"}, "'sum'"),
+    ],
+)
+def test_embed_refuses_bad_input(sentence, inputs, kw, fragment):
+    session = carry(sentence[2], pooling=sentence[1])
+    with pytest.raises(InputError) as e:
+        embed(session, inputs, **kw)
+    assert fragment in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
 def test_fill_mask_refusals(mlm, sentence, capsys):
