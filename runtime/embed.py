@@ -22,9 +22,10 @@ MASK_TOKENS = ("[MASK]", "<mask>", "<MASK>")  # BERT / RoBERTa / others' mask to
 
 
 def artifact_pooling(session: Session) -> Optional[Pooling]:
-    """The pooling the artifact carries (``session.artifact.usage.pooling``), or None."""
-    raw = getattr(getattr(session.artifact, "usage", None), "pooling", None)
-    return None if raw is None else Pooling.from_json(raw, session.artifact.folder / "pooling.json")
+    """The pooling the artifact carries (its pooling.json, ``artifact.usage.pooling``), or None."""
+    usage = session.artifact.usage
+    raw = usage.pooling
+    return None if raw is None else Pooling.from_json(raw, usage.path("pooling"))
 
 
 def resolve_pooling(session: Session, pooling=None, normalize: Optional[bool] = None) -> Pooling:
@@ -137,10 +138,8 @@ def mask_token(session: Session, tokenizer) -> tuple[str, int]:
     """The mask token and its id: tokenizer_config.json's mask_token when the artifact
     carries it, else the tokenizer's special added token [MASK] / <mask>."""
     special = tokenizer.special_ids()
-    config = getattr(getattr(session.artifact, "usage", None), "tokenizer_config", None)
-    named = config.get("mask_token") if isinstance(config, dict) else None
-    named = named.get("content") if isinstance(named, dict) else named
-    for token in ([named] if isinstance(named, str) else []) + list(MASK_TOKENS):
+    named = session.artifact.usage.special_tokens().get("mask_token")
+    for token in ([named] if named else []) + list(MASK_TOKENS):
         if token in special:
             return token, special[token]
     raise InputError(f"{session.artifact.name}: its tokenizer has no mask token ({', '.join(MASK_TOKENS)}); fill-mask needs one")

@@ -11,7 +11,6 @@ reproduce, untrusted pooling configs, no pooling, no mask token, no MLM head."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from runtime.embed import embed, fill_mask, has_mlm_head  # noqa: E402
 from runtime.pooling import POOLERS, Pooling  # noqa: E402
 from tests.st_checkpoints import MAX_SEQ_LENGTH, TEXTS, VOCAB, mlm_checkpoint, sentence_checkpoint, with_pooling  # noqa: E402
 from tests.test_bad_inputs import refused, zoo_cli  # noqa: E402
+from zoo.app import usage_files  # noqa: E402
 from zoo.app.build import build_artifact  # noqa: E402
 from zoo.spec.errors import ArtifactError, InputError  # noqa: E402
 from zoo.spec.pooling import POOLING_MODES  # noqa: E402
@@ -46,17 +46,14 @@ def assert_close(got, want, label=""):
 
 
 def built(folder, out):
-    """The checkpoint folder imported and built (fp32, parity checked), loaded."""
+    """The checkpoint folder imported and built with its usage files (pooling.json,
+    tokenizer_config.json; fp32, parity checked), loaded."""
     imported = import_folder(folder)
-    path, manifest, _ = build_artifact(imported.spec, out, weights=imported.state, tokenizer=imported.tokenizer)
+    path, manifest, _ = build_artifact(
+        imported.spec, out, weights=imported.state, tokenizer=imported.tokenizer, usage=usage_files.collect(folder)
+    )
     assert manifest["parity"]["passed"]
     return load(path)
-
-
-def carry(session, **usage):
-    """What the artifact's usage files will give (session.artifact.usage): set by hand here."""
-    object.__setattr__(session.artifact, "usage", SimpleNamespace(**{"pooling": None, "tokenizer_config": None, **usage}))
-    return session
 
 
 @pytest.fixture(scope="module", params=["random", "trained"])
@@ -93,9 +90,9 @@ def test_import_refuses_before_reading_weights(sentence, tmp_path):
 
 
 def test_embed_matches_sentence_transformers(sentence):
-    """The artifact's own pooling (mean, normalised), as usage.pooling gives it."""
+    """The artifact's own pooling (mean, normalised, max_seq_length 16), from its pooling.json."""
     model, pooling, session = sentence
-    carry(session, pooling=pooling)
+    assert session.artifact.usage.pooling == pooling
     want = model.encode(TEXTS, convert_to_numpy=True)
     got = embed(session, TEXTS, batch_size=3)  # two batches, each padded to its longest text
     assert got.shape == want.shape == (len(TEXTS), 32)
@@ -109,7 +106,6 @@ def test_every_pooling_mode_matches(sentence, mode, normalize):
     """Every mode (several: concatenated in their order), normalised or not, given explicitly
     (the carried pooling's max_seq_length kept)."""
     model, pooling, session = sentence
-    carry(session, pooling=pooling)
     want = with_pooling(model, mode, normalize).encode(TEXTS, convert_to_numpy=True)
     assert_close(embed(session, TEXTS, mode, normalize=normalize), want, str(mode))
 
@@ -236,13 +232,15 @@ def test_poolers_cover_every_mode():
     assert tuple(POOLERS) == POOLING_MODES
 
 
-def test_no_pooling_is_refused_with_the_way_to_give_one(sentence, capsys):
-    _, _, session = sentence
-    carry(session)
+def test_no_pooling_is_refused_with_the_way_to_give_one(mlm, capsys):
+    """A BertForMaskedLM folder has no modules.json: its artifact carries no pooling."""
+    session = mlm[2]
+    assert session.artifact.usage.pooling is None
     with pytest.raises(InputError, match="--pooling mean"):
         embed(session, TEXTS)
     code, err = zoo_cli(capsys, "embed", session.artifact.folder, "--text", "a cat")
     refused(code, err, "carries no sentence-transformers pooling", "--pooling")
+    assert embed(session, TEXTS, "mean").shape == (len(TEXTS), 32)  # given one, it embeds
 
 
 @pytest.mark.parametrize(
@@ -257,7 +255,7 @@ def test_no_pooling_is_refused_with_the_way_to_give_one(sentence, capsys):
     ],
 )
 def test_embed_refuses_bad_input(sentence, inputs, kw, fragment):
-    session = carry(sentence[2], pooling=sentence[1])
+    session = sentence[2]
     with pytest.raises(InputError) as e:
         embed(session, inputs, **kw)
     assert fragment in str(e.value) and "\n" not in str(e.value), str(e.value)
@@ -277,11 +275,11 @@ def test_cli_embed_and_fill_mask(sentence, mlm, capsys):
     from zoo.app.cli import main
 
     model, pooling, session = sentence
-    texts = [TEXTS[0], TEXTS[2]]  # short: no pooling file read here, so no max_seq_length to cut at
+    texts = TEXTS[:2]
     assert main(["embed", str(session.artifact.folder), "--text", texts[0], "--text", texts[1], "--pooling", "cls", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    want = with_pooling(model, "cls", normalize=False).encode(texts)  # a mode alone: no normalisation
-    assert out["dimension"] == 32 and out["pooling"]["mode"] == "cls"
+    want = with_pooling(model, "cls", normalize=True).encode(texts)  # the artifact's normalisation and max_seq_length kept
+    assert out["dimension"] == 32 and out["pooling"]["mode"] == "cls" and out["pooling"]["normalize"]
     assert_close([e["embedding"] for e in out["embeddings"]], want, "zoo embed --json")
     refused(*zoo_cli(capsys, "embed", session.artifact.folder, "--text", "a", "--pooling", "max", "--batch-size", "0"), "--batch-size")
     assert main(["fill-mask", str(mlm[2].artifact.folder), "--text", "the [MASK] sat", "--top-k", "3"]) == 0
