@@ -94,3 +94,21 @@ class Tokenizer:
     def token_id(self, token: str) -> Optional[int]:
         """The id of a token of the vocabulary or an added token (None when unknown)."""
         return self._tok.token_to_id(token)
+
+    def encode_batch(self, texts: list[str], *, max_length: int | None = None) -> list[list[int]]:
+        """The ids of each text with the tokenizer's special tokens, each row cut to at most
+        ``max_length`` ids (special tokens kept, as transformers' ``truncation=True``); no padding."""
+        if max_length:
+            self._tok.enable_truncation(max_length)
+        else:
+            self._tok.no_truncation()
+        self._tok.no_padding()
+        rows = [e.ids for e in self._tok.encode_batch(list(texts))]
+        for text, ids in zip(texts, rows):
+            if not ids:
+                raise InputError(f"text {text!r} encodes to no tokens")
+        return rows
+
+    def special_ids(self) -> dict[str, int]:
+        """The special added tokens by text ('[CLS]', '[MASK]', '<mask>', ...) -> id."""
+        return {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}

@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     compare_cmd.register(sub)
     import_cmds.register(sub)
     from zoo.app.cli import triton_cmd; triton_cmd.register(sub)  # noqa: E702
+    from zoo.app.cli import encode_cmd; encode_cmd.register(sub)  # noqa: E702
     return p
 
 
