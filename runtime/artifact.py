@@ -16,10 +16,12 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterator, Optional
 
 from runtime.manifest import FileEntry, Manifest
+from runtime.usage import Usage
 from zoo.spec.contract import GraphSpec
 from zoo.spec.errors import ArtifactError
 from zoo.spec.families import CacheLayout
@@ -204,6 +206,10 @@ def _check_manifest(folder: Path, path: Path, raw: dict) -> tuple[Manifest, dict
         _file_in(folder, tokenizer, "tokenizer", path)
         if tokenizer not in files:
             raise ArtifactError(f"{path}: tokenizer {tokenizer!r} is not among the manifest's files (no sha256 to check it against)")
+    for role, name in manifest.usage.items():
+        _file_in(folder, name, f"usage[{role!r}]", path)
+        if name not in files:
+            raise ArtifactError(f"{path}: usage[{role!r}] file {name!r} is not among the manifest's files (no sha256 to check it against)")
     return manifest, files
 
 
@@ -290,6 +296,11 @@ class Artifact:
 
     def path(self, graph: str) -> Path:
         return self.folder / self.info.graphs[graph].files[0]
+
+    @cached_property
+    def usage(self) -> Usage:
+        """The usage files it carries (tokenizer_config, chat_template, generation_config, pooling)."""
+        return Usage(self.folder, self.info.usage)
 
 
 def load_artifact(folder: str | Path, *, verify: bool = True) -> Artifact:

@@ -282,6 +282,15 @@ class Generator:
                 on_step(step)
         return self.last
 
+    def chat(self, messages, config: GenerationConfig = GenerationConfig(), *, template: Optional[str] = None,
+             on_text: Optional[Callable[[str], None]] = None, show_special: bool = False):
+        """Answer a conversation (``[{"role": "user", "content": "..."}]``) through the artifact's
+        chat template, or ``template`` (a Jinja chat template's text). Returns a
+        runtime.conversation.ChatReply (text, tokens, finish_reason); ``on_text`` streams the text."""
+        from runtime.conversation import Chat
+
+        return Chat(self, template=template).reply(messages, config, on_text=on_text, show_special=show_special)
+
     def stream(
         self,
         prompts: Sequence[Sequence[int]],

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 
 from zoo.spec.contract import FORMAT_VERSION, GraphSpec, TensorSpec
 from zoo.spec.errors import ArtifactError
+from runtime.usage import read_usage
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 _KINDS = {dict: "an object", str: "a string", int: "an integer", bool: "a boolean", list: "a list", float: "a number"}
@@ -295,6 +296,7 @@ class Manifest:
     created: Optional[str] = None
     kv_cache: Optional[CacheEntry] = None
     tokenizer: Optional[str] = None
+    usage: Mapping[str, str] = field(default_factory=dict)  # role -> file (zoo.spec.usage): tokenizer_config, chat_template, ...
     parity: Optional[Mapping[str, Any]] = None  # zoo.app.parity's report, as the build checked it
     build_seconds: Optional[Mapping[str, float]] = None
     build: BuildEntry = field(default_factory=BuildEntry)
@@ -330,6 +332,7 @@ class Manifest:
             packages=m.table("packages", str),
             kv_cache=CacheEntry.read(kv) if kv and kv.obj else None,
             tokenizer=tokenizer,
+            usage=read_usage(raw.get("usage"), path),
             parity=m.get("parity", dict),
             build_seconds=m.table("build_seconds", float),
             build=BuildEntry.read(m.section("build")),

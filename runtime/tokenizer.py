@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 from runtime.artifact import Artifact
 from zoo.spec.errors import ArtifactError, InputError
@@ -49,10 +50,21 @@ def _first_line(err: Exception) -> str:
 
 
 class Tokenizer:
+    """The artifact's tokenizer.json (``Tokenizer.from_file(path)`` for any other)."""
+
     def __init__(self, artifact: Artifact):
         name = artifact.info.tokenizer
         if not name:
             raise InputError(f"{artifact.folder}: the artifact carries no tokenizer; pass token ids (--ids)")
+        self._load(artifact.folder / name)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Tokenizer":
+        self = cls.__new__(cls)
+        self._load(Path(path))
+        return self
+
+    def _load(self, path: Path) -> None:
         try:
             import tokenizers
         except ImportError:
@@ -60,12 +72,15 @@ class Tokenizer:
                 "text input needs the 'tokenizers' package: pip install 'transformer-zoo[tokenizer]' (or pass token ids with --ids)"
             ) from None
         try:
-            self._tok = tokenizers.Tokenizer.from_file(str(artifact.folder / name))
+            self._tok = tokenizers.Tokenizer.from_file(str(path))
         except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for every bad file
-            raise ArtifactError(f"{artifact.folder / name}: the 'tokenizers' package cannot load it ({_first_line(e)})") from None
+            raise ArtifactError(f"{path}: the 'tokenizers' package cannot load it ({_first_line(e)})") from None
 
-    def encode(self, text: str) -> list[int]:
-        ids = self._tok.encode(text).ids
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """``add_special_tokens=False`` for text that already has them (a rendered chat)."""
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, got {type(text).__name__}")
+        ids = self._tok.encode(text, add_special_tokens=add_special_tokens).ids
         if not ids:
             raise InputError(f"text {text!r} encodes to no tokens")
         return ids
@@ -73,6 +88,27 @@ class Tokenizer:
     def token(self, token_id: int) -> str:
         return self._tok.decode([token_id], skip_special_tokens=False)
 
-    def decode(self, ids, skip_special_tokens: bool = True) -> str:
-        """Token ids -> text (special tokens dropped unless ``skip_special_tokens=False``)."""
-        return self._tok.decode([int(t) for t in ids], skip_special_tokens=skip_special_tokens)
+    def decode(self, ids, *, skip_special_tokens: bool = True) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def token_id(self, token: str) -> Optional[int]:
+        """The id of a token of the vocabulary or an added token (None when unknown)."""
+        return self._tok.token_to_id(token)
+
+    def encode_batch(self, texts: list[str], *, max_length: int | None = None) -> list[list[int]]:
+        """The ids of each text with the tokenizer's special tokens, each row cut to at most
+        ``max_length`` ids (special tokens kept, as transformers' ``truncation=True``); no padding."""
+        if max_length:
+            self._tok.enable_truncation(max_length)
+        else:
+            self._tok.no_truncation()
+        self._tok.no_padding()
+        rows = [e.ids for e in self._tok.encode_batch(list(texts))]
+        for text, ids in zip(texts, rows):
+            if not ids:
+                raise InputError(f"text {text!r} encodes to no tokens")
+        return rows
+
+    def special_ids(self) -> dict[str, int]:
+        """The special added tokens by text ('[CLS]', '[MASK]', '<mask>', ...) -> id."""
+        return {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}

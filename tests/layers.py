@@ -29,7 +29,7 @@ ALLOWED = {
     "spec": {"numpy", "pydantic", "yaml"},
     "compiler": {"numpy", "pydantic", "yaml", "torch", "onnx", "onnxscript", "safetensors", "transformers"},
     "passes": {"numpy", "onnx", "onnx_ir", "onnxscript", "onnxruntime.transformers", "onnxruntime.quantization"},
-    "runtime": {"numpy", "onnxruntime", "tokenizers"},
+    "runtime": {"numpy", "onnxruntime", "tokenizers", "jinja2"},  # tokenizers and jinja2 (chat templates): optional extras, imported lazily
     "app": None,  # the top floor may import anything
 }
 

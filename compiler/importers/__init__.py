@@ -43,6 +43,7 @@ from compiler.importers import (
     bart, bert, bloom, distilbert, electra, falcon, gemma, gpt2, gpt_neox, gptj, llama, mbart, moe, olmo2, opt, phi, phi3, roberta, starcoder2, t5,
 )
 from compiler.importers.common import CheckpointError, apply_table, build_spec_dict, read_config, read_json, read_weights, refuse, unsupported
+from compiler.importers.sentence import read_pooling
 from compiler.weights import check_finite
 from zoo.spec.model import ModelSpec
 
@@ -59,6 +60,7 @@ class Imported:
     state: dict[str, torch.Tensor]  # zoo parameter names
     model_type: str
     folder: Path
+    pooling: Optional[dict] = None  # a sentence-transformers checkpoint's (sentence.read_pooling)
 
     @property
     def tokenizer(self) -> Optional[Path]:
@@ -125,6 +127,7 @@ def import_folder(folder: str | Path, *, name: Optional[str] = None, dtype: str 
     folder = Path(folder)
     config = read_config(folder)
     data, family = map_config(folder, config, name=name, dtype=dtype)
+    pooling = read_pooling(folder, d_model=data.get("d_model"))  # refusals before any weight is read
     state = read_weights(folder)
     prefix = family.BASE_PREFIX
     if prefix and not any(k.startswith(prefix) for k in state):
@@ -158,7 +161,7 @@ def import_folder(folder: str | Path, *, name: Optional[str] = None, dtype: str 
     mapped = {k: v.to(DTYPES[spec.dtype]) for k, v in mapped.items()}
     # the files were checked as read (common._read_one); a narrower dtype can overflow to inf
     check_finite({k: mapped[k] for k in narrowed}, folder, doing="import", note=f" once converted to {spec.dtype} (values beyond its range)")
-    return Imported(spec, mapped, config["model_type"], folder)
+    return Imported(spec, mapped, config["model_type"], folder, pooling)
 
 
 __all__ = ["CheckpointError", "Imported", "import_folder", "is_checkpoint_folder", "FAMILIES"]

@@ -41,6 +41,7 @@ from runtime.artifact import (
     staged,
     staging_folders,
 )
+from zoo.app import usage_files
 from zoo.app.parity import parity
 from runtime.tokenizer import check_tokenizer
 from zoo.spec.contract import FORMAT_VERSION, OPSET
@@ -48,6 +49,7 @@ from zoo.spec.families import cache_layout, graphs_for
 from zoo.spec.errors import ArtifactError, ParityError, SpecError
 from zoo.spec.params import count_parameters
 from zoo.spec.model import ModelSpec
+from zoo.spec.usage import USAGE_FILES
 
 TOKENIZER = "tokenizer.json"
 PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy", "pydantic", "transformer-zoo")
@@ -206,11 +208,13 @@ def build_artifact(
     tokenizer: Optional[Path] = None,
     step: Optional[Callable] = None,
     options: Optional[BuildOptions] = None,
+    usage: Optional[dict[str, bytes]] = None,
 ) -> tuple[Path, dict, bool]:
     """Build ``spec`` into ``out`` (default ``artifacts/NAME-ID``). Returns
     (folder, manifest, built); ``built`` is False when an identical artifact was there.
     ``weights``: a safetensors file or a state dict in zoo names; default: seeded init.
     ``tokenizer``: a tokenizer.json (Hugging Face tokenizers format) the artifact carries.
+    ``usage``: role -> bytes of the usage files it carries (zoo.app.usage_files.collect).
     ``step(label)`` is a context manager factory for progress (zoo.app.progress.step).
     ``options``: target provider, graph optimization and precision (BuildOptions)."""
     options = options or BuildOptions()
@@ -220,7 +224,8 @@ def build_artifact(
     model = _model(spec, seed, weights, step, times)
     s_hash, w_hash = spec_hash(spec), weights_digest(model)
     tokenizer = _checked_tokenizer(tokenizer)
-    artifact_id = _artifact_id(s_hash, w_hash, options, tokenizer)
+    usage = dict(usage or {})
+    artifact_id = _artifact_id(s_hash, w_hash, options, tokenizer, usage)
     target = Path(out) if out is not None else default_folder(spec, artifact_id)
     sweep(target)  # first: it may put back the artifact an interrupted build moved away
     _check_target(target)
@@ -232,6 +237,7 @@ def build_artifact(
         (partial / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
         if tokenizer is not None:
             shutil.copyfile(tokenizer, partial / TOKENIZER)
+        usage_files.write(usage, partial)
         manifest = _manifest(spec, partial, graphs, report, (s_hash, w_hash, artifact_id), seed, times, build_info)
         tmp = partial / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -272,13 +278,15 @@ def _checked_tokenizer(tokenizer: Optional[Path]) -> Optional[Path]:
     return tokenizer
 
 
-def _artifact_id(s_hash: str, w_hash: str, options: BuildOptions, tokenizer: Optional[Path]) -> str:
-    """What makes two builds the same artifact: spec, weights, format, opset, options, tokenizer."""
+def _artifact_id(s_hash: str, w_hash: str, options: BuildOptions, tokenizer: Optional[Path], usage: dict[str, bytes]) -> str:
+    """What makes two builds the same artifact: spec, weights, format, opset, options, tokenizer, usage files."""
     identity = f"{s_hash}:{w_hash}:{FORMAT_VERSION}:{OPSET}"
     if not options.is_default:
         identity += ":" + options.key
     if tokenizer is not None:
         identity += ":" + sha256_file(tokenizer)
+    for role in sorted(usage):
+        identity += f":{role}=" + hashlib.sha256(usage[role]).hexdigest()
     return hashlib.sha256(identity.encode()).hexdigest()
 
 
@@ -365,6 +373,7 @@ def _manifest(spec, folder: Path, graphs: dict, report, ids: tuple[str, str, str
         },
         "kv_cache": cache.to_json() if (cache := cache_layout(spec)) is not None else None,
         "tokenizer": TOKENIZER if (folder / TOKENIZER).is_file() else None,
+        **({"usage": carried} if (carried := {r: u.file for r, u in USAGE_FILES.items() if (folder / u.file).is_file()}) else {}),
         "parity": report,
         "build_seconds": {k: round(v, 3) for k, v in times.items()},
         "files": files,

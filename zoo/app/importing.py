@@ -1,5 +1,7 @@
-"""``zoo import``'s work: a Hugging Face model folder becomes OUT/spec.yaml, OUT/weights.safetensors
-(and OUT/tokenizer.json when the folder has one), written whole or not at all."""
+"""``zoo import``'s work: a Hugging Face model folder becomes OUT/spec.yaml, OUT/weights.safetensors,
+and, when the folder has them, OUT/tokenizer.json and the usage files (zoo.spec.usage:
+tokenizer_config.json, chat_template.jinja, generation_config.json, pooling.json), written
+whole or not at all."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from zoo.spec.errors import ArtifactError
+from zoo.spec.usage import USAGE_FILES
+
+IMPORTED = {"spec.yaml", "weights.safetensors", "tokenizer.json", *(u.file for u in USAGE_FILES.values())}
 
 
 def import_model(folder: Path, out: Path, *, name: Optional[str] = None, dtype: str = "float32", force: bool = False,
@@ -21,13 +26,15 @@ def import_model(folder: Path, out: Path, *, name: Optional[str] = None, dtype: 
     step = step or (lambda label: nullcontext())
     sweep(out)  # what an earlier, killed import left: puts back a folder it had moved away
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        earlier = out.is_dir() and {p.name for p in out.iterdir()} <= {"spec.yaml", "weights.safetensors", "tokenizer.json"}
+        earlier = out.is_dir() and {p.name for p in out.iterdir()} <= IMPORTED
         if not (earlier and force):
             why = "holds an earlier import; --force replaces it" if earlier else "exists and is not an empty folder; refusing to overwrite it"
             raise ArtifactError(f"{out}: {why}")
     from compiler.importers import import_folder
     from compiler.weights import save_tensors
+    from zoo.app import usage_files
 
+    usage = usage_files.collect(folder)  # checked (sizes, JSON, the template compiles) before any weight is read
     with step(f"importing {folder}"):
         imported = import_folder(folder, name=name, dtype=dtype)
     if imported.tokenizer:
@@ -42,6 +49,9 @@ def import_model(folder: Path, out: Path, *, name: Optional[str] = None, dtype: 
             save_tensors(imported.state, partial / "weights.safetensors", {"source": str(folder.resolve()), "model_type": imported.model_type})
         if imported.tokenizer:
             shutil.copyfile(imported.tokenizer, partial / "tokenizer.json")
+        usage_files.write(usage, partial)
     written = [out / "spec.yaml", out / "weights.safetensors"] + ([out / "tokenizer.json"] if imported.tokenizer else [])
+    written += [out / USAGE_FILES[role].file for role in usage]
     return {"folder": folder, "out": out, "model_type": imported.model_type, "family": spec.family,
-            "parameters": spec.parameter_count(), "written": written, "tokenizer": bool(imported.tokenizer)}
+            "parameters": spec.parameter_count(), "written": written, "tokenizer": bool(imported.tokenizer),
+            "usage": sorted(usage)}

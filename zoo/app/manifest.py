@@ -108,6 +108,7 @@ class ArtifactManifest(_Closed):
     model: ModelEntry
     kv_cache: Optional[CacheEntry]
     tokenizer: Optional[str]
+    usage: Optional[dict[str, str]] = None  # role -> file (zoo.spec.usage); absent when the artifact carries none
     parity: Optional[dict[str, Any]]  # zoo.app.parity's report; None when the build skipped parity
     build_seconds: dict[str, float]
     files: dict[str, FileEntry]

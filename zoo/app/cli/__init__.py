@@ -22,14 +22,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--version", action="version", version=f"zoo {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from zoo.app.cli import build_cmds, compare_cmd, generate_cmd, import_cmds, spec_cmds  # none imports torch or onnxruntime at import time
+    from zoo.app.cli import build_cmds, chat_cmd, compare_cmd, generate_cmd, import_cmds, spec_cmds  # none imports torch or onnxruntime at import time
 
     spec_cmds.register(sub)
     build_cmds.register(sub)
     generate_cmd.register(sub)
+    chat_cmd.register(sub)
     compare_cmd.register(sub)
     import_cmds.register(sub)
     from zoo.app.cli import triton_cmd; triton_cmd.register(sub)  # noqa: E702
+    from zoo.app.cli import encode_cmd; encode_cmd.register(sub)  # noqa: E702
     return p
 
 

@@ -18,12 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build SPEC (a catalog name or a YAML file) into an artifact folder: ONNX graph(s), "
         "spec.yaml and manifest.json, checked against the torch module in ONNX Runtime.",
     )
-    p.add_argument("spec", help="catalog name, path to a spec YAML file, or a Hugging Face model folder (config.json + weights)")
+    p.add_argument("spec", help="catalog name, path to a spec YAML file, a Hugging Face model folder (config.json + weights), "
+                   "or a `zoo import` output folder")
     p.add_argument("-o", "--out", type=Path, help="artifact folder (default: artifacts/NAME-ID)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE", help="override a spec field, e.g. decoder.layers=2")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation (default 0)")
     p.add_argument("--weights", type=Path, help="load weights from this safetensors file instead of initialising")
     p.add_argument("--tokenizer", type=Path, help="a tokenizer.json for the artifact to carry (a model folder's own is carried by itself)")
+    p.add_argument(
+        "--usage", type=Path, metavar="FOLDER",
+        help="carry the usage files found in FOLDER: tokenizer_config.json, the chat template, generation_config.json, "
+        "sentence-transformers pooling (a model folder's or an import folder's own are carried by themselves)",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if an identical artifact is already there")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.add_argument("--target", default="cpu", choices=("cpu", "cuda"), help="execution provider the artifact is for (default cpu)")
@@ -76,22 +82,9 @@ def _fmt_bytes(n: int) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    import zoo
     from zoo.app.progress import step
 
-    weights, tokenizer = args.weights, args.tokenizer
-    if Path(args.spec).is_dir():  # a checkpoint folder: import it in memory, then build
-        from compiler.importers import import_folder
-        from zoo.spec.loader import override
-
-        if args.weights:
-            raise InputError("--weights: a model folder brings its own weights")
-        with step(f"importing {args.spec}"):
-            imported = import_folder(args.spec)
-        spec, weights = override(imported.spec, args.overrides, f"--set on {args.spec}"), imported.state
-        tokenizer = tokenizer or imported.tokenizer
-    else:
-        spec = zoo.load(args.spec, args.overrides)
+    spec, weights, tokenizer, usage = _source(args, step)
     from zoo.app.build import BuildOptions, build_artifact  # torch and onnx load here
 
     options = BuildOptions(target=args.target, optimize=args.optimize, precision=args.precision)
@@ -106,12 +99,42 @@ def cmd_build(args: argparse.Namespace) -> int:
             tokenizer=tokenizer,
             step=step,
             options=options,
+            usage=usage,
         )
     except SpecError as err:  # found at build time (too large to fit): point at the spec's line
         raise _located(err, args) from None
     render({"folder": folder, "built": built, "manifest": manifest,
             "model": {"name": spec.name, "family": spec.family, "dtype": spec.dtype}}, as_json=False, view=_build_view)
     return 0
+
+
+def _source(args: argparse.Namespace, step):
+    """(spec, weights, tokenizer, usage files) of what ``zoo build`` was given: a Hugging Face
+    folder (imported in memory), a `zoo import` output folder (its spec.yaml, weights,
+    tokenizer and usage files), or a spec (catalog name or YAML); --weights, --tokenizer and
+    --usage add to or replace what the folder brings."""
+    import zoo
+    from zoo.app import usage_files
+
+    source, weights, tokenizer = Path(args.spec), args.weights, args.tokenizer
+    usage = usage_files.collect(args.usage) if args.usage else {}
+    if source.is_dir() and (source / "config.json").is_file():  # a checkpoint folder: import it in memory
+        from compiler.importers import import_folder
+        from zoo.spec.loader import override
+
+        if args.weights:
+            raise InputError("--weights: a model folder brings its own weights")
+        usage = {**usage_files.collect(source), **usage}
+        with step(f"importing {args.spec}"):
+            imported = import_folder(args.spec)
+        return override(imported.spec, args.overrides, f"--set on {args.spec}"), imported.state, tokenizer or imported.tokenizer, usage
+    if source.is_dir() and (source / "spec.yaml").is_file():  # what `zoo import` wrote
+        weights = weights or ((source / "weights.safetensors") if (source / "weights.safetensors").is_file() else None)
+        tokenizer = tokenizer or ((source / "tokenizer.json") if (source / "tokenizer.json").is_file() else None)
+        return zoo.load(str(source / "spec.yaml"), args.overrides), weights, tokenizer, {**usage_files.collect(source), **usage}
+    if source.is_dir():
+        raise InputError(f"{source}: a folder with neither config.json (a Hugging Face model) nor spec.yaml (a `zoo import` output)")
+    return zoo.load(args.spec, args.overrides), weights, tokenizer, usage
 
 
 def _build_view(r: dict) -> list[Block]:

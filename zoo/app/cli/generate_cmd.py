@@ -26,6 +26,17 @@ def register(sub) -> None:
     g.add_argument("--ids", action="append", metavar="1,2,3", help="prompt token ids (repeat for a batch)")
     g.add_argument("--text", action="append", help="prompt text (repeat for a batch), for artifacts that carry a tokenizer")
     g.add_argument("--decoder-ids", action="append", metavar="0", help="encoder-decoder: decoder prefix per prompt (default: tokens.decoder_start)")
+    g.add_argument("--json", action="store_true", help="print the tokens and timings as JSON")
+    g.add_argument("--chat", metavar="MESSAGE", help="one chat turn: MESSAGE as the user's, through the artifact's chat template")
+    g.add_argument("--system", help="--chat: a system message before it")
+    g.add_argument("--template", type=Path, metavar="FILE", help="--chat: a Jinja chat template in place of the artifact's")
+    g.add_argument("--show-special", action="store_true", help="print special tokens (end of turn, ...) in the text")
+    add_decoding_flags(g)
+    g.set_defaults(func=cmd_generate)
+
+
+def add_decoding_flags(g) -> None:
+    """The flags `zoo generate` and `zoo chat` share: how tokens are picked and where it runs."""
     g.add_argument("--max-new-tokens", type=int, help="most tokens to generate per prompt (default: generation_config.json's, else 32)")
     g.add_argument("--sample", action="store_true", help="sample instead of greedy (implied by the three options below)")
     g.add_argument("--temperature", type=float, help="divide the logits by T before sampling (0: greedy)")
@@ -42,12 +53,10 @@ def register(sub) -> None:
         choices=("auto", "on", "off"),
         help="keep the cache in ONNX Runtime's memory between steps (auto: on for CUDA)",
     )
-    g.add_argument("--json", action="store_true", help="print the tokens and timings as JSON")
     g.add_argument(
         "--strict", action="store_true",
         help="refuse to run when attention or matmul nodes fell back to CPU on a CUDA session (default: warn)",
     )
-    g.set_defaults(func=cmd_generate)
 
 
 def _control_flags(g) -> None:
@@ -78,44 +87,70 @@ def _eos(text: str | None):
     return tuple(_parse_ids([text], "--eos")[0])
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def open_generator(args: argparse.Namespace):
+    """The Generator of the session flags (--device, --threads, --io-binding, --strict)."""
     from runtime.generate import Generator
     from runtime.session import Session
 
-    _config(args, None)  # the flags' own values are checked before the artifact is loaded
     if args.threads < 0:
         raise InputError("--threads must be >= 0")
     io_binding = None if args.io_binding == "auto" else args.io_binding == "on"
     session = Session(args.artifact, device=args.device, threads=args.threads or None, strict=args.strict)
-    config = _config(args, _hf_defaults(session))
-    gen = Generator(session, io_binding=io_binding)
-    prompts, decoder_prompts, tokenizer = _prompts(args, gen.session)
-    show = (lambda t: tokenizer.token(t)) if tokenizer else (lambda t: f" {t}")
-    streaming = len(prompts) == 1 and not args.json and config.num_beams == 1  # beams: the tokens at the end
-    steps = gen.stream(prompts, config, decoder_prompts=decoder_prompts)  # checks the prompts before anything is printed
-    if streaming:
-        print(f"[0] {_prompt(prompts[0], tokenizer)} ->", end="", flush=True)
+    return Generator(session, io_binding=io_binding)
 
-    done = False  # row 0 finished at an earlier step: later tokens are filler
-    for step in steps:
-        if streaming and not done:
-            print(show(int(step.tokens[0])), end="", flush=True)
-        done = bool(step.finished[0])
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    config = _config(args)  # the flags' own values, checked before the artifact is loaded
+    if args.chat is not None:
+        from zoo.app.cli.chat_cmd import one_turn
+
+        return one_turn(args, config)
+    if args.system or args.template:
+        raise InputError("--system and --template go with --chat")
+    gen = open_generator(args)
+    config = _config(args, _hf_defaults(gen.session))
+    prompts, decoder_prompts, tokenizer = _prompts(args, gen.session)
+    steps = gen.stream(prompts, config, decoder_prompts=decoder_prompts)  # checks the prompts before anything is printed
+    if len(prompts) == 1 and not args.json:
+        _stream_row(steps, prompts[0], tokenizer, args.show_special)
+    else:
+        for _ in steps:
+            pass
     result = gen.last
     if args.json:
         render({"tokens": result.tokens, **result.summary(), "threads": args.threads or None}, as_json=True)
         return 0
-    if streaming:
-        print()
-    else:
-        rows = [f"[{i}] {_prompt(prompt, tokenizer)} ->" + "".join(show(t) for t in toks) for i, (prompt, toks) in enumerate(zip(prompts, result.tokens))]
-        render(rows, as_json=False)
-    figures = {"result": result, "config": config, "io_binding": gen.io_binding, "threads": args.threads or os.cpu_count(), "rows": len(prompts)}
-    render(figures, as_json=False, view=_figures_view, file=sys.stderr)  # stdout carries the tokens
+    if len(prompts) > 1:
+        render([line for i, (p, t) in enumerate(zip(prompts, result.tokens)) for line in _row(i, p, t, tokenizer, args.show_special)], as_json=False)
+    show_figures(args, gen, result, config, len(prompts))
     return 0
 
 
-def _config(args: argparse.Namespace, defaults):
+def show_figures(args, gen, result, config, rows: int) -> None:
+    figures = {"result": result, "config": config, "io_binding": gen.io_binding, "threads": args.threads or os.cpu_count(), "rows": rows}
+    render(figures, as_json=False, view=_figures_view, file=sys.stderr)  # stdout carries the text
+
+
+def _stream_row(steps, prompt, tokenizer, show_special: bool) -> None:
+    """Print the prompt, then the new tokens as they come after '->': text on a line of its
+    own, decoded as whole characters (runtime.text); ids on the prompt's line."""
+    from runtime.text import TextStream
+
+    print(f"[0] {_prompt(prompt, tokenizer)}" + ("\n -> " if tokenizer else " ->"), end="", flush=True)
+    text = TextStream(tokenizer, skip_special_tokens=not show_special) if tokenizer else None
+    for step in steps:  # one row: the stream ends when it finishes
+        token = int(step.tokens[0])
+        print(text.push(token) if text else f" {token}", end="", flush=True)
+    print(text.flush() if text else "")
+
+
+def _row(i: int, prompt, tokens, tokenizer, show_special: bool) -> list[str]:
+    if tokenizer is None:
+        return [f"[{i}] {_prompt(prompt, tokenizer)} ->" + "".join(f" {t}" for t in tokens)]
+    return [f"[{i}] {_prompt(prompt, tokenizer)}", " -> " + tokenizer.decode(tokens, skip_special_tokens=not show_special)]
+
+
+def _config(args: argparse.Namespace, defaults=None):
     """The GenerationConfig of generation_config.json's ``defaults`` (a dict or None) and
     the flags given, which win; any sampling flag turns sampling on."""
     from runtime.sampling import GenerationConfig
@@ -179,5 +214,5 @@ def _figures_view(f: dict) -> list[str]:
 
 def _prompt(ids: list[int], tokenizer) -> str:
     if tokenizer is not None:
-        return repr("".join(tokenizer.token(t) for t in ids))
+        return repr(tokenizer.decode(ids, skip_special_tokens=False))
     return " ".join(str(t) for t in ids)

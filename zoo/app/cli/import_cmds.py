@@ -11,7 +11,7 @@ from zoo.app.cli.render import field, render
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import",
-        help="import a Hugging Face model folder as OUT/spec.yaml + OUT/weights.safetensors",
+        help="import a Hugging Face model folder as OUT/spec.yaml + OUT/weights.safetensors (+ tokenizer and usage files)",
         description="Map a local Hugging Face model folder (config.json and model.safetensors, sharded safetensors "
         "or pytorch_model.bin) onto a zoo spec and zoo-named weights. What the zoo cannot reproduce is refused, "
         "every unsupported field listed, exit code 2.",
@@ -34,12 +34,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _view(r: dict) -> list[str]:
-    out = r["out"]
-    spec, weights, *tokenizer = r["written"]
-    carry = f" --tokenizer {tokenizer[0]}" if tokenizer else ""
+    spec, *rest = r["written"]
     return [
         field("imported", f"{r['folder']}  ({r['model_type']} -> {r['family']}, {r['parameters']:,} parameters)"),
         field("wrote", spec),
-        *(field("", path) for path in [weights, *tokenizer]),
-        field("next", f"zoo build {out / 'spec.yaml'} --weights {out / 'weights.safetensors'}{carry}"),
+        *(field("", path) for path in rest),
+        field("next", f"zoo build {r['out']} -o artifacts/{r['out'].name}   (spec, weights, tokenizer and usage files of the folder)"),
     ]
