@@ -29,6 +29,7 @@ import time
 from typing import Iterator, Optional
 
 import numpy as np
+import onnxruntime as ort
 
 from runtime import processors
 from runtime.sampling import GenerationConfig
@@ -133,6 +134,29 @@ class _Search:
         self.improvable &= (best_possible > worst).any(axis=-1, keepdims=True)
 
 
+def reorder(runner, index: np.ndarray) -> None:
+    """Cache row i of runtime.generate._Runner ``runner`` becomes row index[i] (index (B*K,)
+    int); only the rows that change are copied. With IO binding the tensors go through
+    the host (correct, not fast: CUDA beams pay a copy a step)."""
+    if runner.io_binding:
+        runner.past = {n: runner._value(np.take(v.numpy(), index, axis=0)) for n, v in runner.past.items()}
+        return
+    moved = np.nonzero(index != np.arange(len(index)))[0]
+    for v in runner.past.values():
+        v[moved] = v[index[moved]]  # the right side is gathered first: safe when rows swap
+
+
+def expand(runner, k: int) -> None:
+    """After the prefill of B rows: the runner's cache and fixed inputs with each row
+    repeated k times (row i -> rows i*k .. i*k + k-1)."""
+
+    def repeat(tensors: dict) -> dict:
+        out = {n: np.repeat(v.numpy() if isinstance(v, ort.OrtValue) else v, k, axis=0) for n, v in tensors.items()}
+        return {n: runner._value(v) for n, v in out.items()} if runner.io_binding else out
+
+    runner.past, runner.fixed = repeat(runner.past), repeat(runner.fixed)
+
+
 def beam_steps(gen, prompts, decoder_prompts, config: GenerationConfig, eos: tuple, pad: int, stopper) -> Iterator:
     """Run the search for Generator ``gen``; yields the final tokens as Steps at the end
     (the best beam is only known then) and sets ``gen.last`` (a Generation with
@@ -161,7 +185,7 @@ def beam_steps(gen, prompts, decoder_prompts, config: GenerationConfig, eos: tup
         logits = gen.runner.step({gen.ids_name: feed_ids, gen.mask_name: mask})
         check_logits(logits, cur_len - width)
         if cur_len == width:
-            gen.runner.expand(k)
+            expand(gen.runner, k)
             logits, mask = np.repeat(logits, k, axis=0), np.repeat(mask, k, axis=0)
         logp = _log_softmax(logits)
         if processors.active(config):
@@ -177,7 +201,7 @@ def beam_steps(gen, prompts, decoder_prompts, config: GenerationConfig, eos: tup
         cur_len += 1
         if not more:
             break
-        gen.runner.reorder(source)
+        reorder(gen.runner, source)
         feed_ids = search.running[:, :, cur_len - 1].reshape(-1, 1)
         mask = np.concatenate((mask, np.ones((batch * k, 1), dtype=np.int64)), axis=1)
         if mask.shape[1] == gen.refill_at + 1:  # LongRoPE: the cache again from every token

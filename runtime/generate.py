@@ -192,27 +192,6 @@ class _Runner:
         self.past = Role.carried(dict(zip(self.names_out, outs)))
         return outs[0].numpy()[:, -1]
 
-    def reorder(self, index: np.ndarray) -> None:
-        """Beam search: cache row i becomes row index[i] (index (B*K,) int); only the rows
-        that change are copied. With IO binding the tensors go through the host (correct,
-        not fast: CUDA beams pay a copy a step)."""
-        if self.io_binding:
-            self.past = {k: self._value(np.take(v.numpy(), index, axis=0)) for k, v in self.past.items()}
-            return
-        moved = np.nonzero(index != np.arange(len(index)))[0]
-        for v in self.past.values():
-            v[moved] = v[index[moved]]  # the right side is gathered first: safe when rows swap
-
-    def expand(self, k: int) -> None:
-        """Beam search after the prefill of B rows: the cache and the fixed inputs with each
-        row repeated k times (row i -> rows i*k .. i*k + k-1)."""
-
-        def repeat(tensors: dict) -> dict:
-            out = {n: np.repeat(v.numpy() if isinstance(v, ort.OrtValue) else v, k, axis=0) for n, v in tensors.items()}
-            return {n: self._value(v) for n, v in out.items()} if self.io_binding else out
-
-        self.past, self.fixed = repeat(self.past), repeat(self.fixed)
-
 
 class Generator:
     """Generation over an artifact: ``generate`` returns every token at the end,
@@ -246,17 +225,7 @@ class Generator:
         refill = self.session.artifact.cache.refill_at if self.session.artifact.cache is not None else None
         self.refill_at = refill if refill is not None else -2
         self.ids_name, self.mask_name = self.family.ids, self.family.mask
-        self._tokenizer = None  # loaded for stop strings
-
-    def _stopper(self, config: GenerationConfig):
-        """runtime.processors.StopStrings for config.stop, or None (InputError without a tokenizer)."""
-        if not config.stop:
-            return None
-        if self._tokenizer is None and self.session.artifact.info.tokenizer:
-            from runtime.tokenizer import Tokenizer
-
-            self._tokenizer = Tokenizer(self.session.artifact)
-        return processors.stop_strings(config, self._tokenizer)
+        self._tokenizer = None  # loaded for stop strings (runtime.processors.stop_strings)
 
     @property
     def provider(self) -> str:
@@ -322,7 +291,7 @@ class Generator:
                 raise InputError(f"{len(decoder_prompts)} decoder prompts for {batch} prompts")
         elif decoder_prompts is not None:
             raise InputError("decoder_prompts are for encoder-decoder models; this one is decoder-only")
-        stopper = self._stopper(config)
+        stopper = processors.stop_strings(config, self)
         if config.num_beams > 1:
             from runtime.beam import beam_steps, check_beam_config
 

@@ -92,12 +92,19 @@ class StopStrings:
         return any(text.rfind(s) >= 0 and text.rfind(s) + len(s) > common for s in self.stops)
 
 
-def stop_strings(config: GenerationConfig, tokenizer: Optional[object]) -> Optional[StopStrings]:
-    """A StopStrings for ``config.stop``, or None; InputError when there is no tokenizer."""
+def stop_strings(config: GenerationConfig, generator) -> Optional[StopStrings]:
+    """A StopStrings for ``config.stop`` with the tokenizer of runtime.generate.Generator
+    ``generator`` (loaded once, kept on it), or None; InputError when the artifact has none."""
     if not config.stop:
         return None
-    if tokenizer is None:
-        from zoo.spec.errors import InputError
+    artifact = generator.session.artifact
+    if generator._tokenizer is None:
+        if not artifact.info.tokenizer:
+            from zoo.spec.errors import InputError
 
-        raise InputError("stop strings need the artifact's tokenizer (tokenizer.json); this artifact carries none")
+            raise InputError("stop strings need the artifact's tokenizer (tokenizer.json); this artifact carries none")
+        from runtime.tokenizer import Tokenizer
+
+        generator._tokenizer = Tokenizer(artifact)
+    tokenizer = generator._tokenizer
     return StopStrings(config.stop, lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
