@@ -48,11 +48,11 @@ def check_artifact(folder, manifest, spec):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_tiny_catalog_spec_parity(name, tmp_path):
-    spec = zoo.load(name)
-    folder, manifest, built = build_artifact(spec, tmp_path / name)
-    assert built
-    check_artifact(folder, manifest, spec)
+def test_tiny_catalog_spec_parity(name, tiny_artifacts):
+    """The session's build of each tiny catalog spec (tests/conftest.py, tiny_artifacts: built
+    once with the build's parity and cached-decoding checks), as its manifest records it."""
+    folder = tiny_artifacts[name]
+    check_artifact(folder, json.loads((folder / "manifest.json").read_text()), zoo.load(name))
 
 
 @pytest.mark.slow
@@ -64,15 +64,19 @@ def test_full_catalog_spec_parity(name, tmp_path):
     print(f"\n{name}: max abs {manifest['parity']['max_abs']:.2e}, build {manifest['build_seconds']}")
 
 
+ENCODER_DECODER_KINDS = ("rope", "relative-bias")  # in the default suite for that family (its builds cost twice)
+
+
 def _matrix():
-    """Every score x positional kind x family (72 builds). The default suite keeps, per
-    family, every positional kind once with the scores in rotation, shifted by one per
-    family: every score and every positional kind in every family, 18 of the 24
-    score-positional pairs, in 18 builds; the other 54 run in make test-slow."""
+    """Every score x positional kind x family. The default suite keeps, per family, every
+    positional kind once with the scores in rotation, shifted by one per family: every score
+    and every positional kind in the decoder-only and encoder-only families; the
+    encoder-decoder family (two graphs, cross-attention) with RoPE and relative bias; the other
+    builds run in make test-slow."""
     for f, family in enumerate(FAMILIES):
         for j, positional in enumerate(POSITIONAL_KINDS):
             for i, score in enumerate(SCORES):
-                slow = i != (j + f) % len(SCORES)
+                slow = i != (j + f) % len(SCORES) or (family == "encoder-decoder" and positional not in ENCODER_DECODER_KINDS)
                 yield pytest.param(family, positional, score, marks=pytest.mark.slow if slow else (), id=f"{score}-{positional}-{family}")
 
 
@@ -106,17 +110,19 @@ def test_block_variants_parity(family, variant, tmp_path):
     check_artifact(folder, manifest, spec)
 
 
-@pytest.mark.parametrize(
-    "attention",
-    [
-        {"heads": 4, "kv_heads": 2, "head_dim": 12, "qk_norm": {"kind": "rmsnorm"}},  # Qwen3: per head, head_dim != d / heads
-        {"heads": 4, "qk_norm": {"kind": "layernorm", "over": "all", "eps": 1e-6}},  # OLMo 2's scope, as a LayerNorm
-    ],
-    ids=["qk-rms-head-dim", "qk-layernorm-all"],
-)
-@pytest.mark.parametrize("family", FAMILIES)
+QK_NORMS = {
+    "qk-rms-head-dim": {"heads": 4, "kv_heads": 2, "head_dim": 12, "qk_norm": {"kind": "rmsnorm"}},  # Qwen3: per head, head_dim != d / heads
+    "qk-layernorm-all": {"heads": 4, "qk_norm": {"kind": "layernorm", "over": "all", "eps": 1e-6}},  # OLMo 2's scope, as a LayerNorm
+}
+
+
+@pytest.mark.parametrize("family, attention", [  # the encoder-decoder's second case in make test-slow
+    pytest.param(f, a, id=f"{f}-{k}", marks=pytest.mark.slow if (f, k) == ("encoder-decoder", "qk-layernorm-all") else ())
+    for f in FAMILIES for k, a in QK_NORMS.items()
+])
 def test_qk_norm_and_head_dim_parity(family, attention, tmp_path):
-    """QK-norm and an explicit head_dim in every family (cross-attention included), with RoPE."""
+    """QK-norm and an explicit head_dim in every family (cross-attention included), with RoPE;
+    the encoder-decoder with QK-norm over the whole projection in make test-slow."""
     spec = tiny_spec(family, positional="rope", attention=attention)
     assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
     folder, manifest, _ = build_artifact(spec, tmp_path / "a")
@@ -361,10 +367,11 @@ LAYER_TYPES = [  # a period of 3 over 4 layers: sliding with its own RoPE base a
 ]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES[:2], pytest.param(FAMILIES[2], marks=pytest.mark.slow)])  # 4 layers x 2 graphs: slow
 def test_layer_types_parity(family, tmp_path):
     """Per-layer sliding/full, NoPE and per-layer RoPE bases in every family (cross-attention
-    included), cached decoding checked by the build; the optimized graph for decoder-only."""
+    included: make test-slow), cached decoding checked by the build; the optimized graph for
+    decoder-only."""
     spec = tiny_spec(family, positional="rope", layers=4, attention={"heads": 4, "kv_heads": 2, "window": 3},
                      layer_types=LAYER_TYPES)
     assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()

@@ -117,8 +117,10 @@ def test_bert_matches_transformers(kind, weights, tmp_path):
     check_bert(kind, weights, hf, imported, imported_artifact(imported, tmp_path))
 
 
+@pytest.mark.slow
 def test_deep_trained_like_bert_matches_transformers(tmp_path):
-    """24 post-norm layers at hidden 64 with trained-like weights."""
+    """24 post-norm layers at hidden 64 with trained-like weights (slow, as the deep Llama and
+    T5 are; the default suite builds 24 trained-like layers in tests/test_planted_bugs.py)."""
     hf = make("bert-mlm-24", tmp_path / "hf", "trained")
     imported = import_folder(tmp_path / "hf")
     assert imported.spec.encoder.layers == 24
