@@ -87,15 +87,20 @@ def test_score_positional_family_parity(family, positional, score, tmp_path):
     check_artifact(folder, manifest, spec)
 
 
+# built in the default suite by the tiny catalog too (llama-tiny: SwiGLU; gemma3-tiny: GeGLU, MQA
+# without biases, a window of 8): those cases run in make test-slow
+IN_THE_CATALOG = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     "variant",
     [
-        {"attention": {"heads": 4, "kv_heads": 1, "bias": False}},  # MQA without biases
+        pytest.param({"attention": {"heads": 4, "kv_heads": 1, "bias": False}}, marks=IN_THE_CATALOG),  # MQA without biases
         {"attention": {"heads": 4, "kv_heads": 2, "bias": "qkv"}},  # biases on q, k, v only (Qwen2)
-        {"attention": {"heads": 4, "window": 3}},  # sliding window
+        pytest.param({"attention": {"heads": 4, "window": 3}}, marks=IN_THE_CATALOG),  # sliding window
         {"norm": {"kind": "rmsnorm", "placement": "post", "final": True}},
-        {"ffn": {"hidden": 48, "activation": "silu", "gated": True, "bias": False}},  # SwiGLU
-        {"ffn": {"hidden": 48, "activation": "gelu-tanh", "gated": True}},  # GeGLU
+        pytest.param({"ffn": {"hidden": 48, "activation": "silu", "gated": True, "bias": False}}, marks=IN_THE_CATALOG),  # SwiGLU
+        pytest.param({"ffn": {"hidden": 48, "activation": "gelu-tanh", "gated": True}}, marks=IN_THE_CATALOG),  # GeGLU
         {"ffn": {"hidden": 48, "activation": "relu"}},
     ],
     ids=["mqa-nobias", "qkv-bias", "window", "rms-post", "swiglu", "geglu", "relu"],
@@ -129,9 +134,10 @@ def test_qk_norm_and_head_dim_parity(family, attention, tmp_path):
     check_artifact(folder, manifest, spec)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES[:2], pytest.param(FAMILIES[2], marks=pytest.mark.slow)])  # two graphs: slow
 def test_multipliers_and_softcaps_parity(family, tmp_path):
-    """Granite's multipliers and Gemma 2's soft-capping (scores and logits) in every family."""
+    """Granite's multipliers and Gemma 2's soft-capping (scores and logits) in every family
+    (the encoder-decoder in make test-slow)."""
     spec = tiny_spec(family, positional="rope", attention={"heads": 4, "kv_heads": 2, "scale": 0.2, "softcap": 5.0},
                      residual_multiplier=0.4)
     embedding = {**spec.embedding.model_dump(), "multiplier": 8.0, "logit_multiplier": 0.5, "logit_softcap": 3.0}
@@ -184,9 +190,11 @@ ROPE_SCALING_EXAMPLES = {  # one per zoo.spec.variants.ROPE_SCALINGS entry; a co
 
 
 @pytest.mark.parametrize("kind", variants.ROPE_SCALINGS.keys())
-@pytest.mark.parametrize("optimize", [False, True], ids=["plain", "optimized"])
+@pytest.mark.parametrize("optimize", [pytest.param(False, marks=pytest.mark.slow), True], ids=["plain", "optimized"])
 def test_rope_scaling_parity(kind, optimize, tmp_path):
-    """Every RoPE scaling, exported and (fused for CPU) checked with cached decoding, with partial rotary."""
+    """Every RoPE scaling, exported and (fused for CPU) checked with cached decoding, with partial rotary.
+    The optimized build checks the exported graphs before fusing them, then the fused ones: the
+    plain builds (the same first check) run in make test-slow."""
     spec = tiny_spec("decoder-only", positional="rope")
     positional = {"kind": "rope", "theta": 500.0, "fraction": 0.5, "scaling": {"kind": kind, **ROPE_SCALING_EXAMPLES[kind]}}
     spec = ModelSpec.model_validate({**spec.model_dump(), "positional": positional})
@@ -301,9 +309,11 @@ def test_bfloat16_on_cpu_is_refused_with_the_reason(tmp_path):
 
 @pytest.mark.parametrize(
     "family, embedding, positional",
-    [
-        ("encoder-only", {"token_types": 2, "norm": True, "output_transform": True, "output_bias": True, "pooler": True}, None),
-        ("encoder-decoder", {"norm": True, "output_bias": True, "scale_by_sqrt_d": True}, {"kind": "learned", "offset": 2}),
+    [  # the BERT-like and BART-like ones in make test-slow: tests/test_import_bert_bart.py builds both importers' specs at parity
+        pytest.param("encoder-only", {"token_types": 2, "norm": True, "output_transform": True, "output_bias": True, "pooler": True}, None,
+                     marks=pytest.mark.slow),
+        pytest.param("encoder-decoder", {"norm": True, "output_bias": True, "scale_by_sqrt_d": True}, {"kind": "learned", "offset": 2},
+                     marks=pytest.mark.slow),
         ("decoder-only", {"output_transform": True, "tie_output": False}, {"kind": "sinusoidal", "layout": "halves"}),
     ],
     ids=["bert-like-pooler", "bart-like", "sinusoidal-halves"],

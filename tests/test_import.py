@@ -76,8 +76,9 @@ T5_DEEP = dict(T5_SMALL, d_model=64, d_kv=16, d_ff=128, num_layers=12, num_decod
 # trained-like cases in make test-slow, each covered by a default case of the same model_type or
 # feature: qwen2 / qwen3 by qwen2-layers / qwen3-layers (tests/test_import_layers.py), llama by
 # llama-random and the scaled llamas, llama-tied (MQA, tied) by falcon and gemma, llama-linear by
-# gemma3_text's linear scaling (tests/test_import_gemma.py)
-COVERED = {"qwen2", "qwen3", "llama", "llama-tied", "llama-linear"}
+# gemma3_text's linear scaling (tests/test_import_gemma.py), phi3 (fused projections, partial rotary)
+# by phi3-longrope, its tied output and window by starcoder2
+COVERED = {"qwen2", "qwen3", "llama", "llama-tied", "llama-linear", "phi3"}
 DECODER_CASES = [p if not (p.values[0] in COVERED and p.values[1] == "trained") else pytest.param(*p.values, id=p.id, marks=pytest.mark.slow)
                  for p in kind_weight_cases(sorted(CAUSAL), ["llama"])]
 

@@ -112,11 +112,14 @@ def test_trained_like_statistics_with_norms_on_the_branch(placement, qk_norm):
 
 
 def test_trained_like_holds_at_depth_and_is_reproducible():
-    spec, model, stats = trained("llama-tiny", ["decoder.layers=24"])
+    """The statistics at 24 layers; the same seed gives the same weights, another seed others
+    (checked at the catalog's 2 layers: each 24-layer calibration costs ~10 s)."""
+    _, _, stats = trained("llama-tiny", ["decoder.layers=24"])
     assert stats["logit_std"] >= 5.0 and 100 <= stats["residual_outlier_ratio"] <= 1000, stats
-    _, again, _ = trained("llama-tiny", ["decoder.layers=24"])
+    _, model, _ = trained("llama-tiny")
+    _, again, _ = trained("llama-tiny")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    _, other, _ = trained("llama-tiny", ["decoder.layers=24"], seed=1)
+    _, other, _ = trained("llama-tiny", seed=1)
     assert not torch.equal(model.embed.weight, other.embed.weight)
 
 
