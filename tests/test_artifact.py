@@ -32,9 +32,10 @@ MARK = "OLD-ARTIFACT"  # a file the manifest does not list: tells the old artifa
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, tiny_artifacts):
+    """A copy of the session's gpt2-tiny artifact (tests/conftest.py: the same build, seed 0)."""
     folder = tmp_path_factory.mktemp("art") / "gpt2-tiny"
-    build_artifact(zoo.load("gpt2-tiny"), folder)
+    shutil.copytree(tiny_artifacts["gpt2-tiny"], folder)
     return folder
 
 

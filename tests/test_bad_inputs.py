@@ -210,10 +210,9 @@ def test_without_tokenizers_a_json_object_with_a_model_key_is_required(tmp_path,
 
 
 @pytest.fixture(scope="module")
-def tiny_artifact(tmp_path_factory):
-    from zoo.app.build import build_artifact
-
-    return build_artifact(zoo.load("gpt2-tiny"), tmp_path_factory.mktemp("ext") / "art", check_parity=False)[0]
+def tiny_artifact(tiny_artifacts):
+    """The session's gpt2-tiny artifact (tests/conftest.py); each test edits a copy of it."""
+    return tiny_artifacts["gpt2-tiny"]
 
 
 TENSOR = "model.embed.weight"

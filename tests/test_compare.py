@@ -34,14 +34,16 @@ def png_size(path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory, tiny_artifacts):
+    """Catalog specs with overrides (built by zoo compare) beside the session's built artifacts
+    (tests/conftest.py, tiny_artifacts: each folder is named after its spec, the label it gets)."""
     out = tmp_path_factory.mktemp("compare")
     models = [
-        "gpt2-tiny",
+        str(tiny_artifacts["gpt2-tiny"]),
         "gpt2-tiny[decoder.layers=4]",
         "gpt2-tiny[decoder.attention.kv_heads=1]",
-        "llama-tiny",
+        str(tiny_artifacts["llama-tiny"]),
         str(tiny_artifacts["t5-tiny"]),
-        "bert-tiny",
+        str(tiny_artifacts["bert-tiny"]),
     ]
     r = zoo_cli("compare", *models, "--quick", "-o", out)
     assert r.returncode == 0, r.stderr

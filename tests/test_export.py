@@ -48,11 +48,11 @@ def check_artifact(folder, manifest, spec):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_tiny_catalog_spec_parity(name, tmp_path):
-    spec = zoo.load(name)
-    folder, manifest, built = build_artifact(spec, tmp_path / name)
-    assert built
-    check_artifact(folder, manifest, spec)
+def test_tiny_catalog_spec_parity(name, tiny_artifacts):
+    """The session's build of each tiny catalog spec (tests/conftest.py, tiny_artifacts: built
+    once with the build's parity and cached-decoding checks), as its manifest records it."""
+    folder = tiny_artifacts[name]
+    check_artifact(folder, json.loads((folder / "manifest.json").read_text()), zoo.load(name))
 
 
 @pytest.mark.slow
@@ -64,15 +64,19 @@ def test_full_catalog_spec_parity(name, tmp_path):
     print(f"\n{name}: max abs {manifest['parity']['max_abs']:.2e}, build {manifest['build_seconds']}")
 
 
+ENCODER_DECODER_KINDS = ("rope", "relative-bias")  # in the default suite for that family (its builds cost twice)
+
+
 def _matrix():
-    """Every score x positional kind x family (72 builds). The default suite keeps, per
-    family, every positional kind once with the scores in rotation, shifted by one per
-    family: every score and every positional kind in every family, 18 of the 24
-    score-positional pairs, in 18 builds; the other 54 run in make test-slow."""
+    """Every score x positional kind x family. The default suite keeps, per family, every
+    positional kind once with the scores in rotation, shifted by one per family: every score
+    and every positional kind in the decoder-only and encoder-only families; the
+    encoder-decoder family (two graphs, cross-attention) with RoPE and relative bias; the other
+    builds run in make test-slow."""
     for f, family in enumerate(FAMILIES):
         for j, positional in enumerate(POSITIONAL_KINDS):
             for i, score in enumerate(SCORES):
-                slow = i != (j + f) % len(SCORES)
+                slow = i != (j + f) % len(SCORES) or (family == "encoder-decoder" and positional not in ENCODER_DECODER_KINDS)
                 yield pytest.param(family, positional, score, marks=pytest.mark.slow if slow else (), id=f"{score}-{positional}-{family}")
 
 
@@ -83,15 +87,20 @@ def test_score_positional_family_parity(family, positional, score, tmp_path):
     check_artifact(folder, manifest, spec)
 
 
+# built in the default suite by the tiny catalog too (llama-tiny: SwiGLU; gemma3-tiny: GeGLU, MQA
+# without biases, a window of 8): those cases run in make test-slow
+IN_THE_CATALOG = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     "variant",
     [
-        {"attention": {"heads": 4, "kv_heads": 1, "bias": False}},  # MQA without biases
+        pytest.param({"attention": {"heads": 4, "kv_heads": 1, "bias": False}}, marks=IN_THE_CATALOG),  # MQA without biases
         {"attention": {"heads": 4, "kv_heads": 2, "bias": "qkv"}},  # biases on q, k, v only (Qwen2)
-        {"attention": {"heads": 4, "window": 3}},  # sliding window
+        pytest.param({"attention": {"heads": 4, "window": 3}}, marks=IN_THE_CATALOG),  # sliding window
         {"norm": {"kind": "rmsnorm", "placement": "post", "final": True}},
-        {"ffn": {"hidden": 48, "activation": "silu", "gated": True, "bias": False}},  # SwiGLU
-        {"ffn": {"hidden": 48, "activation": "gelu-tanh", "gated": True}},  # GeGLU
+        pytest.param({"ffn": {"hidden": 48, "activation": "silu", "gated": True, "bias": False}}, marks=IN_THE_CATALOG),  # SwiGLU
+        pytest.param({"ffn": {"hidden": 48, "activation": "gelu-tanh", "gated": True}}, marks=IN_THE_CATALOG),  # GeGLU
         {"ffn": {"hidden": 48, "activation": "relu"}},
     ],
     ids=["mqa-nobias", "qkv-bias", "window", "rms-post", "swiglu", "geglu", "relu"],
@@ -106,26 +115,29 @@ def test_block_variants_parity(family, variant, tmp_path):
     check_artifact(folder, manifest, spec)
 
 
-@pytest.mark.parametrize(
-    "attention",
-    [
-        {"heads": 4, "kv_heads": 2, "head_dim": 12, "qk_norm": {"kind": "rmsnorm"}},  # Qwen3: per head, head_dim != d / heads
-        {"heads": 4, "qk_norm": {"kind": "layernorm", "over": "all", "eps": 1e-6}},  # OLMo 2's scope, as a LayerNorm
-    ],
-    ids=["qk-rms-head-dim", "qk-layernorm-all"],
-)
-@pytest.mark.parametrize("family", FAMILIES)
+QK_NORMS = {
+    "qk-rms-head-dim": {"heads": 4, "kv_heads": 2, "head_dim": 12, "qk_norm": {"kind": "rmsnorm"}},  # Qwen3: per head, head_dim != d / heads
+    "qk-layernorm-all": {"heads": 4, "qk_norm": {"kind": "layernorm", "over": "all", "eps": 1e-6}},  # OLMo 2's scope, as a LayerNorm
+}
+
+
+@pytest.mark.parametrize("family, attention", [  # the encoder-decoder's second case in make test-slow
+    pytest.param(f, a, id=f"{f}-{k}", marks=pytest.mark.slow if (f, k) == ("encoder-decoder", "qk-layernorm-all") else ())
+    for f in FAMILIES for k, a in QK_NORMS.items()
+])
 def test_qk_norm_and_head_dim_parity(family, attention, tmp_path):
-    """QK-norm and an explicit head_dim in every family (cross-attention included), with RoPE."""
+    """QK-norm and an explicit head_dim in every family (cross-attention included), with RoPE;
+    the encoder-decoder with QK-norm over the whole projection in make test-slow."""
     spec = tiny_spec(family, positional="rope", attention=attention)
     assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()
     folder, manifest, _ = build_artifact(spec, tmp_path / "a")
     check_artifact(folder, manifest, spec)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES[:2], pytest.param(FAMILIES[2], marks=pytest.mark.slow)])  # two graphs: slow
 def test_multipliers_and_softcaps_parity(family, tmp_path):
-    """Granite's multipliers and Gemma 2's soft-capping (scores and logits) in every family."""
+    """Granite's multipliers and Gemma 2's soft-capping (scores and logits) in every family
+    (the encoder-decoder in make test-slow)."""
     spec = tiny_spec(family, positional="rope", attention={"heads": 4, "kv_heads": 2, "scale": 0.2, "softcap": 5.0},
                      residual_multiplier=0.4)
     embedding = {**spec.embedding.model_dump(), "multiplier": 8.0, "logit_multiplier": 0.5, "logit_softcap": 3.0}
@@ -178,9 +190,11 @@ ROPE_SCALING_EXAMPLES = {  # one per zoo.spec.variants.ROPE_SCALINGS entry; a co
 
 
 @pytest.mark.parametrize("kind", variants.ROPE_SCALINGS.keys())
-@pytest.mark.parametrize("optimize", [False, True], ids=["plain", "optimized"])
+@pytest.mark.parametrize("optimize", [pytest.param(False, marks=pytest.mark.slow), True], ids=["plain", "optimized"])
 def test_rope_scaling_parity(kind, optimize, tmp_path):
-    """Every RoPE scaling, exported and (fused for CPU) checked with cached decoding, with partial rotary."""
+    """Every RoPE scaling, exported and (fused for CPU) checked with cached decoding, with partial rotary.
+    The optimized build checks the exported graphs before fusing them, then the fused ones: the
+    plain builds (the same first check) run in make test-slow."""
     spec = tiny_spec("decoder-only", positional="rope")
     positional = {"kind": "rope", "theta": 500.0, "fraction": 0.5, "scaling": {"kind": kind, **ROPE_SCALING_EXAMPLES[kind]}}
     spec = ModelSpec.model_validate({**spec.model_dump(), "positional": positional})
@@ -295,9 +309,11 @@ def test_bfloat16_on_cpu_is_refused_with_the_reason(tmp_path):
 
 @pytest.mark.parametrize(
     "family, embedding, positional",
-    [
-        ("encoder-only", {"token_types": 2, "norm": True, "output_transform": True, "output_bias": True, "pooler": True}, None),
-        ("encoder-decoder", {"norm": True, "output_bias": True, "scale_by_sqrt_d": True}, {"kind": "learned", "offset": 2}),
+    [  # the BERT-like and BART-like ones in make test-slow: tests/test_import_bert_bart.py builds both importers' specs at parity
+        pytest.param("encoder-only", {"token_types": 2, "norm": True, "output_transform": True, "output_bias": True, "pooler": True}, None,
+                     marks=pytest.mark.slow),
+        pytest.param("encoder-decoder", {"norm": True, "output_bias": True, "scale_by_sqrt_d": True}, {"kind": "learned", "offset": 2},
+                     marks=pytest.mark.slow),
         ("decoder-only", {"output_transform": True, "tie_output": False}, {"kind": "sinusoidal", "layout": "halves"}),
     ],
     ids=["bert-like-pooler", "bart-like", "sinusoidal-halves"],
@@ -361,10 +377,11 @@ LAYER_TYPES = [  # a period of 3 over 4 layers: sliding with its own RoPE base a
 ]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES[:2], pytest.param(FAMILIES[2], marks=pytest.mark.slow)])  # 4 layers x 2 graphs: slow
 def test_layer_types_parity(family, tmp_path):
     """Per-layer sliding/full, NoPE and per-layer RoPE bases in every family (cross-attention
-    included), cached decoding checked by the build; the optimized graph for decoder-only."""
+    included: make test-slow), cached decoding checked by the build; the optimized graph for
+    decoder-only."""
     spec = tiny_spec(family, positional="rope", layers=4, attention={"heads": 4, "kv_heads": 2, "window": 3},
                      layer_types=LAYER_TYPES)
     assert sum(p.numel() for p in build(spec).parameters()) == spec.parameter_count()

@@ -11,9 +11,8 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 
-from compiler.importers import import_folder  # noqa: E402
-from tests.hf_trained_like import build_session, kind_weight_cases  # noqa: E402
-from tests.test_import import SMALL, check_decoder, check_greedy, checkpoint  # noqa: E402
+from tests.hf_trained_like import kind_weight_cases  # noqa: E402
+from tests.importing import SMALL, check_imported_decoder  # noqa: E402
 
 CAUSAL = {
     # OLMo 2: norms after the sublayers inside the residual (branch-post), QK-norm over the whole projections
@@ -33,9 +32,4 @@ CAUSAL = {
 @pytest.mark.parametrize("kind, weights", kind_weight_cases(sorted(CAUSAL), []))
 def test_layered_checkpoint_matches_transformers(kind, weights, tmp_path):
     """Logits within the fp32 rule; with trained-like weights also the greedy tokens."""
-    hf = checkpoint(CAUSAL[kind], weights, tmp_path / "hf")
-    imported = import_folder(tmp_path / "hf")
-    session = build_session(imported, tmp_path / "artifact")
-    check_decoder(kind, hf, imported, session, weights)
-    if weights == "trained":
-        check_greedy(kind, hf, session)
+    check_imported_decoder(kind, CAUSAL[kind], weights, tmp_path)

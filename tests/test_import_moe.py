@@ -13,8 +13,8 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 from compiler.importers import CheckpointError, import_folder  # noqa: E402
-from tests.hf_trained_like import build_session, kind_weight_cases  # noqa: E402
-from tests.test_import import SMALL, check_decoder, check_greedy, checkpoint  # noqa: E402
+from tests.hf_trained_like import kind_weight_cases  # noqa: E402
+from tests.importing import SMALL, check_imported_decoder  # noqa: E402
 
 MOE = dict(num_key_value_heads=2, num_experts_per_tok=2)
 CAUSAL = {
@@ -35,13 +35,10 @@ CAUSAL = {
 def test_moe_checkpoint_matches_transformers(kind, weights, tmp_path):
     """Logits within the fp32 rule; with trained-like weights (routing and logits far from
     ties) also the greedy tokens equal transformers'."""
-    hf = checkpoint(CAUSAL[kind], weights, tmp_path / "hf")
-    imported = import_folder(tmp_path / "hf")
-    assert imported.spec.decoder.ffn.experts.count == 4
-    session = build_session(imported, tmp_path / "artifact")
-    check_decoder(kind, hf, imported, session, weights)
-    if weights == "trained":
-        check_greedy(kind, hf, session)
+    def four_experts(imported):
+        assert imported.spec.decoder.ffn.experts.count == 4
+
+    check_imported_decoder(kind, CAUSAL[kind], weights, tmp_path, expect=four_experts)
 
 
 REFUSALS = {  # model_type: config fields the zoo cannot reproduce -> what the message names

@@ -20,7 +20,7 @@ from compiler.importers import CheckpointError, import_folder  # noqa: E402
 from tests.hf_trained_like import build_session, prepare  # noqa: E402
 from runtime.generate import GenerationConfig, Generator  # noqa: E402
 from tests.hf_trained_like import greedy_agreement  # noqa: E402
-from tests.test_import import check_decoder, check_greedy  # noqa: E402
+from tests.importing import check_decoder, check_greedy  # noqa: E402
 from tests.hf_trained_like import FP32, LOGIT_STD_FLOOR, assert_matches, logit_std  # noqa: E402
 from tests.test_import_bert_bart import check_seq2seq, right_padded, zoo_module  # noqa: E402
 

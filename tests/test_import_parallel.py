@@ -10,8 +10,8 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 from compiler.importers import CheckpointError, import_folder  # noqa: E402
-from tests.hf_trained_like import build_session, kind_weight_cases  # noqa: E402
-from tests.test_import import SMALL, V, check_decoder, check_greedy, checkpoint  # noqa: E402
+from tests.hf_trained_like import kind_weight_cases  # noqa: E402
+from tests.importing import SMALL, V, check_imported_decoder  # noqa: E402
 
 NEOX = dict(SMALL, attention_dropout=0.0, hidden_dropout=0.0)
 FALCON = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_hidden_size=64, max_position_embeddings=64)
@@ -47,12 +47,7 @@ def cases() -> list:
 
 @pytest.mark.parametrize("kind, weights", cases())
 def test_parallel_checkpoint_matches_transformers(kind, weights, tmp_path):
-    hf = checkpoint(PARALLEL[kind], weights, tmp_path / "hf")
-    imported = import_folder(tmp_path / "hf")
-    session = build_session(imported, tmp_path / "artifact")
-    check_decoder(kind, hf, imported, session, weights)
-    if weights == "trained":
-        check_greedy(kind, hf, session)
+    check_imported_decoder(kind, PARALLEL[kind], weights, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ transformers = pytest.importorskip("transformers")
 
 from compiler.importers import CheckpointError, import_folder  # noqa: E402
 from tests.hf_trained_like import assert_matches  # noqa: E402
-from tests.test_import import CAUSAL, SMALL, batch, save, zoo_module  # noqa: E402
+from tests.importing import SMALL, batch, save, zoo_module  # noqa: E402
+from tests.test_import import CAUSAL  # noqa: E402
 
 
 def test_llama_partial_rotary_factor_is_what_transformers_does(tmp_path):

@@ -112,18 +112,27 @@ def test_trained_like_statistics_with_norms_on_the_branch(placement, qk_norm):
 
 
 def test_trained_like_holds_at_depth_and_is_reproducible():
-    spec, model, stats = trained("llama-tiny", ["decoder.layers=24"])
+    """The statistics at 24 layers; the same seed gives the same weights, another seed others
+    (checked at the catalog's 2 layers: each 24-layer calibration costs ~10 s)."""
+    _, _, stats = trained("llama-tiny", ["decoder.layers=24"])
     assert stats["logit_std"] >= 5.0 and 100 <= stats["residual_outlier_ratio"] <= 1000, stats
-    _, again, _ = trained("llama-tiny", ["decoder.layers=24"])
+    _, model, _ = trained("llama-tiny")
+    _, again, _ = trained("llama-tiny")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    _, other, _ = trained("llama-tiny", ["decoder.layers=24"], seed=1)
+    _, other, _ = trained("llama-tiny", seed=1)
     assert not torch.equal(model.embed.weight, other.embed.weight)
 
 
 # --------------------------------------------------------------------------- builds
 
 
-@pytest.mark.parametrize("name", TINY_CATALOG)
+# the default suite builds one spec per family and those no importer test builds trained-like (cosine
+# and ALiBi scores); the others' layouts are built on trained-like weights by tests/test_import*.py
+# (gemma3_text, phi3, mixtral, gpt_neox, qwen3-layers, the encoder-decoder in t5): slow
+TRAINED_BUILD_DEFAULT = ("gpt2-tiny", "llama-tiny", "bert-tiny", "t5-tiny", "alibi-tiny", "cosine-tiny")
+
+
+@pytest.mark.parametrize("name", [n if n in TRAINED_BUILD_DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in TINY_CATALOG])
 def test_every_family_builds_with_default_options_on_trained_like_weights(name, tmp_path):
     spec, model, _ = trained(name)
     _, manifest, _ = build_artifact(spec, tmp_path / "a", weights=model.state_dict())

@@ -94,7 +94,7 @@ def cached_equals_full(folder: Path, spec) -> float:
 
 
 @settings(
-    max_examples=examples(ci=10, long=300),
+    max_examples=examples(ci=6, long=300),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     phases=BUILD_PHASES,
 )
