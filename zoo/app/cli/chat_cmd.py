@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.app.cli.generate_cmd import _config, add_decoding_flags, open_generator, show_figures
+from zoo.app.cli.generate_cmd import _config, _hf_defaults, add_decoding_flags, open_generator, show_figures
 from zoo.spec.errors import InputError
 
 
@@ -52,6 +52,7 @@ def one_turn(args: argparse.Namespace, config) -> int:
     if not args.chat.strip():
         raise InputError("--chat: an empty message")
     gen, chat = _chat(args)
+    config = _config(args, _hf_defaults(gen.session))  # generation_config.json's defaults, the flags winning
     reply = chat.say(args.chat, config, on_text=_print, show_special=args.show_special)
     if args.json:
         from zoo.app.cli.render import render
@@ -69,8 +70,9 @@ def _print(piece: str) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    config = _config(args)
+    _config(args)  # the flags checked before the artifact loads
     gen, chat = _chat(args)
+    config = _config(args, _hf_defaults(gen.session))
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with {gen.session.artifact.name} ({gen.provider}); Ctrl-D or /exit leaves, /reset starts again", file=sys.stderr)

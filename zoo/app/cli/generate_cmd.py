@@ -76,7 +76,7 @@ def _control_flags(g) -> None:
 
 def _hf_defaults(session):
     """The artifact's generation_config.json as a dict, or None."""
-    return getattr(getattr(session.artifact, "usage", None), "generation_config", None)
+    return session.artifact.usage.generation_config
 
 
 def _eos(text: str | None):
