@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from generate import machine, median, spread  # noqa: E402
+from generate import Worker, machine, median, spread  # noqa: E402
 from runtime.measure import peak_rss_mb  # noqa: E402
 
 MODELS = {
@@ -107,30 +105,6 @@ def worker_main(args) -> int:
     return 0
 
 
-class Worker:
-    """A method in its own process, asked for runs over stdin (JSON lines)."""
-
-    def __init__(self, method: str, argv: list[str], threads: int):
-        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", method, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("a worker died (see its stderr above)")
-        return json.loads(line)
-
-    def run(self, **req) -> dict:
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
 def make(name: str, folder: Path) -> tuple[Path, Path]:
     """The checkpoint (random weights, seed 0) and its zoo artifact."""
     import torch
@@ -156,7 +130,7 @@ def bench_model(name: str, work: Path, args) -> dict:
     hf, art = make(name, work)
     print(f"  {name}: checkpoint, import and build in {time.perf_counter() - t0:.0f} s", flush=True)
     argv = ["--artifact", str(art), "--hf", str(hf), "--threads", str(args.threads), "--model", name]
-    workers = {m: Worker(m, argv, args.threads) for m in METHODS}
+    workers = {m: Worker(m, argv, script=__file__) for m in METHODS}
     req = dict(batch=args.batch, prompt=args.prompt, new=args.new_tokens)
     runs: dict[str, list[dict]] = {m: [] for m in METHODS}
     try:

@@ -90,11 +90,14 @@ def worker_main(args) -> int:
 
 
 class Worker:
-    def __init__(self, method: str, argv: list[str]):
+    """A method in its own process (``script --worker METHOD ARGV``), asked for runs over
+    stdin and answering JSON lines; benchmarks/beam.py uses it with its own script."""
+
+    def __init__(self, method: str, argv: list[str], script: str = __file__):
         self.method = method
         env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=argv[argv.index("--threads") + 1])
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", method, *argv],
+            [sys.executable, script, "--worker", method, *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
