@@ -35,21 +35,22 @@ class CheckpointError(ZooError):
 MAX_JSON_BYTES = 16 << 20  # config, generation config and shard index are a few KB
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from a checkpoint folder; anything else is a one-line CheckpointError."""
+def read_json(path: Path, kind: type = dict, what: str = "a config"):
+    """A JSON value of type ``kind`` (an object by default; modules.json is a list) from a
+    checkpoint folder; anything else is a one-line CheckpointError."""
     if not path.is_file():
         raise CheckpointError(f"{path}: not a regular file")
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
-        raise CheckpointError(f"{path}: {size:,} bytes; larger than {MAX_JSON_BYTES >> 20} MiB, not a config")
+        raise CheckpointError(f"{path}: {size:,} bytes; larger than {MAX_JSON_BYTES >> 20} MiB, not {what}")
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: unreadable JSON: {e}") from None
     except RecursionError:
         raise CheckpointError(f"{path}: JSON nested too deeply") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: not a JSON object")
+    if not isinstance(value, kind):
+        raise CheckpointError(f"{path}: not a JSON object" if kind is dict else f"{path}: a {type(value).__name__}, not {what}")
     return value
 
 

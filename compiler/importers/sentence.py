@@ -15,7 +15,7 @@ the module and the field, before any weight is read (CheckpointError, exit code 
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from typing import Optional
 
 from compiler.importers.common import CheckpointError, read_json
 from zoo.spec.pooling import LEGACY_KEYS, MAX_DIMENSION, MAX_SEQ_LENGTH, POOLING_MODES
@@ -54,7 +54,7 @@ def read_pooling(folder: Path, *, d_model: Optional[int] = None) -> Optional[dic
 
 def _modules(path: Path) -> list[tuple[str, str]]:
     """(class name, folder) of each module of modules.json, in idx order."""
-    raw = _read_list(path)
+    raw = read_json(path, list, "a list of modules")
     if not 1 <= len(raw) <= MAX_MODULES:
         raise CheckpointError(f"{path}: {len(raw)} modules (a sentence-transformers model has 1 to {MAX_MODULES})")
     out = []
@@ -156,26 +156,6 @@ def _no_default_prompt(folder: Path) -> None:
     name, prompts = config.get("default_prompt_name"), config.get("prompts") or {}
     if name is not None and (not isinstance(prompts, dict) or prompts.get(name, "") != ""):
         raise CheckpointError(f"{path}: 'default_prompt_name' is {name!r}: a default prompt is not reproduced by the zoo")
-
-
-def _read_list(path: Path) -> list[Any]:
-    """modules.json: a JSON list (read_json reads objects: wrap the list first)."""
-    import json
-
-    from compiler.importers.common import MAX_JSON_BYTES
-
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not a regular file")
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise CheckpointError(f"{path}: {size:,} bytes; larger than {MAX_JSON_BYTES >> 20} MiB, not a modules list")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON: {str(e)[:200]}") from None
-    if not isinstance(value, list):
-        raise CheckpointError(f"{path}: a {type(value).__name__}, not a list of modules")
-    return value
 
 
 def _is_int(v) -> bool:

@@ -94,16 +94,16 @@ def collect(folder: Path) -> dict[str, bytes]:
     folder = Path(folder)
     out: dict[str, bytes] = {}
     config = None
-    if (folder / "tokenizer_config.json").is_file():
-        config = _json_object(folder / "tokenizer_config.json", "tokenizer_config")
-        out["tokenizer_config"] = _read(folder / "tokenizer_config.json", "tokenizer_config")
+    for role in ("tokenizer_config", "generation_config"):  # each file read once, checked, kept verbatim
+        path = folder / USAGE_FILES[role].file
+        if path.is_file():
+            out[role] = _read(path, role)
+            parsed = json_object(out[role], path)
+            config = parsed if role == "tokenizer_config" else config
     template = chat_template(folder, config)
     if template is not None:
         check_template(template, str(folder / "chat_template.jinja"))
         out["chat_template"] = template.encode("utf-8")
-    if (folder / "generation_config.json").is_file():
-        _json_object(folder / "generation_config.json", "generation_config")
-        out["generation_config"] = _read(folder / "generation_config.json", "generation_config")
     pooling = _pooling(folder)
     if pooling is not None:
         out["pooling"] = json.dumps(pooling, indent=2).encode("utf-8")
