@@ -2,6 +2,9 @@
 
     python benchmarks/bandwidth.py --mb 512 --threads 2     # GB/s of an fp32 GEMV over a 512 MB weight
 
+benchmarks/generate.py runs it as one more method in its round-robin (the ``gemv-bound``
+worker), so the bound is measured under the same machine load as the methods it bounds.
+
 At batch 1 a decode step multiplies one activation row by every weight matrix: each
 weight byte is read once and used for one multiply-add, so the step is bound by how
 fast the weights stream from memory, not by arithmetic. This times the simplest such
@@ -23,11 +26,10 @@ import numpy as np
 K = 4096  # the weight's rows: wide enough that the kernel streams, as a model's matmuls do
 
 
-def gemv_bandwidth(weight_bytes: int, *, threads: int, device: str = "cpu", reps: int = 30) -> dict:
-    """Time an fp32 (1 x K) @ (K x N) MatMul whose weight is ``weight_bytes`` in ONNX
-    Runtime (``threads`` intra-op threads; ``device`` "cpu" or "cuda") -> {"gb_per_s",
-    "weight_bytes", "median_ms", "spread"} (spread: half the interquartile range over the median)."""
-    import onnx
+def gemv_session(weight_bytes: int, *, threads: int, device: str = "cpu"):
+    """An ONNX Runtime session of one fp32 (1 x K) @ (K x N) MatMul whose weight is
+    ``weight_bytes`` (rounded down to whole columns) -> (run: a callable doing one GEMV,
+    the weight's bytes)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -44,18 +46,23 @@ def gemv_bandwidth(weight_bytes: int, *, threads: int, device: str = "cpu", reps
     opts.intra_op_num_threads = threads
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
-    del w, model, graph
     x = np.ones((1, K), dtype=np.float32)
     for _ in range(3):
         sess.run(None, {"x": x})
+    return (lambda: sess.run(None, {"x": x})), K * n * 4
+
+
+def gemv_bandwidth(weight_bytes: int, *, threads: int, device: str = "cpu", reps: int = 30) -> dict:
+    """Time ``gemv_session``'s GEMV ``reps`` times -> {"gb_per_s", "weight_bytes",
+    "median_ms", "spread"} (spread: half the interquartile range over the median)."""
+    run, nbytes = gemv_session(weight_bytes, threads=threads, device=device)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        sess.run(None, {"x": x})
+        run()
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     q1, _, q3 = statistics.quantiles(times, n=4)
-    nbytes = K * n * 4
     return {"gb_per_s": nbytes / med / 1e9, "weight_bytes": nbytes, "median_ms": med * 1e3, "spread": (q3 - q1) / 2 / med}
 
 

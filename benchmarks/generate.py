@@ -54,11 +54,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bandwidth import gemv_bandwidth  # noqa: E402
 from generate_quality import agreement, genai_logits, reference_text, zoo_logits  # noqa: E402
 from generate_report import table, verdicts  # noqa: E402
-from generate_setup import GENAI_PRECISIONS, MODELS, make_artifacts, make_checkpoint, make_genai, weight_file_bytes  # noqa: E402
-from generate_workers import GenaiWorker, NoCacheWorker, TransformersWorker, ZooWorker  # noqa: E402
+from generate_setup import GENAI_PRECISIONS, MODELS, make_artifacts, make_checkpoint, make_genai, step_weight_bytes  # noqa: E402
+from generate_workers import GemvWorker, GenaiWorker, NoCacheWorker, TransformersWorker, ZooWorker  # noqa: E402
 from runtime.manifest import Manifest  # noqa: E402
 from runtime.measure import peak_rss_mb, stats  # noqa: E402
 from zoo.app.report import machine_info  # noqa: E402
@@ -69,7 +68,9 @@ from zoo.app.report import machine_info  # noqa: E402
 def worker_main(args) -> int:
     """Serve run requests (JSON lines on stdin) until stdin closes."""
     m = args.worker
-    if m.startswith("zoo-torch"):
+    if m == "gemv-bound":
+        worker = GemvWorker(args)
+    elif m.startswith("zoo-torch"):
         worker = NoCacheWorker(args)
     elif m.startswith("zoo"):  # IO binding where asked, and always on CUDA (the Generator's default there)
         worker = ZooWorker(args, io_binding=True if "iobinding" in m else None)
@@ -146,8 +147,10 @@ def prepare(name: str, work: Path, args) -> dict:
     for p, (art, _, _) in built.items():
         method = "zoo" if p == "fp32" and not cuda else f"zoo-{p}"
         paths[method] = art
-        nbytes[method] = weight_file_bytes(art)
+        nbytes[method] = step_weight_bytes(art)
     first = next(iter(built.values()))
+    fp32_bytes = nbytes.get("zoo") or nbytes.get("zoo-fp16", 0) * 2  # the fp32 weights' bytes: what the bound is taken at
+    paths["gemv-bound"], nbytes["gemv-bound"] = str(fp32_bytes), fp32_bytes
     if not cuda:
         paths["transformers"] = hf
         if spec.iobinding:
@@ -163,7 +166,7 @@ def prepare(name: str, work: Path, args) -> dict:
             if folder is None:
                 notes.append(note)
                 continue
-            paths[method], nbytes[method] = folder, weight_file_bytes(folder)
+            paths[method], nbytes[method] = folder, step_weight_bytes(folder)
     parity = first[1].parity or {}
     print(f"  {name}: checkpoint ({spec.weights}), import, {len(built)} builds and onnxruntime-genai in {time.perf_counter() - t0:.0f} s; "
           + ", ".join(f"{p} built in {b[2]:.0f} s" for p, b in built.items())
@@ -179,7 +182,7 @@ def bench_model(name: str, work: Path, args) -> dict:
     workers = {}
     try:
         for m in methods:
-            flag = "--genai" if m.startswith("onnxruntime-genai") else "--artifact"
+            flag = "--genai" if m.startswith("onnxruntime-genai") else "--artifact"  # gemv-bound: its weight bytes
             workers[m] = Worker(m, common + [flag, str(ready["paths"][m])])
         runs, batch8, context, rss = _timed_runs(workers, methods, args, ready["manifest"].model.max_seq_len)
     finally:
@@ -187,22 +190,22 @@ def bench_model(name: str, work: Path, args) -> dict:
             w.close()
     out = _summary(ready["manifest"], methods, runs, batch8, context, rss, "; ".join(ready["notes"]))
     out.update(weights=ready["weights"], build_seconds=ready["build_s"])
-    _bound(out, ready["bytes"], args)
+    _bound(out, ready["bytes"])
     if len([m for m in ready["paths"] if m.startswith(("zoo-int", "zoo-fp16", "onnxruntime-genai"))]) and args.device == "cpu":
         out["top1_vs_fp32"] = _agreements(ready, args)
     return out
 
 
-def _bound(out: dict, nbytes: dict, args) -> None:
-    """The GEMV bandwidth at the fp32 weights' size, each method's tok/s bound
-    (bandwidth / its weight bytes) and its share of that bound."""
-    ref = nbytes.get("zoo") or next(iter(nbytes.values()))
-    bw = gemv_bandwidth(ref, threads=args.threads, device=args.device)
-    out["gemv_bandwidth"] = bw
+def _bound(out: dict, nbytes: dict) -> None:
+    """The GEMV bandwidth (the ``gemv-bound`` method: GEMVs/s times its weight bytes),
+    each method's tok/s bound (bandwidth / the weight bytes its step reads) and its share of it."""
+    gemv = out["methods"]["gemv-bound"]
+    gb_per_s = gemv["decode_tokens_per_s"] * nbytes["gemv-bound"] / 1e9
+    out["gemv_bandwidth"] = {"gb_per_s": gb_per_s, "weight_bytes": nbytes["gemv-bound"], "spread": gemv["decode_spread"]}
     for m, e in out["methods"].items():
-        if m in nbytes:
+        if m in nbytes and m != "gemv-bound":
             e["weight_bytes_read"] = nbytes[m]
-            e["bound_tokens_per_s"] = bw["gb_per_s"] * 1e9 / nbytes[m]
+            e["bound_tokens_per_s"] = gb_per_s * 1e9 / nbytes[m]
             e["share_of_bound"] = e["decode_tokens_per_s"] / e["bound_tokens_per_s"]
 
 
@@ -253,7 +256,7 @@ def _summary(manifest: Manifest, methods: list, runs: dict, batch8: dict, contex
     throughput, peak RSS, greedy agreement; the zoo's context ratio."""
     params = manifest.parameters.total
     weight_bytes = sum(g.weight_bytes for g in manifest.graphs.values())
-    agree = {m: runs[m][0]["first"] == runs["transformers"][0]["first"] for m in methods if "transformers" in runs}
+    agree = {m: runs[m][0]["first"] == runs["transformers"][0]["first"] for m in methods if "transformers" in runs and runs[m][0]["first"]}
     out = {"parameters": params, "weight_bytes": weight_bytes, "parameter_bytes": params * 4, "methods": {}, "genai_note": genai_note}
     ref = median([1 / median(r["steps"]) for r in runs["transformers"]]) if "transformers" in runs else None
     for m in methods:

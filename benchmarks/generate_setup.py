@@ -123,7 +123,26 @@ def make_genai(hf: Path, folder: Path, precision: str, device: str) -> tuple[Pat
     return out, ""
 
 
-def weight_file_bytes(folder: Path) -> int:
-    """Bytes of the ONNX graphs and their external weight files in ``folder``: what a
-    decode step reads from memory, near enough (the weights dominate)."""
-    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.suffix in (".onnx", ".data", ".bin") or p.name.endswith(".onnx.data"))
+def step_weight_bytes(folder: Path, graph: str = "") -> int:
+    """The bytes of weights one decode step reads from memory, from the graph files in
+    ``folder`` (``graph``: the file's stem; default every .onnx file): every initialiser,
+    but those read only by Gathers (an untied token embedding: a step reads one row of it).
+    The sizes come from the protobuf and the external-data records, without loading weights."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    total = 0
+    for path in sorted(Path(folder).glob(f"{graph or '*'}.onnx")):
+        proto = onnx.load(str(path), load_external_data=False)
+        readers: dict[str, set] = {}
+        for node in proto.graph.node:
+            for i in node.input:
+                readers.setdefault(i, set()).add(node.op_type)
+        for t in proto.graph.initializer:
+            if readers.get(t.name) and readers[t.name] <= {"Gather", "GatherBlockQuantized"}:
+                continue
+            if uses_external_data(t):
+                total += int(next((e.value for e in t.external_data if e.key == "length"), 0))
+            else:
+                total += len(t.raw_data) or onnx.numpy_helper.to_array(t).nbytes
+    return total

@@ -132,3 +132,22 @@ class GenaiWorker:
         steps = [b - a for a, b in zip(marks, marks[1:])]
         first = [int(t) for t in gen.get_sequence(0)[prompt : prompt + 8]]
         return {"ttft": marks[0] - t0, "steps": steps, "first": first, "provider": "genai"}
+
+
+class GemvWorker:
+    """The bandwidth bound as a method (benchmarks/bandwidth.py): each "token" is one fp32
+    GEMV over as many weight bytes as the zoo's fp32 step reads, so its tokens/s is the
+    fp32 decode bound, timed in the same round-robin as the methods."""
+
+    def __init__(self, args):
+        from bandwidth import gemv_session
+
+        self.gemv, self.nbytes = gemv_session(int(args.artifact), threads=args.threads, device=args.device)
+
+    def run(self, batch: int, prompt: int, new: int) -> dict:
+        marks = [time.perf_counter()]
+        for _ in range(new):
+            self.gemv()
+            marks.append(time.perf_counter())
+        steps = [b - a for a, b in zip(marks[1:], marks[2:])]
+        return {"ttft": marks[1] - marks[0], "steps": steps, "first": None, "provider": "gemv", "bytes": self.nbytes}
