@@ -264,8 +264,15 @@ def _set_io(g: onnx.GraphProto, graph, n: int) -> None:
     g.output.extend(outputs)
 
 
+def _dims(v: onnx.ValueInfoProto):
+    return [d for d in v.type.tensor_type.shape.dim if d.dim_param]
+
+
 def _copy_value_info(g: onnx.GraphProto, levels, middle_made: set[str], n: int) -> None:
-    """The exporter's intermediate value types, once per copy of the middle layer."""
+    """The exporter's intermediate value types, once per copy of the middle layer. A
+    symbolic size only the middle layer has (an expert's token count) gets a name per
+    copy: ONNX Runtime takes equal names for equal sizes."""
+    shared = {d.dim_param for v in [*g.input, *g.output, *g.value_info] if v.name not in middle_made for d in _dims(v)}
     out = []
     for v in g.value_info:
         if v.name not in middle_made:
@@ -275,6 +282,9 @@ def _copy_value_info(g: onnx.GraphProto, levels, middle_made: set[str], n: int) 
             c = onnx.ValueInfoProto()
             c.CopyFrom(v)
             c.name = v.name + SUFFIX.format(i)
+            for d in _dims(c):
+                if d.dim_param not in shared:
+                    d.dim_param += SUFFIX.format(i)
             out.append(c)
     del g.value_info[:]
     g.value_info.extend(out)
