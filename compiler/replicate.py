@@ -28,7 +28,6 @@ from typing import Optional
 
 import onnx
 import torch
-from onnx import helper
 
 from zoo.spec.families import Role
 
@@ -93,8 +92,10 @@ def template_model(model, spec, seed: int = 0):
     return small, spec_t
 
 
-def _raw(t: torch.Tensor) -> bytes:
-    return t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+def _raw(t: torch.Tensor, transposed: bool = False) -> bytes:
+    """A tensor's bytes, row-major (of its transpose: ``transposed``)."""
+    t = t.detach().cpu()
+    return (t.t() if transposed else t).contiguous().view(torch.uint8).numpy().tobytes()
 
 
 def _init_bytes(init: onnx.TensorProto) -> bytes:
@@ -156,9 +157,29 @@ def _rename(node: onnx.NodeProto, names: dict[str, str], tag: str) -> onnx.NodeP
     return new
 
 
-def _weight(param: torch.Tensor, init: onnx.TensorProto, transposed: bool, name: str) -> onnx.TensorProto:
-    t = param.t() if transposed else param
-    return helper.make_tensor(name, init.data_type, list(init.dims), _raw(t), raw=True)
+def _set_weights(g: onnx.GraphProto, weights: dict[str, tuple[int, str, bool]], layers) -> None:
+    """Each template layer initialiser replaced, in place, by the real layers' parameters
+    (layer 0 -> 0, 2 -> L-1, the middle one -> one per copy, named with SUFFIX); the
+    protos are filled in the graph, so no weight is copied twice."""
+    n = len(layers)
+    params = [dict(layer.named_parameters()) for layer in layers]
+    middle = []
+    for k in reversed(range(len(g.initializer))):
+        t = g.initializer[k]
+        j, p, tr = weights.get(t.name, (-1, None, False))
+        if j in (0, 2):
+            for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                t.ClearField(field)
+            t.raw_data = _raw(params[0 if j == 0 else n - 1][p], tr)
+        elif j == 1:
+            middle.append((t.name, t.data_type, list(t.dims), p, tr))
+            del g.initializer[k]
+    for i in range(1, n - 1):
+        for name, dtype, dims, p, tr in reversed(middle):
+            t = g.initializer.add()
+            t.name, t.data_type = name + SUFFIX.format(i), dtype
+            t.dims.extend(dims)
+            t.raw_data = _raw(params[i][p], tr)
 
 
 def _interface(proto: onnx.ModelProto, levels: list[int], weights: dict) -> Optional[tuple[str, str]]:
@@ -206,8 +227,7 @@ def replicate_layers(proto: onnx.ModelProto, model, small, graph) -> Optional[on
     layers = model.decoder.layers
     g = proto.graph
     middle_made = {v for node, lv in zip(g.node, levels) if lv == 1 for v in node.output}
-    inits = {t.name: t for t in g.initializer}
-    nodes, new_inits, stream = [], [], x_in
+    nodes, stream = [], x_in
     nodes += [node for node, lv in zip(g.node, levels) if lv in (-1, 0)]
     for i in range(1, n - 1):
         tag = SUFFIX.format(i)
@@ -216,24 +236,14 @@ def replicate_layers(proto: onnx.ModelProto, model, small, graph) -> Optional[on
         names.update(_layer_names(i))
         names[x_in] = stream
         nodes += [_rename(node, names, tag) for node, lv in zip(g.node, levels) if lv == 1]
-        params = dict(layers[i].named_parameters())
-        new_inits += [_weight(params[p], inits[w], tr, w + tag) for w, (j, p, tr) in weights.items() if j == 1]
         stream = names[y_out]
     last = {v: v.replace(".2.", f".{n - 1}.") for v in (r.name_of(2, k) for r in (Role.PAST, Role.PRESENT) for k in ("key", "value"))}
     last[y_out] = stream
     nodes += [_rename(node, last, "") for node, lv in zip(g.node, levels) if lv == 2]
-    keep = []
-    for t in g.initializer:
-        j, p, tr = weights.get(t.name, (-1, None, False))
-        if j in (0, 2):
-            keep.append(_weight(dict(layers[0 if j == 0 else n - 1].named_parameters())[p], t, tr, t.name))
-        elif j == -1:
-            keep.append(t)
     _set_io(g, graph, n)
     del g.node[:]
     g.node.extend(nodes)
-    del g.initializer[:]
-    g.initializer.extend(keep + new_inits)
+    _set_weights(g, weights, layers)
     _copy_value_info(g, levels, middle_made, n)
     return proto
 
