@@ -11,7 +11,7 @@ every graph of the build):
 * ``onnx_optimizer``: the onnxscript optimizer torch.onnx runs (``optimize=True``);
 * ``replicate``: compiler.replicate's copy of the template layer (fast mode only);
 * ``post``: our post-processing of the proto (contract check, axes, tied weights);
-* ``save``: ``onnx.save_model``; ``checker``: onnx.checker's full check of the file;
+* ``save``: passes.files.write_model (``onnx.save_model`` in mode ``before``); ``checker``: onnx.checker's full check of the file;
 * ``parity``: the build's parity check against torch; ``other``: the rest.
 
     python benchmarks/export_time.py                          # llama-135m and gpt2-small
@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+MODES = ("before", "full", "replicate")  # before: the code before issue 17; full: whole export, new save
 PHASES = ("build", "capture", "decompose", "translate", "onnx_optimizer", "replicate", "post", "save", "checker", "parity", "other")
 
 
@@ -102,22 +103,29 @@ def instrument(clock: PhaseClock) -> None:
         if hasattr(cexport, name):
             clock.wrap(cexport, name, "post")
     clock.wrap(onnx, "save_model", "save")
+    clock.wrap(pfiles, "write_model", "save")
     clock.wrap(pfiles, "_check", "checker")
     clock.wrap(zbuild, "parity", "parity")
     clock.wrap(zbuild, "build", "build")
 
 
 def one_build(spec, mode: str, clock: PhaseClock) -> dict[str, float]:
+    import onnx
+
+    import passes.files as pfiles
+    import zoo.app.export as zexport
     from zoo.app.build import build_artifact
 
     clock.seconds = {}
-    import zoo.app.export as zexport
-
     zexport.REPLICATE = mode == "replicate"
+    write = pfiles.write_model
+    if mode == "before":  # the save of before passes.files.write_model
+        pfiles.write_model = lambda proto, path: onnx.save_model(proto, path)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         _, manifest, _ = build_artifact(spec, Path(tmp) / "a", force=True)
         total = time.perf_counter() - t0
+    pfiles.write_model = write
     out = {p: round(clock.seconds.get(p, 0.0), 3) for p in PHASES if p != "other"}
     out["other"] = round(total - sum(out.values()), 3)
     out["total"] = round(total, 3)
@@ -132,16 +140,17 @@ def table(results: dict) -> str:
     for name, modes in results.items():
         for mode, r in modes.items():
             lines.append(f"| {name} | {mode} | " + " | ".join(f"{r['median'][c]:.2f}" for c in cols) + " |")
-        if {"full", "replicate"} <= modes.keys():
-            ratio = modes["replicate"]["median"]["total"] / modes["full"]["median"]["total"]
-            lines.append(f"| {name} | replicate / full | total {ratio:.2f}x |")
+        for base in ("before", "full"):
+            if {base, "replicate"} <= modes.keys():
+                m = {k: modes["replicate"]["median"][k] / modes[base]["median"][k] for k in ("export", "total")}
+                lines.append(f"| {name} | replicate / {base} | export {m['export']:.2f}x, total {m['total']:.2f}x |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", action="append", help="catalog name or YAML (repeatable); default llama-135m and gpt2-small")
-    ap.add_argument("--mode", action="append", choices=("full", "replicate"), help="default both")
+    ap.add_argument("--mode", action="append", choices=MODES, help="default all three")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "export_time.json")
@@ -150,13 +159,13 @@ def main(argv=None) -> int:
     from zoo.spec.loader import load_spec
 
     specs = [load_spec(s) for s in (args.spec or ["llama-135m", "gpt2-small"])]
-    modes = args.mode or ["full", "replicate"]
+    modes = args.mode or list(MODES)
     clock = PhaseClock()
     instrument(clock)
     runs: dict = {s.name: {m: [] for m in modes} for s in specs}
     for rep in range(args.reps):
         for spec in specs:
-            order = modes if rep % 2 == 0 else modes[::-1]  # round-robin: alternate who goes first
+            order = modes[rep % len(modes):] + modes[: rep % len(modes)]  # round-robin: rotate who goes first
             for mode in order:
                 r = one_build(spec, mode, clock)
                 runs[spec.name][mode].append(r)

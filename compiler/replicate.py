@@ -39,7 +39,7 @@ SUFFIX = "__zoo_l{}"  # of the values of layer i's copy
 def _layer_signature(stack, i: int) -> tuple:
     layer = stack.layers[i]
     params = tuple((n, tuple(p.shape), p.dtype) for n, p in layer.named_parameters())
-    buffers = tuple((n, tuple(b.shape), b.dtype, hashlib.sha256(b.detach().cpu().contiguous().view(torch.uint8).numpy()).hexdigest()) for n, b in layer.named_buffers())
+    buffers = tuple((n, tuple(b.shape), b.dtype, hashlib.sha256(_raw(b)).hexdigest()) for n, b in layer.named_buffers())
     return repr(layer), params, buffers, stack.windows[i], stack.positioned[i], stack.rope_of[i]
 
 
@@ -86,8 +86,7 @@ def template_model(model, spec, seed: int = 0):
     with torch.no_grad():
         for p in small.decoder.layers.parameters():
             p.copy_(torch.randn(p.shape, generator=gen).to(p.dtype))
-    if any(_layer_signature(small.decoder, j)[:1] + _layer_signature(small.decoder, j)[2:] !=
-           _layer_signature(model.decoder, 0)[:1] + _layer_signature(model.decoder, 0)[2:] for j in range(TEMPLATE_LAYERS)):
+    if any(_layer_signature(small.decoder, j) != _layer_signature(model.decoder, 0) for j in range(TEMPLATE_LAYERS)):
         return None
     return small, spec_t
 
@@ -103,7 +102,9 @@ def _init_bytes(init: onnx.TensorProto) -> bytes:
 
 
 def _match_weights(proto: onnx.ModelProto, small) -> Optional[dict[str, tuple[int, str, bool]]]:
-    """Initialiser name -> (template layer, parameter name in the layer, transposed)."""
+    """Initialiser name -> (template layer, parameter name in the layer, transposed);
+    None unless every parameter of every template layer is found (one the exporter
+    folded into something else would be shared by the copies)."""
     by_bytes: dict[tuple[int, bytes], tuple[int, str, bool]] = {}
     numels = set()
     for j, layer in enumerate(small.decoder.layers):
@@ -121,8 +122,8 @@ def _match_weights(proto: onnx.ModelProto, small) -> Optional[dict[str, tuple[in
             hit = by_bytes.get((n, hashlib.sha256(_init_bytes(init)).digest()))
             if hit is not None:
                 found[init.name] = hit
-    wanted = sum(1 for _ in small.decoder.layers.parameters())
-    return found if len({v for v in found.values()}) >= 1 and len(found) <= wanted * 2 else None
+    wanted = {(j, name) for j, layer in enumerate(small.decoder.layers) for name, _ in layer.named_parameters()}
+    return found if {(j, name) for j, name, _ in found.values()} == wanted else None
 
 
 def _levels(proto: onnx.ModelProto, weights: dict[str, tuple[int, str, bool]]) -> Optional[list[int]]:
