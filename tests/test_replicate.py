@@ -72,9 +72,10 @@ def test_replicated_export_passes_parity_and_carries_each_layers_weights(llama, 
     assert not parity(swapped, spec, {"model": path})["passed"]
 
 
-@pytest.mark.parametrize("name", ["gpt2-tiny", "mixtral-tiny"])
+@pytest.mark.parametrize("name", ["gpt2-tiny", pytest.param("mixtral-tiny", marks=pytest.mark.slow)])
 def test_replicated_build_parity(name, tmp_path):
-    """Learned positions, biases, tied output (GPT-2) and routed experts (Mixtral)."""
+    """Learned positions, biases, tied output (GPT-2) and routed experts (Mixtral: each
+    copy's expert token counts are sizes of their own)."""
     from zoo.app.build import build_artifact
 
     spec = deep(name)
