@@ -1,0 +1,246 @@
+"""Does a decode step's cost grow with the context? Concat cache vs a shared buffer.
+
+Prototype graphs (``onnx.helper``, random weights) with the shapes of a catalog
+decoder: per layer the q/k/v and output projections, the attention over the cache,
+the FFN matmuls, then the output projection over the vocabulary (norms, biases and
+positions left out: they cost the same at every context). Three cache layouts:
+
+* ``concat``: standard ``Attention`` (opset 23) with ``past_key``/``past_value``
+  (batch, kv_heads, past, head_dim) returning ``present_*`` of length past + 1: what
+  ``--optimize`` emits today. Every step copies the whole cache into a new present.
+* ``gqa-share``: ``com.microsoft.GroupQueryAttention`` with one preallocated
+  (batch, kv_heads, max_len, head_dim) buffer per K/V, ``seqlens_k`` = context - 1 and
+  ``total_sequence_length`` = context; with IO binding each present is bound to the
+  same OrtValue as its past, so the kernel writes the new row in place and attends
+  over the first ``context`` rows only (onnxruntime-genai's past_present_share_buffer).
+* ``scatter-mask``: ``TensorScatter`` (opset 24) writes the new row into the same kind
+  of buffer (in place when bound to the past), then ``Attention`` over the whole
+  buffer with a boolean mask: no copy, but the attention reads max_len rows.
+
+The step at each context runs round-robin over layouts and contexts (1 thread,
+medians of ``--reps``), and each time is divided by the same layout's step at the
+first context. Target (issue 17): ratio at the last context <= 1.15.
+
+    python benchmarks/cache_scaling.py                           # gpt2-small, llama-small
+    python benchmarks/cache_scaling.py --reps 30 --contexts 64,256,1024,2048
+
+Writes JSON to ``benchmarks/results/cache_scaling.json`` unless ``--out`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cache_scaling.json"
+# name: (layers, d_model, heads, kv_heads, ffn hidden, gated, vocab, max_seq_len)
+SHAPES = {
+    "gpt2-small": (12, 768, 12, 12, 3072, False, 50257, 1024),
+    "llama-small": (12, 768, 12, 4, 2048, True, 32000, 2048),
+}
+LAYOUTS = ("concat", "gqa-share", "scatter-mask")
+F32 = TensorProto.FLOAT
+
+
+def _weights(shape: tuple, rng) -> list:
+    """Random initializers for one model: (d, out) matrices, scaled to keep values O(1)."""
+    layers, d, heads, kvh, hidden, gated, vocab, _ = shape
+    hd = d // heads
+    out = []
+    for i in range(layers):
+        dims = {"q": (d, heads * hd), "k": (d, kvh * hd), "v": (d, kvh * hd), "o": (d, d),
+                "up": (d, hidden), "down": (hidden, d)}
+        if gated:
+            dims["gate"] = (d, hidden)
+        for n, s in dims.items():
+            w = (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)
+            out.append(numpy_helper.from_array(w, f"w{i}.{n}"))
+    head = (rng.standard_normal((d, vocab)) / np.sqrt(d)).astype(np.float32)
+    out.append(numpy_helper.from_array(head, "w.head"))
+    return out
+
+
+def _attention(layout: str, i: int, heads: int, kvh: int, hd: int) -> tuple[list, list, list]:
+    """Nodes of layer i's attention from q/k/v (B, 1, *) to y{i} (B, 1, heads*hd)."""
+    q, k, v, pk, pv = f"q{i}", f"k{i}", f"v{i}", f"past.{i}.key", f"past.{i}.value"
+    outs = [f"y{i}", f"present.{i}.key", f"present.{i}.value"]
+    if layout == "concat":
+        return [helper.make_node("Attention", [q, k, v, "", pk, pv], outs,
+                                 q_num_heads=heads, kv_num_heads=kvh)], [], []
+    if layout == "gqa-share":
+        return [helper.make_node("GroupQueryAttention", [q, k, v, pk, pv, "seqlens_k",
+                                 "total_sequence_length"], outs, domain="com.microsoft",
+                                 num_heads=heads, kv_num_heads=kvh)], [], []
+    shape4 = f"shape4.{i}"
+    nodes = [helper.make_node("Constant", [], [shape4], value=numpy_helper.from_array(
+        np.array([0, 1, kvh, hd], np.int64)))]
+    for n, p, o in ((k, pk, outs[1]), (v, pv, outs[2])):
+        nodes += [helper.make_node("Reshape", [n, shape4], [n + ".4"]),
+                  helper.make_node("Transpose", [n + ".4"], [n + ".t"], perm=[0, 2, 1, 3]),
+                  helper.make_node("TensorScatter", [p, n + ".t", "write_indices"], [o],
+                                   axis=-2)]
+    q4, y4, d3 = f"qshape.{i}", f"y4.{i}", f"yshape.{i}"
+    nodes += [helper.make_node("Constant", [], [q4], value=numpy_helper.from_array(
+                  np.array([0, 1, heads, hd], np.int64))),
+              helper.make_node("Constant", [], [d3], value=numpy_helper.from_array(
+                  np.array([0, 1, heads * hd], np.int64))),
+              helper.make_node("Reshape", [q, q4], [q + ".4"]),
+              helper.make_node("Transpose", [q + ".4"], [q + ".t"], perm=[0, 2, 1, 3]),
+              helper.make_node("Attention", [q + ".t", outs[1], outs[2], "mask"], [y4]),
+              helper.make_node("Transpose", [y4], [y4 + ".t"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", [y4 + ".t", d3], [outs[0]])]
+    return nodes, [], []
+
+
+def make_graph(shape: tuple, layout: str, rng) -> bytes:
+    """One decode step (input x (B, 1, d) -> logits (B, 1, vocab), presents) as bytes."""
+    layers, d, heads, kvh, hidden, gated, vocab, max_len = shape
+    hd = d // heads
+    nodes, inputs, outputs = [], [helper.make_tensor_value_info("x", F32, ["B", 1, d])], []
+    past_len = "P" if layout == "concat" else max_len
+    h = "x"
+    for i in range(layers):
+        for n in "qkv":
+            nodes.append(helper.make_node("MatMul", [h, f"w{i}.{n}"], [f"{n}{i}"]))
+        att, _, _ = _attention(layout, i, heads, kvh, hd)
+        nodes += att
+        nodes += [helper.make_node("MatMul", [f"y{i}", f"w{i}.o"], [f"a{i}"]),
+                  helper.make_node("Add", [h, f"a{i}"], [f"h{i}"]),
+                  helper.make_node("MatMul", [f"h{i}", f"w{i}.up"], [f"u{i}"])]
+        act = f"u{i}"
+        if gated:
+            nodes += [helper.make_node("MatMul", [f"h{i}", f"w{i}.gate"], [f"g{i}"]),
+                      helper.make_node("Sigmoid", [f"g{i}"], [f"gs{i}"]),
+                      helper.make_node("Mul", [f"u{i}", f"gs{i}"], [f"act{i}"])]
+            act = f"act{i}"
+        nodes += [helper.make_node("MatMul", [act, f"w{i}.down"], [f"f{i}"]),
+                  helper.make_node("Add", [f"h{i}", f"f{i}"], [f"r{i}"])]
+        h = f"r{i}"
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past.{i}.{kind}", F32,
+                                                        ["B", kvh, past_len, hd]))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", F32, None))
+    nodes.append(helper.make_node("MatMul", [h, "w.head"], ["logits"]))
+    outputs.insert(0, helper.make_tensor_value_info("logits", F32, None))
+    opset = 23
+    if layout == "gqa-share":
+        inputs += [helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["B"]),
+                   helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, [])]
+    if layout == "scatter-mask":
+        opset = 24
+        inputs += [helper.make_tensor_value_info("write_indices", TensorProto.INT64, ["B"]),
+                   helper.make_tensor_value_info("mask", TensorProto.BOOL, ["B", 1, 1, max_len])]
+    graph = helper.make_graph(nodes, layout, inputs, outputs, initializer=_weights(shape, rng))
+    imports = [helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=imports, ir_version=10).SerializeToString()
+
+
+class Stepper:
+    """One session and the cache state of one layout at one context: ``step()`` times a run."""
+
+    def __init__(self, sess: ort.InferenceSession, shape: tuple, layout: str, ctx: int, rng):
+        layers, d, heads, kvh, _, _, _, max_len = shape
+        hd = d // heads
+        self.sess, self.binding = sess, sess.io_binding()
+        length = ctx - 1 if layout == "concat" else max_len
+        x = rng.standard_normal((1, 1, d)).astype(np.float32)
+        self.binding.bind_cpu_input("x", x)
+        self.keep = [x]
+        for i in range(layers):
+            for kind in ("key", "value"):
+                buf = np.zeros((1, kvh, length, hd), np.float32)
+                buf[:, :, :ctx - 1] = rng.standard_normal((1, kvh, ctx - 1, hd))
+                val = ort.OrtValue.ortvalue_from_numpy(buf)
+                self.keep.append(val)
+                self.binding.bind_ortvalue_input(f"past.{i}.{kind}", val)
+                if layout == "concat":
+                    self.binding.bind_output(f"present.{i}.{kind}", "cpu")
+                else:  # the shared buffer: present is the past's OrtValue
+                    self.binding.bind_ortvalue_output(f"present.{i}.{kind}", val)
+        extra = {}
+        if layout == "gqa-share":
+            extra = {"seqlens_k": np.array([ctx - 1], np.int32),
+                     "total_sequence_length": np.array(ctx, np.int32)}
+        if layout == "scatter-mask":
+            mask = np.zeros((1, 1, 1, max_len), bool)
+            mask[..., :ctx] = True
+            extra = {"write_indices": np.array([ctx - 1], np.int64), "mask": mask}
+        for n, a in extra.items():
+            self.keep.append(a)
+            self.binding.bind_cpu_input(n, a)
+        self.binding.bind_output("logits", "cpu")
+
+    def step(self) -> float:
+        """Seconds one decode step takes (the new row is written at the same place each time)."""
+        t = time.perf_counter()
+        self.sess.run_with_iobinding(self.binding)
+        return time.perf_counter() - t
+
+
+def measure(name: str, contexts: list[int], reps: int, threads: int) -> dict:
+    """Median step ms per layout x context (round-robin) and ratios to the first context."""
+    shape = SHAPES[name]
+    contexts = [c for c in contexts if c <= shape[-1]]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    rng = np.random.default_rng(0)
+    steppers = {}
+    for layout in LAYOUTS:
+        sess = ort.InferenceSession(make_graph(shape, layout, np.random.default_rng(0)), opts,
+                                    providers=["CPUExecutionProvider"])
+        for c in contexts:
+            steppers[layout, c] = Stepper(sess, shape, layout, c, rng)
+    times = {k: [] for k in steppers}
+    for r in range(reps + 2):
+        order = list(steppers) if r % 2 == 0 else list(steppers)[::-1]
+        for k in order:
+            dt = steppers[k].step()
+            if r >= 2:  # two warm-up rounds
+                times[k].append(dt)
+    table = {}
+    for layout in LAYOUTS:
+        base = statistics.median(times[layout, contexts[0]])
+        table[layout] = {str(c): {"ms": round(1e3 * statistics.median(times[layout, c]), 3),
+                                  "ratio": round(statistics.median(times[layout, c]) / base, 3)}
+                         for c in contexts}
+    return {"shape": dict(zip(("layers", "d_model", "heads", "kv_heads", "ffn_hidden", "gated",
+                               "vocab", "max_seq_len"), shape)), "layouts": table}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("specs", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--contexts", default="64,256,1024,2048")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    a = ap.parse_args(argv)
+    contexts = [int(c) for c in a.contexts.split(",")]
+    result = {"machine": platform.processor() or platform.machine(), "threads": a.threads,
+              "reps": a.reps, "onnxruntime": ort.__version__, "onnx": onnx.__version__,
+              "specs": {}}
+    for name in a.specs:
+        result["specs"][name] = r = measure(name, contexts, a.reps, a.threads)
+        print(f"{name}: step ms (ratio to context {contexts[0]})")
+        for layout, row in r["layouts"].items():
+            cells = "  ".join(f"{c}: {v['ms']:7.2f} ({v['ratio']:.2f}x)" for c, v in row.items())
+            print(f"  {layout:13s} {cells}")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
