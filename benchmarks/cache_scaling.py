@@ -188,6 +188,58 @@ class Stepper:
         return time.perf_counter() - t
 
 
+TINY = (2, 32, 4, 2, 64, True, 50, 16)  # the agreement check's shape (GQA: 4 heads, 2 KV heads)
+
+
+def decode(shape: tuple, layout: str, xs: np.ndarray, shift: int = 0) -> np.ndarray:
+    """Logits (steps, B, 1, vocab) of a layout decoding inputs xs (steps, B, 1, d) from empty.
+
+    ``shift`` plants a bug in the shared layouts: from the second step the new row is
+    written (and counted) ``shift`` places off.
+    """
+    layers, d, heads, kvh, _, _, _, max_len = shape
+    sess = ort.InferenceSession(make_graph(shape, layout, np.random.default_rng(0)),
+                                providers=["CPUExecutionProvider"])
+    b, hd, out = xs.shape[1], d // heads, []
+    names = [f"past.{i}.{k}" for i in range(layers) for k in ("key", "value")]
+    length = 0 if layout == "concat" else max_len
+    cache = {n: ort.OrtValue.ortvalue_from_numpy(np.zeros((b, kvh, length, hd), np.float32))
+             for n in names}
+    for t, x in enumerate(xs):
+        pos = t + shift if t else t
+        feeds = {"x": x}
+        if layout == "gqa-share":
+            feeds.update(seqlens_k=np.full(b, pos, np.int32),
+                         total_sequence_length=np.array(t + 1, np.int32))
+        if layout == "scatter-mask":
+            mask = np.zeros((b, 1, 1, max_len), bool)
+            mask[..., :t + 1] = True
+            feeds.update(write_indices=np.full(b, pos, np.int64), mask=mask)
+        binding = sess.io_binding()
+        binding.bind_output("logits", "cpu")  # first: get_outputs() follows the binding order
+        for n, a in feeds.items():
+            binding.bind_cpu_input(n, a)
+        for n, v in cache.items():
+            binding.bind_ortvalue_input(n, v)
+            if layout == "concat":
+                binding.bind_output(n.replace("past", "present"), "cpu")
+            else:
+                binding.bind_ortvalue_output(n.replace("past", "present"), v)
+        sess.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        out.append(values[0].numpy())
+        if layout == "concat":
+            cache = dict(zip(names, values[1:]))
+    return np.stack(out)
+
+
+def agreement(shift: int = 0, steps: int = 6) -> dict:
+    """Max |logits - concat's logits| per shared layout on TINY, batch 2, ``steps`` steps."""
+    xs = np.random.default_rng(1).standard_normal((steps, 2, 1, TINY[1])).astype(np.float32)
+    ref = decode(TINY, "concat", xs)
+    return {lay: float(np.abs(decode(TINY, lay, xs, shift) - ref).max()) for lay in LAYOUTS[1:]}
+
+
 def measure(name: str, contexts: list[int], reps: int, threads: int) -> dict:
     """Median step ms per layout x context (round-robin) and ratios to the first context."""
     shape = SHAPES[name]
@@ -220,13 +272,23 @@ def measure(name: str, contexts: list[int], reps: int, threads: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("specs", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("specs", nargs="*", default=list(SHAPES), help=f"of {sorted(SHAPES)}")
     ap.add_argument("--contexts", default="64,256,1024,2048")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--check", action="store_true",
+                    help="only check that the shared layouts give concat's logits (tiny shape)")
+    ap.add_argument("--plant-shift", type=int, default=0, help="with --check: plant an off-by-n write")
     a = ap.parse_args(argv)
+    if a.check:
+        diffs = agreement(a.plant_shift)
+        print(json.dumps(diffs))
+        return 0 if max(diffs.values()) <= 1e-5 else 1
     contexts = [int(c) for c in a.contexts.split(",")]
+    unknown = sorted(set(a.specs) - set(SHAPES))
+    if unknown:
+        ap.error(f"specs {unknown} not among {sorted(SHAPES)}")
     result = {"machine": platform.processor() or platform.machine(), "threads": a.threads,
               "reps": a.reps, "onnxruntime": ort.__version__, "onnx": onnx.__version__,
               "specs": {}}
