@@ -240,6 +240,54 @@ def agreement(shift: int = 0, steps: int = 6) -> dict:
     return {lay: float(np.abs(decode(TINY, lay, xs, shift) - ref).max()) for lay in LAYOUTS[1:]}
 
 
+def _one_attention(shared: bool) -> ort.InferenceSession:
+    """A single attention node (4 heads, 2 KV heads, head_dim 8): concat or GQA shared buffer."""
+    names = ["q", "k", "v", "mask", "pk", "pv"]
+    if shared:
+        names = ["q", "k", "v", "pk", "pv", "sl", "tl", "", "", "", "mask"]
+        node = helper.make_node("GroupQueryAttention", names, ["y", "ok", "ov"],
+                                domain="com.microsoft", num_heads=4, kv_num_heads=2)
+    else:
+        node = helper.make_node("Attention", names, ["y", "ok", "ov"], q_num_heads=4, kv_num_heads=2)
+    types = {"sl": TensorProto.INT32, "tl": TensorProto.INT32}
+    inputs = [helper.make_tensor_value_info(n, types.get(n, F32), [] if n == "tl" else None)
+              for n in names if n]
+    graph = helper.make_graph([node], "one", inputs,
+                              [helper.make_tensor_value_info(n, F32, None) for n in ("y", "ok", "ov")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23),
+                              helper.make_opsetid("com.microsoft", 1)], ir_version=10)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def left_padded_agreement(past: int = 5, pad: int = 2, max_len: int = 16) -> float:
+    """Max |y| difference, GQA in place vs concat, batch 2 with row 1 left-padded by ``pad``.
+
+    The padding is an additive bias (B, 1, 1, past + 1) over the buffer's first rows
+    (GQA's attention_bias input), as runtime/generate.py's left-padded prompts need.
+    """
+    r = np.random.default_rng(0)
+    q = r.standard_normal((2, 1, 32)).astype(np.float32)
+    k, v = (r.standard_normal((2, 1, 16)).astype(np.float32) for _ in range(2))
+    pk, pv = (r.standard_normal((2, 2, past, 8)).astype(np.float32) for _ in range(2))
+    mask = np.zeros((2, 1, 1, past + 1), np.float32)
+    mask[1, ..., :pad] = -1e30
+    ref = _one_attention(False).run(None, dict(q=q, k=k, v=v, mask=mask, pk=pk, pv=pv))[0]
+    sess = _one_attention(True)
+    binding, bufs = sess.io_binding(), {}
+    binding.bind_output("y", "cpu")  # first: get_outputs() follows the binding order
+    for n, p in (("pk", pk), ("pv", pv)):
+        buf = np.zeros((2, 2, max_len, 8), np.float32)
+        buf[:, :, :past] = p
+        bufs[n] = ort.OrtValue.ortvalue_from_numpy(buf)
+        binding.bind_ortvalue_input(n, bufs[n])
+        binding.bind_ortvalue_output("o" + n[1], bufs[n])
+    for n, a in dict(q=q, k=k, v=v, mask=mask, sl=np.full(2, past, np.int32),
+                     tl=np.array(past + 1, np.int32)).items():
+        binding.bind_cpu_input(n, a)
+    sess.run_with_iobinding(binding)
+    return float(np.abs(binding.get_outputs()[0].numpy() - ref).max())
+
+
 def measure(name: str, contexts: list[int], reps: int, threads: int) -> dict:
     """Median step ms per layout x context (round-robin) and ratios to the first context."""
     shape = SHAPES[name]
@@ -283,6 +331,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.check:
         diffs = agreement(a.plant_shift)
+        diffs["gqa-share-left-padded"] = left_padded_agreement()
         print(json.dumps(diffs))
         return 0 if max(diffs.values()) <= 1e-5 else 1
     contexts = [int(c) for c in a.contexts.split(",")]
