@@ -323,7 +323,9 @@ def measure(name: str, contexts: list[int], reps: int, threads: int) -> dict:
         table[layout] = {str(c): {"ms": round(1e3 * statistics.median(times[layout, c]), 3),
                                   "ratio": round(statistics.median(times[layout, c]) / base, 3)}
                          for c in contexts}
-    return {"shape": dict(zip(("layers", "d_model", "heads", "kv_heads", "ffn_hidden", "gated",
+    layers, d, heads, kvh = shape[:4]
+    cache_mb = {str(c): round(2 * layers * kvh * c * (d // heads) * 4 / 1e6, 1) for c in contexts}
+    return {"cache_mb_fp32": cache_mb, "shape": dict(zip(("layers", "d_model", "heads", "kv_heads", "ffn_hidden", "gated",
                                "vocab", "max_seq_len"), shape)), "layouts": table}
 
 
