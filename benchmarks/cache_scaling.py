@@ -317,11 +317,13 @@ def measure(name: str, contexts: list[int], reps: int, threads: int) -> dict:
             dt = steppers[k].step()
             if r >= 2:  # two warm-up rounds
                 times[k].append(dt)
-    table = {}
+    table, ref = {}, statistics.median(times["concat", contexts[0]])
     for layout in LAYOUTS:
         base = statistics.median(times[layout, contexts[0]])
         table[layout] = {str(c): {"ms": round(1e3 * statistics.median(times[layout, c]), 3),
-                                  "ratio": round(statistics.median(times[layout, c]) / base, 3)}
+                                  "ratio": round(statistics.median(times[layout, c]) / base, 3),
+                                  "ratio_to_concat_first": round(
+                                      statistics.median(times[layout, c]) / ref, 3)}
                          for c in contexts}
     layers, d, heads, kvh = shape[:4]
     cache_mb = {str(c): round(2 * layers * kvh * c * (d // heads) * 4 / 1e6, 1) for c in contexts}
@@ -354,9 +356,10 @@ def main(argv=None) -> int:
               "specs": {}}
     for name in a.specs:
         result["specs"][name] = r = measure(name, contexts, a.reps, a.threads)
-        print(f"{name}: step ms (ratio to context {contexts[0]})")
+        print(f"{name}: step ms (ratio to the layout's context {contexts[0]} step; to concat's)")
         for layout, row in r["layouts"].items():
-            cells = "  ".join(f"{c}: {v['ms']:7.2f} ({v['ratio']:.2f}x)" for c, v in row.items())
+            cells = "  ".join(f"{c}: {v['ms']:6.2f} ({v['ratio']:.2f}x; {v['ratio_to_concat_first']:.2f}x)"
+                              for c, v in row.items())
             print(f"  {layout:13s} {cells}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
