@@ -56,24 +56,17 @@ class PhaseClock:
         original = getattr(owner, attr)
 
         def timed(*args, **kw):
-            if self._active:  # nested: charge the inner phase, take it off the outer
-                outer = self._active[-1]
-                t0 = time.perf_counter()
-                self._active.append(phase)
-                try:
-                    return original(*args, **kw)
-                finally:
-                    self._active.pop()
-                    dt = time.perf_counter() - t0
-                    self.seconds[phase] = self.seconds.get(phase, 0.0) + dt
-                    self.seconds[outer] = self.seconds.get(outer, 0.0) - dt
+            outer = self._active[-1] if self._active else None  # nested: charge the inner phase, take it off the outer
             t0 = time.perf_counter()
             self._active.append(phase)
             try:
                 return original(*args, **kw)
             finally:
                 self._active.pop()
-                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + dt
+                if outer is not None:
+                    self.seconds[outer] = self.seconds.get(outer, 0.0) - dt
 
         setattr(owner, attr, timed)
         self._undo.append((owner, attr, original))
