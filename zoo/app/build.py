@@ -165,10 +165,7 @@ class BuildOptions:
         return " ".join(filter(None, ["optimized" if self.optimize else "", self.precision, f"({self.target})"]))
 
     def to_json(self) -> dict:
-        out = {"target": self.target, "optimize": self.optimize, "precision": self.precision}
-        if self.precision == "int4" and self.int4 is not None:
-            out["int4"] = self.int4.to_json()
-        return out
+        return {"target": self.target, "optimize": self.optimize, "precision": self.precision}  # int4 options: in the precision record
 
     def parity_args(self) -> dict:
         """Keyword arguments of zoo.app.parity.parity for graphs built with these options."""
