@@ -7,7 +7,7 @@ OUT     ?= artifacts/$(MODEL)
 PROMPT  ?= 464,2068,7586,21831
 # Parallel test workers are not used: CI has 2 cores and torch already uses both.
 
-.PHONY: demo test test-slow test-all test-fuzz test-fuzz-trained bench install install-gpu clean
+.PHONY: demo test test-slow test-all test-fuzz test-fuzz-trained bench bench-gpu install install-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,10 +47,16 @@ test-fuzz-trained: install
 test-all: install
 	$(BIN)/python -m pytest -q -m 'slow or not slow'
 
-# Generation speed against transformers (and onnxruntime-genai where its wheel installs), ~10 min
+# Generation speed against transformers and onnxruntime-genai (where its wheel installs): fp32, int8, int4, ~30 min
 bench: install
 	$(BIN)/pip install --quiet onnxruntime-genai || echo "onnxruntime-genai does not install here; benchmarking without it"
 	$(BIN)/python benchmarks/generate.py
+
+# The same on an NVIDIA GPU: fp16 and int4 with IO binding, against onnxruntime-genai's CUDA build and torch eager on CUDA
+bench-gpu: install-gpu
+	$(BIN)/pip uninstall -y onnxruntime-genai
+	$(BIN)/pip install --quiet onnxruntime-genai-cuda || echo "onnxruntime-genai-cuda does not install here; benchmarking without it"
+	$(BIN)/python benchmarks/generate.py --device cuda --out benchmarks/results/generate-cuda.json
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -16,7 +16,7 @@ def _prompts(batch: int, length: int, vocab: int, seed: int = 0) -> list[list[in
 
 
 class ZooWorker:
-    def __init__(self, args, io_binding: bool):
+    def __init__(self, args, io_binding: bool | None):
         from runtime.generate import Generator
 
         self.gen = Generator(args.artifact, device=args.device, threads=args.threads, io_binding=io_binding)
@@ -37,7 +37,8 @@ class TransformersWorker:
         torch.set_num_threads(args.threads)
         self.torch = torch
         self.device = "cuda" if args.device == "cuda" else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(args.hf, dtype=torch.float32, attn_implementation="eager").to(self.device).eval()
+        dtype = torch.float16 if self.device == "cuda" else torch.float32  # torch eager on CUDA at the zoo's fp16
+        self.model = AutoModelForCausalLM.from_pretrained(args.hf, dtype=dtype, attn_implementation="eager").to(self.device).eval()
         self.vocab = self.model.config.vocab_size
 
     def run(self, batch: int, prompt: int, new: int) -> dict:
@@ -109,7 +110,10 @@ class GenaiWorker:
         import onnxruntime_genai as og
 
         self.og = og
-        self.model = og.Model(args.genai)
+        config = og.Config(args.genai)
+        if args.threads:  # the same thread count as every other method
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": args.threads}}}}))
+        self.model = og.Model(config)
         self.vocab = json.loads((Path(args.hf) / "config.json").read_text())["vocab_size"]
 
     def run(self, batch: int, prompt: int, new: int) -> dict:
@@ -128,3 +132,22 @@ class GenaiWorker:
         steps = [b - a for a, b in zip(marks, marks[1:])]
         first = [int(t) for t in gen.get_sequence(0)[prompt : prompt + 8]]
         return {"ttft": marks[0] - t0, "steps": steps, "first": first, "provider": "genai"}
+
+
+class GemvWorker:
+    """The bandwidth bound as a method (benchmarks/bandwidth.py): each "token" is one fp32
+    GEMV over as many weight bytes as the zoo's fp32 step reads, so its tokens/s is the
+    fp32 decode bound, timed in the same round-robin as the methods."""
+
+    def __init__(self, args):
+        from bandwidth import gemv_session
+
+        self.gemv, self.nbytes = gemv_session(int(args.artifact), threads=args.threads, device=args.device)
+
+    def run(self, batch: int, prompt: int, new: int) -> dict:
+        marks = [time.perf_counter()]
+        for _ in range(new):
+            self.gemv()
+            marks.append(time.perf_counter())
+        steps = [b - a for a, b in zip(marks[1:], marks[2:])]
+        return {"ttft": marks[1] - marks[0], "steps": steps, "first": None, "provider": "gemv", "bytes": self.nbytes}

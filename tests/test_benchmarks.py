@@ -29,7 +29,9 @@ def test_generate_benchmark_runs_and_writes_every_figure(tmp_path):
         assert e["greedy_tokens_agree_with_transformers"] is True, m  # same weights, same greedy tokens
     assert methods["transformers"]["decode_ratio_to_transformers"] == pytest.approx(1.0)
     assert methods["zoo"]["batch8_tokens_per_s"] > 0
-    assert set(res["decode_step_ms_by_context"]) == {"64", "1024"}
+    assert set(res["decode_step_ms_by_context"]) == {"64", "256", "1024"}
+    assert methods["zoo"]["share_of_bound"] > 0 and res["gemv_bandwidth"]["gb_per_s"] > 0
+    assert methods["zoo"]["batch8_over_batch1"] > 1
     assert abs(res["weight_bytes"] / res["parameter_bytes"] - 1) <= 0.05
 
 
