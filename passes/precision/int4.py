@@ -52,7 +52,7 @@ class Int4Options:
     block_size: int = BLOCK_SIZE
     symmetric: bool = True
     accuracy_level: int = 4
-    outlier_ratio: float | None = 16.0
+    outlier_ratio: float | None = 4.0
     embedding: str = "int4"
     head: str = "int4"
     scores: str = "int8"
