@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT = "b32 sym acc4, q/k int8, emb+head int4 shared, outliers fp32 (default)"
+DEFAULT = "b32 sym acc4, q/k int8, emb+head int4 shared, outliers above 4x fp32 (default)"
 
 
 def int4_candidate_graphs(spec, fp32_graph: Path, scratch: Path) -> dict:
@@ -34,6 +34,9 @@ def int4_candidate_graphs(spec, fp32_graph: Path, scratch: Path) -> dict:
         "q/k int4": make(scores="int4"),
         "q/k fp32": make(scores="fp32"),
         "no fp32 outlier channels": make(outlier_ratio=None),
+        "outliers above 8x fp32": make(outlier_ratio=8.0),
+        "outliers above 16x fp32 (the first default)": make(outlier_ratio=16.0),
+        "head int8": make(head="int8"),
         "embedding fp32, head int4": make(embedding="fp32"),
         "emb+head int8 shared": make(embedding="int8", head="int8"),
         "all int4, no outliers (genai-like)": make(scores="int4", outlier_ratio=None),

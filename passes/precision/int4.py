@@ -17,8 +17,37 @@ whole bytes; without them the zero point is 8. A weight is ``(q - zero) * scale`
 
 The embedding Gather on a 4-bit table is com.microsoft GatherBlockQuantized (bits 4,
 quantize_axis 1) on the very bytes the tied projection's MatMulNBits reads, so the
-table is stored once at half a byte a weight. Choices were measured on the
-trained-like 30-layer llama-135m: benchmarks/precision.py --int4-candidates.
+table is stored once at half a byte a weight.
+
+Choices, measured on the trained-like 30-layer llama-135m (benchmarks/results/
+precision_int4.json, "int4_candidates_vs_genai"): teacher-forced top-1 against the
+zoo's fp32 over 3 x 128 positions of fp32's own text (onnxruntime-genai int4 of the
+same checkpoint: 62.5%), decode tok/s at 2 threads beside onnxruntime-genai int4 in
+the same round-robin (a shared machine: compare within a row).
+
+=====================================  ======  ========  ==========  =========
+candidate (b32, symmetric, q/k int8)   top-1   zoo tok/s genai tok/s zoo/genai
+=====================================  ======  ========  ==========  =========
+outliers at 16x (the first default)    64.1%   178       290         0.61
+outliers at 8x                         70.6%   97        234         0.42
+**outliers at 4x (default)**           86.5%   157       307         0.51
+outliers at 4x, head int8              91.1%   134       269         0.50
+outliers at 4x, q/k int4               83.3%   146       263         0.55
+outliers at 4x, accuracy_level 0       87.0%   42        222         0.19
+--optimize, outliers at 4x             85.9%   165       263         0.63
+=====================================  ======  ========  ==========  =========
+
+What costs agreement (float32 compute, chosen weights replaced by their 4-bit
+dequantization): every matmul 63.8%; only v 66.9%, only the tied head 80.7%, only
+gate/up 84.6%, only o 89.1%, only q/k 91.7%, only down 93.8%. The trained-like norm
+weights make a few input channels of every matmul 4-13x the others on every token:
+their 4-bit rounding error is multiplied by that. Taking the channels above 4x out of
+the 4-bit product into float32 (about 5 per weight) lifts it to 92% (3x: 88%, 8x:
+78%, 16x: 75%). Not the cause: accuracy level 4's int8 activations (level 0: the
+same agreement, 4x slower), the symmetric scale (it already maps the extreme to -8;
+asymmetric: 50%), the embedding (fp32 table: no gain, benchmarks/precision.py
+--int4-candidates). The head at int8 gains 5 points for 15% of the speed; the
+default keeps int4 there.
 """
 
 from __future__ import annotations
@@ -42,8 +71,7 @@ HIGHER = ("int4", "int8", "fp32")  # what a weight may be kept at
 
 @dataclass(frozen=True)
 class Int4Options:
-    """How ``to_int4`` quantizes (defaults: the measured choice, benchmarks/precision.py
-    --int4-candidates). ``embedding``: the table the token Gather reads (int4: one
+    """How ``to_int4`` quantizes (defaults: the measured choice, module docstring). ``embedding``: the table the token Gather reads (int4: one
     4-bit table with a tied projection; int8: the int8 pass's table; fp32: the float
     table); ``head``: the output projection (int4 or int8); ``scores``: the query and
     key projections (int4, int8, or fp32: kept as they are); ``outlier_ratio`` None
