@@ -134,12 +134,13 @@ def trained_llama():
     return spec, model.state_dict()
 
 
-@pytest.mark.parametrize("target", ["cpu", "cuda"])
-def test_trained_like_llama_tiny_builds_in_int4_for_each_target(tmp_path, trained_llama, target):
-    """The CUDA build's graphs (MatMulNBits, GatherBlockQuantized: both have CPU kernels)
-    are checked by the same parity on the CPU as the CPU build's."""
+@pytest.mark.parametrize("target, optimize", [("cpu", False), ("cuda", False), ("cuda", True)])
+def test_trained_like_llama_tiny_builds_in_int4_for_each_target(tmp_path, trained_llama, target, optimize):
+    """The CUDA build's graphs (MatMulNBits, GatherBlockQuantized, and with --optimize the
+    CUDA lowering: all have CPU kernels) are checked by the same parity on the CPU."""
     spec, state = trained_llama
-    folder, manifest, _ = build_artifact(spec, tmp_path / target, weights=state, options=BuildOptions(precision="int4", target=target))
+    options = BuildOptions(precision="int4", target=target, optimize=optimize)
+    folder, manifest, _ = build_artifact(spec, tmp_path / target, weights=state, options=options)
     _check(manifest)
     assert manifest["build"]["target"] == target
     proto = onnx.load(str(folder / "model.onnx"))
