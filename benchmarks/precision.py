@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from zoo.app.report import machine_info, markdown_table  # noqa: E402
 from zoo.spec.families import family  # noqa: E402
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 TEXT_PROMPT = 8  # tokens of random prompt before the continuation; agreement counts from here
 
 
@@ -270,14 +270,18 @@ def candidate_graphs(spec, fp32_graph: Path, scratch: Path) -> dict:
     }
 
 
-def candidates(spec, fp32: Path, rows: dict, *, reps: int, warmup: int, new_tokens: int, threads) -> dict:
-    """Each candidate as an artifact folder (the fp32 one with its graph replaced),
-    measured against the fp32 artifact like the precisions are, one at a time."""
+def candidates(spec, fp32: Path, rows: dict, *, reps: int, warmup: int, new_tokens: int, threads,
+               makers=candidate_graphs, beside: dict | None = None) -> dict:
+    """Each candidate of ``makers`` as an artifact folder (the fp32 one with its graph
+    replaced), measured against the fp32 artifact like the precisions are, one at a
+    time, with the artifacts of ``beside`` (name -> folder, e.g. the int8 build) in the
+    same round-robin (their ratios are in ``vs_<name>``)."""
     import onnx
 
     out = {}
+    beside = beside or {}
     with tempfile.TemporaryDirectory(dir=fp32.parent) as tmp:
-        for name, make in candidate_graphs(spec, fp32 / "model.onnx", Path(tmp)).items():
+        for name, make in makers(spec, fp32 / "model.onnx", Path(tmp)).items():
             folder = Path(tmp) / "candidate"
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
@@ -288,13 +292,18 @@ def candidates(spec, fp32: Path, rows: dict, *, reps: int, warmup: int, new_toke
             size = (folder / "model.onnx").stat().st_size / 1e6
             del proto
             timed = "reference" not in name
-            r = measure({"fp32": fp32, name: folder}, rows, device="cpu", threads=threads, unverified=(name,),  # the fp32 manifest
+            r = measure({"fp32": fp32, **beside, name: folder}, rows, device="cpu", threads=threads, unverified=(name,),  # the fp32 manifest
                         reps=reps if timed else 1, warmup=warmup if timed else 0, new_tokens=new_tokens if timed else 2)
             entry = r["precisions"][name]
             entry["size_mb"] = size
             if not timed:
                 entry["forward_ms"] = entry["decode_ms_per_token"] = None
             _ratios({"fp32": r["precisions"]["fp32"], name: entry})
+            for b in beside:
+                base = r["precisions"][b]
+                if timed and base.get("decode_ms_per_token") and entry.get("decode_ms_per_token"):
+                    entry[f"decode_speed_vs_{b}"] = base["decode_ms_per_token"] / entry["decode_ms_per_token"]
+                    entry[f"{b}_in_this_run"] = {k: base.get(k) for k in ("decode_ms_per_token", "forward_ms", "text_top1_vs_fp32")}
             out[name] = entry
             print(f"  {name}: text top-1 {entry.get('text_top1_vs_fp32')}, decode {_f(entry.get('decode_speed_vs_fp32'), '.2f')}x", flush=True)
     return out
@@ -309,6 +318,8 @@ def main(argv=None) -> int:
     ap.add_argument("--generator", default="{}", help='trained-like generator settings, JSON (e.g. \'{"score_gain": 1.0}\')')
     ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated (default fp32,fp16,int8)")
     ap.add_argument("--candidates", action="store_true", help="also measure the int8 candidates (decoder-only specs)")
+    ap.add_argument("--int4-candidates", action="store_true",
+                    help="also measure the int4 candidates (block size, symmetry, accuracy level, embedding, head, q/k, outliers), int8 in the same runs")
     ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--reps", type=int, default=5)
@@ -341,6 +352,14 @@ def main(argv=None) -> int:
                                                new_tokens=args.new_tokens, threads=args.threads or None)
         print("\nint8 candidates, each against fp32 in its own round-robin")
         print(table(result, "int8_candidates"))
+    if args.int4_candidates and decoder:
+        from benchmarks.int4_candidates import int4_candidate_graphs, int4_table
+
+        beside = {"int8": folders["int8"]} if "int8" in folders else {}
+        result["int4_candidates"] = candidates(spec, folders["fp32"], rows, reps=args.reps, warmup=args.warmup, new_tokens=args.new_tokens,
+                                               threads=args.threads or None, makers=int4_candidate_graphs, beside=beside)
+        print("\nint4 candidates, each against fp32 (and int8) in its own round-robin")
+        print(int4_table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -86,6 +86,9 @@ class QuantizedRows:
     channels: list[int]
     kept: str | None  # (N, |C|) float32 initialiser, the columns C
     kept_t: str | None = None  # its transpose (|C|, N), for a matmul
+    bits: int = 8  # 4: q is (N, blocks, block_size / 2), two values a byte (passes.precision.int4)
+    block_size: int = BLOCK_SIZE
+    zero_points: str | None = None  # packed 4-bit zero points (N, ceil(blocks / 2)); None: the op's default
 
 
 def quantize_rows(rows: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +166,7 @@ class _Rewriter:
             q, scales = quantize_rows(main, self.options.block_size)
             kept = self.constant(f"{weight}/int8_kept", np.ascontiguousarray(rows[:, channels])) if channels else None
             self.rows[weight] = QuantizedRows(weight, self.constant(f"{weight}/int8", q), self.constant(f"{weight}/int8_scales", scales),
-                                              rows.shape[0], rows.shape[1], list(channels), kept)
+                                              rows.shape[0], rows.shape[1], list(channels), kept, block_size=self.options.block_size)
         return self.rows[weight]
 
     def kept_t(self, r: QuantizedRows) -> str:
@@ -181,14 +184,15 @@ class _Rewriter:
     def matmul(self, node: onnx.NodeProto, r: QuantizedRows) -> list[onnx.NodeProto]:
         """MatMulNBits on the int8 rows, plus the float32 product of the kept channels."""
         x, y, tag, nodes = node.input[0], node.output[0], node.name, []
-        attrs = dict(K=r.k, N=r.n, bits=8, block_size=self.options.block_size)
+        attrs = dict(K=r.k, N=r.n, bits=r.bits, block_size=r.block_size)
         if self.options.accuracy_level:
             attrs["accuracy_level"] = self.options.accuracy_level
         a = x
         if r.channels and self.options.accuracy_level:  # the int8 activations must not see them either
             a = self.once(("mask", x, tuple(r.channels)), lambda: self._mask(x, r, nodes))
         main = f"{tag}/int8_out" if r.channels else y
-        nodes.append(helper.make_node("MatMulNBits", [a, r.q, r.scales], [main], name=f"{tag}/int8", domain=MS, **attrs))
+        inputs = [a, r.q, r.scales] + ([r.zero_points] if r.zero_points else [])
+        nodes.append(helper.make_node("MatMulNBits", inputs, [main], name=f"{tag}/int{r.bits}", domain=MS, **attrs))
         if r.channels:
             xc = self.once(("gather", x, tuple(r.channels)), lambda: self._channels(x, r, nodes))
             nodes.append(helper.make_node("MatMul", [xc, self.kept_t(r)], [f"{tag}/kept_out"], name=f"{tag}/kept"))
@@ -210,8 +214,8 @@ class _Rewriter:
     def gather(self, node: onnx.NodeProto, r: QuantizedRows) -> list[onnx.NodeProto]:
         """The embedding Gather on the int8 rows: Gather rows and their scales,
         dequantize, flatten to (..., K), add the kept columns at their place."""
-        ids, y, t = node.input[1], node.output[0], node.name
-        blocks, bs = -(-r.k // self.options.block_size), self.options.block_size
+        ids, t = node.input[1], node.name
+        blocks, bs = -(-r.k // r.block_size), r.block_size
         c = self.once(("constants", "int8"), lambda: self._gather_constants())
         nodes = [
             helper.make_node("Gather", [r.q, ids], [f"{t}/q"], name=f"{t}/q", axis=0),
@@ -224,8 +228,14 @@ class _Rewriter:
             helper.make_node("Concat", [f"{t}/ids_shape", self.constant(f"{t}/width", np.array([blocks * bs], np.int64))], [f"{t}/shape"], name=f"{t}/shape", axis=0),
             helper.make_node("Reshape", [f"{t}/deq", f"{t}/shape"], [f"{t}/flat"], name=f"{t}/flat"),
         ]
-        out = f"{t}/flat"
-        if blocks * bs != r.k:
+        return self.finish_rows(nodes, f"{t}/flat", blocks * bs, node, r)
+
+    def finish_rows(self, nodes: list, out: str, width: int, node: onnx.NodeProto, r: QuantizedRows) -> list[onnx.NodeProto]:
+        """After ``nodes`` made ``out`` (..., width) of dequantized table rows: slice them
+        to (..., K) and add the kept columns at their place, as the Gather's output."""
+        ids, y, t = node.input[1], node.output[0], node.name
+        c = self.once(("constants", "int8"), lambda: self._gather_constants())
+        if width != r.k:
             ends = self.constant(f"{t}/k", np.array([r.k], np.int64))
             nodes.append(helper.make_node("Slice", [out, f"{c}/zero", ends, f"{c}/last"], [f"{t}/rows"], name=f"{t}/rows"))
             out = f"{t}/rows"

@@ -44,7 +44,7 @@ from runtime.artifact import (
 from zoo.app import usage_files
 from zoo.app.parity import parity
 from runtime.tokenizer import check_tokenizer
-from zoo.spec.contract import FORMAT_VERSION, OPSET
+from zoo.spec.contract import FORMAT_VERSION, OPSET, PRECISIONS
 from zoo.spec.families import cache_layout, graphs_for
 from zoo.spec.errors import ArtifactError, ParityError, SpecError
 from zoo.spec.params import count_parameters
@@ -105,7 +105,6 @@ def _check_target(target: Path) -> None:
         raise ArtifactError(f"{target}: folder is not empty and holds no zoo artifact; refusing to overwrite it")
 
 
-PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("cpu", "cuda")
 
 
@@ -118,12 +117,15 @@ class BuildOptions:
       contrib ops, or decomposed) for it and records the choice.
     - ``optimize``: fused graphs (passes.optimize), checked by parity like the plain one.
     - ``precision``: ``fp32`` (the export), ``fp16`` (for CUDA; norms and softmax stay in
-      fp32) or ``int8`` (dynamic quantization, for CPU) (zoo.app.convert).
+      fp32), ``int8`` (MatMulNBits 8-bit blocks, for CPU) or ``int4`` (MatMulNBits 4-bit
+      blocks, CPU and CUDA) (zoo.app.convert).
+    - ``int4``: passes.precision.Int4Options for an int4 build (None: the measured defaults).
     """
 
     target: str = "cpu"
     optimize: bool = False
     precision: str = "fp32"
+    int4: Optional[object] = None  # passes.precision.Int4Options
 
     def check(self, spec: ModelSpec) -> None:
         if self.target not in TARGETS:
@@ -132,6 +134,11 @@ class BuildOptions:
             raise ArtifactError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision != "fp32" and spec.dtype != "float32":
             raise ArtifactError(f"--precision {self.precision} converts a float32 export; {spec.name} has dtype {spec.dtype}")
+        if self.int4 is not None:
+            try:
+                self.int4.check()
+            except ValueError as e:
+                raise ArtifactError(str(e)) from None
 
     @property
     def is_default(self) -> bool:
@@ -149,6 +156,8 @@ class BuildOptions:
             from passes.precision import VERSION
 
             key += f":precision-v{VERSION}"
+        if self.precision == "int4" and self.int4 is not None:
+            key += ":" + json.dumps(self.int4.to_json(), sort_keys=True)
         return key
 
     @property
@@ -156,7 +165,7 @@ class BuildOptions:
         return " ".join(filter(None, ["optimized" if self.optimize else "", self.precision, f"({self.target})"]))
 
     def to_json(self) -> dict:
-        return {"target": self.target, "optimize": self.optimize, "precision": self.precision}
+        return {"target": self.target, "optimize": self.optimize, "precision": self.precision}  # int4 options: in the precision record
 
     def parity_args(self) -> dict:
         """Keyword arguments of zoo.app.parity.parity for graphs built with these options."""

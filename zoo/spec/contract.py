@@ -75,8 +75,12 @@ PARITY_RULES = {
     ("bfloat16", "fp32"): ParityRule(rtol=1e-1, atol=1e-1),
     ("float32", "fp16"): ParityRule(rtol=5e-2, atol=5e-2, top1=0.90),
     ("float32", "int8"): ParityRule(rtol=5e-1, atol=5e-1, top1=0.85),
+    # int4, measured (worst |onnx - torch| / (|torch| + rms), top-1 on parity's batch): trained-like
+    # llama-135m 0.87-1.10 and 74-77 %; tiny catalog specs, random 0.5-0.9 and 71-93 %,
+    # trained-like 0.7-3.4 (llama-tiny) and 70-93 %; a planted packing bug: top-1 near chance.
+    ("float32", "int4"): ParityRule(rtol=5.0, atol=5.0, top1=0.60),
 }
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
 
 def parity_rule(dtype: str, precision: str | None = "fp32") -> ParityRule:

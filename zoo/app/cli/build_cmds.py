@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default="cpu", choices=("cpu", "cuda"), help="execution provider the artifact is for (default cpu)")
     p.add_argument("--optimize", action="store_true", help="fused graphs for --target (attention, norms, rotary, GELU), checked by parity")
     p.add_argument(
-        "--precision", default="fp32", choices=("fp32", "fp16", "int8"),
-        help="fp32 (default); fp16 for CUDA (norms and softmax kept in fp32); int8 dynamic quantization for CPU",
+        "--precision", default="fp32", choices=("fp32", "fp16", "int8", "int4"),
+        help="fp32 (default); fp16 for CUDA (norms and softmax kept in fp32); int8 (8-bit weight blocks) for CPU; "
+             "int4 (4-bit weight blocks, MatMulNBits) for CPU and CUDA",
     )
     p.set_defaults(func=cmd_build)
 
@@ -198,7 +199,8 @@ def _precision_view(record) -> list[Block]:
     for graph, q in (record.get("quantization") or {}).items():
         tables = ", ".join(f"{e['table']} ({'tied, ' if e['tied_projections'] else ''}{e.get('scheme', 'per row')})" for e in q.get("embeddings", []))
         kept = f"; float32: {q['fp32_matmuls']} q/k MatMuls, outlier channels in {q['weights_with_kept_channels']} weights" if "fp32_matmuls" in q else ""
-        lines.append(f"  {graph}: {q['matmuls']} MatMuls int8 ({q['weight_type']})" + kept + (f"; embeddings {tables}" if tables else ""))
+        bits = f" ({q['int8_matmuls']} of them int8)" if q.get("int8_matmuls") else ""
+        lines.append(f"  {graph}: {q['matmuls']} MatMuls {record['precision']}{bits} ({q['weight_type']})" + kept + (f"; embeddings {tables}" if tables else ""))
     a = record["accuracy"]
     lines.append(
         f"  vs fp32 (batch {a['batch']} x {a['seq']}, {a['positions']} positions): max logit error {a['max_abs_logit']:.2e}, "

@@ -42,7 +42,7 @@ def register(sub) -> None:
     c.add_argument("--quick", action="store_true", help="2 repetitions, 8 new tokens, contexts 64,128, batches 1,8: a smoke run")
     c.add_argument(
         "--precision", default="fp32", metavar="LIST",
-        help="precisions to build each spec at, comma-separated: fp32, fp16, int8 (default fp32); each is measured as "
+        help="precisions to build each spec at, comma-separated: fp32, fp16, int8, int4 (default fp32); each is measured as "
         "a model of its own, labelled NAME (PRECISION); artifact folders are measured as built",
     )
     c.add_argument("--parity", type=Path, metavar="ARTIFACT", help="compare this artifact's ONNX graphs against torch instead")
@@ -170,9 +170,9 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 def _precisions(text: str) -> list[str]:
     values = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in values if p not in ("fp32", "fp16", "int8")]
+    bad = [p for p in values if p not in ("fp32", "fp16", "int8", "int4")]
     if not values or bad:
-        raise InputError(f"--precision: {bad[0] if bad else text!r} is not a precision; give fp32, fp16 or int8, comma-separated")
+        raise InputError(f"--precision: {bad[0] if bad else text!r} is not a precision; give fp32, fp16, int8 or int4, comma-separated")
     return list(dict.fromkeys(values))
 
 

@@ -9,6 +9,9 @@ after: the artifact holds only the converted graphs.
 
 - ``fp16`` (passes.precision.fp16): float16 weights and compute; norms, softmax
   with its scores and position math stay float32; float16 cache, float32 logits.
+- ``int4`` (passes.precision.int4): weight-only 4-bit blocks (MatMulNBits bits 4), on
+  int8's calibration and outlier channels; the token embedding and a tied output
+  projection share one 4-bit table (GatherBlockQuantized).
 - ``int8`` (passes.precision.int8): weight-only int8 in blocks of 16 (ONNX Runtime's
   MatMulNBits, int8 compute), the outlier input channels of each matmul in float32,
   found by calibration (zoo.app.convert.calibrate); the token embedding and a tied
@@ -30,14 +33,14 @@ from pathlib import Path
 import onnx
 
 from passes.files import graph_record, save_graph
-from passes.precision import Int8Options, to_fp16, to_int8
+from passes.precision import Int4Options, Int8Options, to_fp16, to_int4, to_int8
 from zoo.spec.families import Role, graphs_for
 from zoo.spec.errors import ExportError
 
-__all__ = ["Int8Options", "convert_graphs"]
+__all__ = ["Int4Options", "Int8Options", "convert_graphs"]
 
 
-def _convert(spec, precision: str, protos: dict[str, onnx.ModelProto], scratch: Path) -> dict[str, tuple]:
+def _convert(spec, precision: str, protos: dict[str, onnx.ModelProto], scratch: Path, int4: Int4Options | None = None) -> dict[str, tuple]:
     """Graph name -> (converted proto, details) for ``precision``."""
     out = {}
     if precision == "fp16":
@@ -49,7 +52,10 @@ def _convert(spec, precision: str, protos: dict[str, onnx.ModelProto], scratch: 
 
     activations = calibrate(spec, protos, scratch=scratch)
     for name, proto in protos.items():
-        out[name] = to_int8(proto, vocab_size=spec.vocab_size, activations=activations[name])
+        if precision == "int4":
+            out[name] = to_int4(proto, vocab_size=spec.vocab_size, activations=activations[name], options=int4 or Int4Options())
+        else:
+            out[name] = to_int8(proto, vocab_size=spec.vocab_size, activations=activations[name])
     return out
 
 
@@ -60,7 +66,7 @@ def convert_graphs(spec, model, folder: Path, graphs: dict, options) -> dict:
     from zoo.app.convert.measure import measure
 
     precision = options.precision
-    if precision not in ("fp16", "int8"):
+    if precision not in ("fp16", "int8", "int4"):
         raise ExportError(f"{spec.name}: no conversion to {precision!r}")
     folder = Path(folder)
     keep = folder / ".fp32"
@@ -74,7 +80,7 @@ def convert_graphs(spec, model, folder: Path, graphs: dict, options) -> dict:
             fp32_paths[g.name], new_paths[g.name] = keep / g.file, folder / g.file
             protos[g.name] = onnx.load(str(keep / g.file))
         producers = {name: p.producer_name for name, p in protos.items()}
-        converted = _convert(spec, precision, protos, keep)
+        converted = _convert(spec, precision, protos, keep, getattr(options, "int4", None))
         del protos
         details = {}
         for g in graphs_for(spec):
@@ -101,7 +107,10 @@ def _record(precision: str, graphs: dict, details: dict, figures: dict, sizes: d
         }
     else:
         record["quantization"] = dict(details)
-        record["quantizer"] = "passes.precision.int8 (MatMulNBits bits 8, outlier channels in float32, calibrated)"
+        record["quantizer"] = {
+            "int8": "passes.precision.int8 (MatMulNBits bits 8, outlier channels in float32, calibrated)",
+            "int4": "passes.precision.int4 (MatMulNBits bits 4, GatherBlockQuantized embedding, outlier channels in float32, calibrated)",
+        }[precision]
     record["accuracy"] = figures["accuracy"]
     record["forward_ms"] = figures["forward_ms"]
     record["speed_vs_fp32"] = figures["forward_ms"]["fp32"] / figures["forward_ms"]["converted"]
