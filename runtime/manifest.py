@@ -219,11 +219,12 @@ class CacheEntry:
     present: Optional[str] = None
     prefill: Optional[str] = None
     refill_at: Optional[int] = None  # the generation loop recomputes the cache when the sequence first reaches this + 1
+    buffer: Optional[str] = None  # set (a description) in a --kv-cache shared build: past and present are one buffer
 
     @classmethod
     def read(cls, kv: _Fields) -> CacheEntry:
         counts = [kv.get(k, int, required=True) for k in ("layers", "kv_heads", "head_dim")]
-        texts = {k: kv.get(k, str) for k in ("cross", "layout", "past", "present", "prefill")}
+        texts = {k: kv.get(k, str) for k in ("cross", "layout", "past", "present", "prefill", "buffer")}
         return cls(*counts, **texts, refill_at=kv.get("refill_at", int))
 
 

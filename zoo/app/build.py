@@ -107,6 +107,7 @@ def _check_target(target: Path) -> None:
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("cpu", "cuda")
+KV_CACHES = ("concat", "shared")
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,14 @@ class BuildOptions:
     - ``optimize``: fused graphs (passes.optimize), checked by parity like the plain one.
     - ``precision``: ``fp32`` (the export), ``fp16`` (for CUDA; norms and softmax stay in
       fp32) or ``int8`` (dynamic quantization, for CPU) (zoo.app.convert).
+    - ``kv_cache``: ``concat`` (copied every step) or ``shared`` (one preallocated buffer
+      written in place, passes.optimize.kv_share: optimized fp32 CPU decoder-only graphs).
     """
 
     target: str = "cpu"
     optimize: bool = False
     precision: str = "fp32"
+    kv_cache: str = "concat"
 
     def check(self, spec: ModelSpec) -> None:
         if self.target not in TARGETS:
@@ -132,6 +136,11 @@ class BuildOptions:
             raise ArtifactError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision != "fp32" and spec.dtype != "float32":
             raise ArtifactError(f"--precision {self.precision} converts a float32 export; {spec.name} has dtype {spec.dtype}")
+        if self.kv_cache not in KV_CACHES:
+            raise ArtifactError(f"--kv-cache must be one of {', '.join(KV_CACHES)}, got {self.kv_cache!r}")
+        if self.kv_cache == "shared" and (not self.optimize or self.target != "cpu" or self.precision != "fp32" or spec.dtype != "float32"):
+            raise ArtifactError(f"--kv-cache shared needs --optimize, --target cpu and fp32 (float32 spec, --precision fp32); got "
+                                f"optimize={self.optimize}, target {self.target}, precision {self.precision}, {spec.name} dtype {spec.dtype}")
 
     @property
     def is_default(self) -> bool:
@@ -149,14 +158,19 @@ class BuildOptions:
             from passes.precision import VERSION
 
             key += f":precision-v{VERSION}"
+        if self.kv_cache != "concat":
+            from passes.optimize.kv_share import VERSION
+            key += f":kv-{self.kv_cache}-v{VERSION}"
         return key
 
     @property
     def label(self) -> str:
-        return " ".join(filter(None, ["optimized" if self.optimize else "", self.precision, f"({self.target})"]))
+        kv = "shared-cache" if self.kv_cache == "shared" else ""
+        return " ".join(filter(None, ["optimized" if self.optimize else "", kv, self.precision, f"({self.target})"]))
 
     def to_json(self) -> dict:
-        return {"target": self.target, "optimize": self.optimize, "precision": self.precision}
+        kv = {"kv_cache": {"buffer": self.kv_cache}} if self.kv_cache != "concat" else {}
+        return {"target": self.target, "optimize": self.optimize, "precision": self.precision, **kv}
 
     def parity_args(self) -> dict:
         """Keyword arguments of zoo.app.parity.parity for graphs built with these options."""
@@ -318,6 +332,10 @@ def _graphs(spec: ModelSpec, model, partial: Path, options: BuildOptions, check_
 
         with _timed(times, "optimize", step, f"optimizing the graphs for {options.target}"):
             build_info["lowering"] = optimize_graphs(spec, partial, graphs, target=options.target)
+    if options.kv_cache == "shared":
+        from passes.optimize.kv_share import share_graphs
+        with _timed(times, "kv_cache", step, "sharing the KV cache buffer (GroupQueryAttention in place)"):
+            build_info["kv_cache"].update(share_graphs(spec, partial, graphs))
     if options.precision != "fp32":
         from zoo.app.convert import convert_graphs
 
@@ -371,7 +389,7 @@ def _manifest(spec, folder: Path, graphs: dict, report, ids: tuple[str, str, str
             "d_model": spec.d_model,
             "tokens": spec.tokens.model_dump(),
         },
-        "kv_cache": cache.to_json() if (cache := cache_layout(spec)) is not None else None,
+        "kv_cache": cache.to_json() if (cache := cache_layout(spec, shared="kv_cache" in build_info)) is not None else None,
         "tokenizer": TOKENIZER if (folder / TOKENIZER).is_file() else None,
         **({"usage": carried} if (carried := {r: u.file for r, u in USAGE_FILES.items() if (folder / u.file).is_file()}) else {}),
         "parity": report,
