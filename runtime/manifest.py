@@ -249,6 +249,7 @@ class BuildEntry:
     optimize: bool = False
     precision: str | Mapping[str, Any] = "fp32"
     lowering: Optional[Mapping[str, Any]] = None  # passes.optimize's record, when optimized
+    kv_cache: Optional[Mapping[str, Any]] = None  # --kv-cache shared: passes.optimize.kv_share's record
 
     @classmethod
     def read(cls, b: Optional[_Fields]) -> BuildEntry:
@@ -257,7 +258,8 @@ class BuildEntry:
         precision = b.obj.get("precision")
         if precision is not None and not isinstance(precision, (str, dict)):
             raise b.error(f"build 'precision' is a {type(precision).__name__}, not a string or an object")
-        return cls(b.get("target", str), b.get("optimize", bool, default=False), precision or "fp32", b.get("lowering", dict))
+        return cls(b.get("target", str), b.get("optimize", bool, default=False), precision or "fp32", b.get("lowering", dict),
+                   b.get("kv_cache", dict))
 
     @property
     def precision_name(self) -> str:
