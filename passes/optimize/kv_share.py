@@ -28,6 +28,8 @@ the plain or ``--optimize`` build serves those models.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -39,6 +41,8 @@ from zoo.spec.families import SHARED_AXIS, Role, graphs_for
 
 # Part of an artifact's identity: bump when the rewrite changes.
 VERSION = 1
+WHY = ("--kv-cache shared: GroupQueryAttention writes the new keys/values in place into the buffer bound as past and "
+       "present (its CPU kernel attends over the first total_seq slots only); measured in benchmarks/kv_cache.py")
 # seqlens_k = total_seq - WRITE_OFFSET: the slot after the last new row (the kernel's
 # meaning); an initializer so that a test can plant an off-by-one write position
 WRITE_OFFSET = "zoo_kv_write_offset"
@@ -126,9 +130,10 @@ def share_cache(model: onnx.ModelProto, spec, mask_input: str) -> dict:
     return {"op": f"{MS}:GroupQueryAttention", "layers": stack.layers, "axis": SHARED_AXIS, "version": VERSION}
 
 
-def share_graphs(spec, folder, graphs: dict) -> dict:
+def share_graphs(spec, folder, graphs: dict, lowering: Optional[dict] = None) -> dict:
     """``share_cache`` on the decoder-only step graph in ``folder`` (saved in place;
-    ``graphs``, the export record, updated). Returns the manifest's kv-cache record."""
+    ``graphs``, the export record, and ``lowering``, the optimize record, updated).
+    Returns the manifest's kv-cache record."""
     from pathlib import Path
 
     from passes.files import save_graph, signature
@@ -149,4 +154,6 @@ def share_graphs(spec, folder, graphs: dict) -> dict:
     files = save_graph(model, path)
     graphs[gspec.name].update(files=files, inputs=signature(model.graph.input), outputs=signature(model.graph.output),
                               nodes=len(model.graph.node), ops=sorted(op_counts(model)))
+    if lowering is not None and "attention" in lowering:
+        lowering["attention"].update(lowered_as=record["op"], nodes=record["layers"], why=WHY)
     return record

@@ -335,7 +335,7 @@ def _graphs(spec: ModelSpec, model, partial: Path, options: BuildOptions, check_
     if options.kv_cache == "shared":
         from passes.optimize.kv_share import share_graphs
         with _timed(times, "kv_cache", step, "sharing the KV cache buffer (GroupQueryAttention in place)"):
-            build_info["kv_cache"].update(share_graphs(spec, partial, graphs))
+            build_info["kv_cache"].update(share_graphs(spec, partial, graphs, build_info.get("lowering")))
     if options.precision != "fp32":
         from zoo.app.convert import convert_graphs
 
