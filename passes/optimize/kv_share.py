@@ -68,10 +68,49 @@ def _concat_new(g: Graph, present: str, past: str) -> str:
 
 
 def _bsd(g: Graph, x: str, heads: int, hd: int, base: str) -> str:
-    """(B, heads, T, hd) -> (B, T, heads*hd), the layout GroupQueryAttention takes."""
+    """(B, heads, T, hd) -> (B, T, heads*hd), the layout GroupQueryAttention takes: the
+    projection before the graph split its heads, where the graph has one (through a
+    RotaryEmbedding: rotated in the 3-D layout instead), else Transpose + Reshape."""
+    node = g.producer.get(x)
+    if node is not None and node.op_type == "Mul" and node.output[0].startswith("zoo_q_rows"):
+        # the optimize pass's factor for fully masked query rows (left padding): the kernel masks
+        # causally, so such a row still has its own key; its output feeds no real position
+        return _bsd(g, node.input[0], heads, hd, base)
+    source = _split_heads_source(g, x)
+    if source is not None:
+        return source
+    if node is not None and node.op_type == "RotaryEmbedding" and node.domain in ("", "ai.onnx"):
+        source = _split_heads_source(g, node.input[0])
+        if source is not None:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            return g.node("RotaryEmbedding", [source, *node.input[1:]], base=f"{base}_rot3", **attrs, num_heads=heads)[0]
     t = g.node("Transpose", [x], base=f"{base}_bsnh", perm=[0, 2, 1, 3])[0]
     flat = g.add_const(f"zoo_kv_bsd_{heads * hd}", np.array([0, 0, heads * hd], np.int64))
     return g.node("Reshape", [t, flat], base=f"{base}_bsd")[0]
+
+
+def _split_heads_source(g: Graph, x: str):
+    """x = Transpose(Reshape(p), perm 0,2,1,3), the exporter's head split of a projection p
+    (B, T, heads*hd) -> p; else None."""
+    t = g.op(x, "Transpose")
+    if t is None or list(node_attr(t, "perm", [])) != [0, 2, 1, 3]:
+        return None
+    r = g.op(t.input[0], "Reshape")
+    return r.input[0] if r is not None else None
+
+
+def _merged_heads(g: Graph, att: onnx.NodeProto) -> str:
+    """The name for GroupQueryAttention's (B, T, heads*hd) output: the Reshape(Transpose(y))
+    that merges the Attention's heads (both dropped) where the graph has it, else ''."""
+    users = [n for n in g.consumers.get(att.output[0], []) if id(n) not in g.removed]
+    if len(users) != 1 or users[0].op_type != "Transpose" or list(node_attr(users[0], "perm", [])) != [0, 2, 1, 3]:
+        return ""
+    after = [n for n in g.consumers.get(users[0].output[0], []) if id(n) not in g.removed]
+    if att.output[0] in g.outputs or users[0].output[0] in g.outputs or len(after) != 1 or after[0].op_type != "Reshape":
+        return ""
+    g.drop(users[0])
+    g.drop(after[0])
+    return after[0].output[0]
 
 
 def _layer_attention(g: Graph, i: int) -> onnx.NodeProto:
@@ -98,8 +137,11 @@ def _rewrite_layer(g: Graph, i: int, att: onnx.NodeProto, lengths: tuple[str, st
     k3, v3 = (_bsd(g, new[kind], kv_heads, hd, f"zoo_kv_{kind[0]}{i}") for kind in ("key", "value"))
     seqlens, total = lengths
     inputs = [q3, k3, v3, names["key"][0], names["value"][0], seqlens, total, "", "", "", mask]
-    y3 = g.node("GroupQueryAttention", inputs, [g.name(f"zoo_kv_y{i}"), names["key"][1], names["value"][1]],
+    merged = _merged_heads(g, att)
+    y3 = g.node("GroupQueryAttention", inputs, [merged or g.name(f"zoo_kv_y{i}"), names["key"][1], names["value"][1]],
                 domain=MS, num_heads=heads, kv_num_heads=kv_heads, scale=float(node_attr(att, "scale", hd ** -0.5)))[0]
+    if merged:
+        return
     bsnh = g.add_const(f"zoo_kv_bsnh_{heads}", np.array([0, 0, heads, hd], np.int64))
     y4 = g.node("Reshape", [y3, bsnh], base=f"zoo_kv_y{i}_bsnh")[0]
     g.node("Transpose", [y4], [att.output[0]], base=f"zoo_kv_y{i}_bnsh", perm=[0, 2, 1, 3])
@@ -114,7 +156,15 @@ def _shared_axes(model: onnx.ModelProto) -> None:
             dims[2].dim_param = SHARED_AXIS
 
 
-def share_cache(model: onnx.ModelProto, spec, mask_input: str) -> dict:
+def _query_count_from_ids(g: Graph, ids_input: str) -> None:
+    """The optimize pass reads the query count (for the mask's rows) off layer 0's 4-D query,
+    which the rewrite no longer needs: read it off the ids (B, T) instead."""
+    for node in [n for n in g.g.node if n.op_type == "Shape" and n.output[0].startswith("zoo_tq")]:
+        g.drop(node)
+        g.node("Shape", [ids_input], [node.output[0]], base="zoo_kv_tq", start=1, end=2)
+
+
+def share_cache(model: onnx.ModelProto, spec, mask_input: str, ids_input: str = "input_ids") -> dict:
     """Rewrite the optimized decoder graph ``model`` in place; returns the manifest record."""
     stack = spec.stack("decoder")
     att = stack.attention
@@ -123,6 +173,7 @@ def share_cache(model: onnx.ModelProto, spec, mask_input: str) -> dict:
     lengths = _lengths(g, mask_input)
     for i in range(stack.layers):
         _rewrite_layer(g, i, _layer_attention(g, i), lengths, heads, kv_heads, hd)
+    _query_count_from_ids(g, ids_input)
     g.finish()
     _shared_axes(model)
     if not any(o.domain == MS for o in model.opset_import):
@@ -146,7 +197,7 @@ def share_graphs(spec, folder, graphs: dict, lowering: Optional[dict] = None) ->
     gspec = next(g for g in graphs_for(spec) if g.name == fam.step_graph)
     path = Path(folder) / gspec.file
     model = onnx.load(str(path))
-    record = share_cache(model, spec, fam.mask)
+    record = share_cache(model, spec, fam.mask, fam.ids)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
