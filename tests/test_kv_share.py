@@ -89,6 +89,19 @@ def test_greedy_tokens_equal_torch(built, name):
     assert out.tokens == _torch_greedy(model, PROMPTS, 12)
 
 
+def test_unbound_the_graph_keeps_the_concat_contract(built):
+    """Run without IO binding (plain ``run``, each past the last present: what a Triton client
+    does), the shared graph returns past + new tokens like a concat graph, same tokens."""
+    from runtime.generate import _Runner
+
+    spec, model, folder, _ = built["llama-tiny"]
+    gen = Generator(folder, device="cpu")
+    gen.runner = _Runner(gen.session, "model", io_binding=False)
+    out = gen.generate(PROMPTS, GenerationConfig(max_new_tokens=8, eos=()))
+    assert out.tokens == _torch_greedy(model, PROMPTS, 8)
+    assert gen.runner.past["past.0.key"].shape == (3, spec.decoder.attention.n_kv_heads, 7 + 7, spec.head_dim("decoder"))
+
+
 def test_shared_and_plain_builds_generate_the_same(built):
     """Greedy to max_seq_len (the buffer exactly full) and beam search (rows reordered in the buffer)."""
     shared, plain = Generator(built["llama-tiny"][2], device="cpu"), Generator(built["plain"], device="cpu")
