@@ -29,6 +29,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,6 +113,34 @@ def same_greedy(folders: dict[str, Path], new_tokens: int, threads: int) -> dict
             "logits_max_abs_diff": float(np.abs(a.logits - b.logits).max()), "logits_max_abs": float(np.abs(a.logits).max())}
 
 
+def op_times(folder: Path, contexts: list[int], reps: int, threads: int) -> dict:
+    """Per op type, median ms per step of the build at the first and last context (ONNX
+    Runtime's profiler): which ops grow with the context."""
+    import onnxruntime as ort
+
+    from runtime.generate import Generator
+    from runtime.session import Session, session_options
+
+    out = {}
+    for ctx in (contexts[0], contexts[-1]):
+        opts = session_options(threads)
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tempfile.gettempdir()) / "zoo_kv_cache_profile")
+        session = Session(folder, device="cpu", threads=threads)
+        session.sessions["model"] = ort.InferenceSession(str(session.artifact.path("model")), opts, providers=["CPUExecutionProvider"])
+        stepper = Stepper(Generator(session), ctx, np.random.default_rng(0))
+        for _ in range(reps):
+            stepper.step()
+        trace = Path(session.sessions["model"].end_profiling())
+        events = json.loads(trace.read_text())
+        trace.unlink()
+        per_op: dict[str, float] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"] / 1e3 / reps
+        out[str(ctx)] = {k: round(v, 3) for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])}
+    return out
+
+
 def _parity(folder: Path) -> dict:
     """The shared build's parity figures from its manifest (cached decoding through the buffer included)."""
     report = json.loads((folder / "manifest.json").read_text())["parity"] or {}
@@ -129,6 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=32, help="greedy tokens compared between the builds")
     ap.add_argument("--artifacts", type=Path, default=ROOT / "artifacts" / "bench-kv", help="where the builds go (reused)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--profile", action="store_true", help="also the shared build's ms per op type at the first and last context")
     a = ap.parse_args(argv)
     import onnxruntime as ort
 
@@ -144,6 +174,9 @@ def main(argv=None) -> int:
         for layout, row in layouts.items():
             print(f"  {layout:7s} " + "  ".join(f"{c}: {v['ms']:6.2f} ({v['ratio']:.2f}x; {v['vs_concat']:.2f}x)" for c, v in row.items()))
         print(f"  greedy tokens equal: {greedy['equal']} (logits max diff {greedy['logits_max_abs_diff']:.2e} of max {greedy['logits_max_abs']:.3g})")
+        if a.profile:
+            result["specs"][name]["shared_ms_per_op"] = ops = op_times(folders["shared"], contexts, a.reps, a.threads)
+            print("  shared, ms per op type: " + "; ".join(f"{c}: " + ", ".join(f"{k} {v}" for k, v in list(r.items())[:4]) for c, r in ops.items()))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {a.out}")
