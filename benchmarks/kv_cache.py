@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             print(f"  {layout:7s} " + "  ".join(f"{c}: {v['ms']:6.2f} ({v['ratio']:.2f}x; {v['vs_concat']:.2f}x)" for c, v in row.items()))
         print(f"  greedy tokens equal: {greedy['equal']} (logits max diff {greedy['logits_max_abs_diff']:.2e} of max {greedy['logits_max_abs']:.3g})")
         if a.profile:
-            result["specs"][name]["shared_ms_per_op"] = ops = op_times(folders["shared"], contexts, a.reps, a.threads)
+            result["specs"][name]["shared_ms_per_op"] = ops = op_times(folders["shared"], [int(c) for c in layouts["shared"]], a.reps, a.threads)
             print("  shared, ms per op type: " + "; ".join(f"{c}: " + ", ".join(f"{k} {v}" for k, v in list(r.items())[:4]) for c, r in ops.items()))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
