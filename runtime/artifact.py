@@ -292,7 +292,8 @@ class Artifact:
         kv = self.info.kv_cache
         if kv is None:
             return None
-        return CacheLayout(layers=kv.layers, kv_heads=kv.kv_heads, head_dim=kv.head_dim, cross=bool(kv.cross), refill_at=kv.refill_at)
+        return CacheLayout(layers=kv.layers, kv_heads=kv.kv_heads, head_dim=kv.head_dim, cross=bool(kv.cross), refill_at=kv.refill_at,
+                           shared=bool(kv.buffer))
 
     def path(self, graph: str) -> Path:
         return self.folder / self.info.graphs[graph].files[0]

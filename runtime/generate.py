@@ -161,7 +161,9 @@ class _Runner:
         self.fixed: dict = {}  # inputs that do not change between steps (cross.*, encoder mask)
         self.past: dict = {}
 
-    def start(self, batch: int, fixed: dict, dtype) -> None:
+    def start(self, batch: int, fixed: dict, dtype, capacity: Optional[int] = None) -> None:
+        """A fresh cache for ``batch`` rows (``capacity``, the slots a generation fills, is for
+        runtime.shared_cache.SharedRunner: this cache grows as it goes)."""
         self.fixed = dict(fixed)
         self.past = empty_past(self.cache, batch, dtype)
         if self.io_binding:
@@ -218,7 +220,7 @@ class Generator:
         self.tokens = model.tokens  # runtime.manifest.Tokens: bos, eos, pad, decoder_start
         on_cuda = self.session.provider == "CUDAExecutionProvider"
         self.io_binding = on_cuda if io_binding is None else io_binding
-        self.runner = _Runner(self.session, self.family.step_graph, io_binding=self.io_binding)
+        self.runner = self._runner()
         # LongRoPE (manifest kv_cache.refill_at): when the sequence first grows past the
         # trained context the cache is recomputed from every token, as transformers' Phi-3
         # generate does (-2: never)
@@ -226,6 +228,18 @@ class Generator:
         self.refill_at = refill if refill is not None else -2
         self.ids_name, self.mask_name = self.family.ids, self.family.mask
         self._tokenizer = None  # loaded for stop strings (runtime.processors.stop_strings)
+
+    def _runner(self):
+        """A _Runner, or over a --kv-cache shared artifact a runtime.shared_cache.SharedRunner
+        (IO binding always: the buffer is bound as past and present)."""
+        cache = self.session.artifact.cache
+        if cache is None or not cache.shared:
+            return _Runner(self.session, self.family.step_graph, io_binding=self.io_binding)
+        from runtime.shared_cache import SharedRunner
+
+        self.io_binding = True
+        device = "cuda" if self.session.provider == "CUDAExecutionProvider" else "cpu"
+        return SharedRunner(self.session.sessions[self.family.step_graph], cache, self.max_len, device)
 
     @property
     def provider(self) -> str:
@@ -315,10 +329,10 @@ class Generator:
             ids, mask = left_pad(prompts, pad)
         rows = decoder_prompts if self.family.crossed else prompts
         width, pads = ids.shape[1], ids.shape[1] - np.array([len(r) for r in rows])
-        self.runner.start(batch, fixed, self.session.float_dtype)
-        seq = ids  # every token fed so far, for a cache recomputed at refill_at
         room = self.max_len - ids.shape[1]  # cache slots left before max_seq_len
         budget = min(config.max_new_tokens, room + 1)
+        self.runner.start(batch, fixed, self.session.float_dtype, capacity=width + budget)  # slots this generation fills
+        seq = ids  # every token fed so far, for a cache recomputed at refill_at
         tokens: list[list[int]] = [[] for _ in range(batch)]
         reasons = [""] * batch
         finished = np.zeros(batch, dtype=bool)
@@ -353,7 +367,7 @@ class Generator:
             seq, ids = np.concatenate((seq, new[:, None]), axis=1), new[:, None]
             mask = np.concatenate((mask, np.ones((batch, 1), dtype=np.int64)), axis=1)
             if mask.shape[1] == self.refill_at + 1:  # LongRoPE's switch: every key again, with the long set
-                self.runner.start(batch, fixed, self.session.float_dtype)
+                self.runner.start(batch, fixed, self.session.float_dtype, capacity=width + budget)
                 ids = seq
         self.last = Generation(
             tokens=tokens,

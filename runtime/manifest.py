@@ -219,11 +219,12 @@ class CacheEntry:
     present: Optional[str] = None
     prefill: Optional[str] = None
     refill_at: Optional[int] = None  # the generation loop recomputes the cache when the sequence first reaches this + 1
+    buffer: Optional[str] = None  # set (a description) in a --kv-cache shared build: past and present are one buffer
 
     @classmethod
     def read(cls, kv: _Fields) -> CacheEntry:
         counts = [kv.get(k, int, required=True) for k in ("layers", "kv_heads", "head_dim")]
-        texts = {k: kv.get(k, str) for k in ("cross", "layout", "past", "present", "prefill")}
+        texts = {k: kv.get(k, str) for k in ("cross", "layout", "past", "present", "prefill", "buffer")}
         return cls(*counts, **texts, refill_at=kv.get("refill_at", int))
 
 
@@ -248,6 +249,7 @@ class BuildEntry:
     optimize: bool = False
     precision: str | Mapping[str, Any] = "fp32"
     lowering: Optional[Mapping[str, Any]] = None  # passes.optimize's record, when optimized
+    kv_cache: Optional[Mapping[str, Any]] = None  # --kv-cache shared: passes.optimize.kv_share's record
 
     @classmethod
     def read(cls, b: Optional[_Fields]) -> BuildEntry:
@@ -256,7 +258,8 @@ class BuildEntry:
         precision = b.obj.get("precision")
         if precision is not None and not isinstance(precision, (str, dict)):
             raise b.error(f"build 'precision' is a {type(precision).__name__}, not a string or an object")
-        return cls(b.get("target", str), b.get("optimize", bool, default=False), precision or "fp32", b.get("lowering", dict))
+        return cls(b.get("target", str), b.get("optimize", bool, default=False), precision or "fp32", b.get("lowering", dict),
+                   b.get("kv_cache", dict))
 
     @property
     def precision_name(self) -> str:

@@ -20,7 +20,6 @@ import platform
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Callable, Optional
 import yaml
 
 from compiler.builder import build
+from zoo.app.build_options import BuildOptions  # noqa: F401  (re-exported: callers build with it)
 from zoo.app.export import export_all
 from zoo.app.manifest import ArtifactManifest
 from compiler.weights import check_finite, load_weights, weights_digest
@@ -44,7 +44,7 @@ from runtime.artifact import (
 from zoo.app import usage_files
 from zoo.app.parity import parity
 from runtime.tokenizer import check_tokenizer
-from zoo.spec.contract import FORMAT_VERSION, OPSET, PRECISIONS
+from zoo.spec.contract import FORMAT_VERSION, OPSET
 from zoo.spec.families import cache_layout, graphs_for
 from zoo.spec.errors import ArtifactError, ParityError, SpecError
 from zoo.spec.params import count_parameters
@@ -103,73 +103,6 @@ def _check_target(target: Path) -> None:
         raise ArtifactError(f"{target}: exists and is not a folder; refusing to replace it")
     if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
         raise ArtifactError(f"{target}: folder is not empty and holds no zoo artifact; refusing to overwrite it")
-
-
-TARGETS = ("cpu", "cuda")
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """How the exported graphs are prepared for deployment (issue 8).
-
-    - ``target``: the execution provider the artifact is for (``cpu`` or ``cuda``); the
-      optimizer picks the lowering of each component (standard ONNX ops, ONNX Runtime
-      contrib ops, or decomposed) for it and records the choice.
-    - ``optimize``: fused graphs (passes.optimize), checked by parity like the plain one.
-    - ``precision``: ``fp32`` (the export), ``fp16`` (for CUDA; norms and softmax stay in
-      fp32), ``int8`` (MatMulNBits 8-bit blocks, for CPU) or ``int4`` (MatMulNBits 4-bit
-      blocks, CPU and CUDA) (zoo.app.convert).
-    - ``int4``: passes.precision.Int4Options for an int4 build (None: the measured defaults).
-    """
-
-    target: str = "cpu"
-    optimize: bool = False
-    precision: str = "fp32"
-    int4: Optional[object] = None  # passes.precision.Int4Options
-
-    def check(self, spec: ModelSpec) -> None:
-        if self.target not in TARGETS:
-            raise ArtifactError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
-        if self.precision not in PRECISIONS:
-            raise ArtifactError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.precision != "fp32" and spec.dtype != "float32":
-            raise ArtifactError(f"--precision {self.precision} converts a float32 export; {spec.name} has dtype {spec.dtype}")
-        if self.int4 is not None:
-            try:
-                self.int4.check()
-            except ValueError as e:
-                raise ArtifactError(str(e)) from None
-
-    @property
-    def is_default(self) -> bool:
-        return self == BuildOptions()
-
-    @property
-    def key(self) -> str:
-        """Part of the artifact id, with the versions of the passes that run."""
-        key = f"{self.target}:{int(self.optimize)}:{self.precision}"
-        if self.optimize:
-            from passes.optimize import VERSION
-
-            key += f":optimize-v{VERSION}"
-        if self.precision != "fp32":
-            from passes.precision import VERSION
-
-            key += f":precision-v{VERSION}"
-        if self.precision == "int4" and self.int4 is not None:
-            key += ":" + json.dumps(self.int4.to_json(), sort_keys=True)
-        return key
-
-    @property
-    def label(self) -> str:
-        return " ".join(filter(None, ["optimized" if self.optimize else "", self.precision, f"({self.target})"]))
-
-    def to_json(self) -> dict:
-        return {"target": self.target, "optimize": self.optimize, "precision": self.precision}  # int4 options: in the precision record
-
-    def parity_args(self) -> dict:
-        """Keyword arguments of zoo.app.parity.parity for graphs built with these options."""
-        return {"precision": self.precision}
 
 
 def available_memory() -> int | None:
@@ -327,6 +260,10 @@ def _graphs(spec: ModelSpec, model, partial: Path, options: BuildOptions, check_
 
         with _timed(times, "optimize", step, f"optimizing the graphs for {options.target}"):
             build_info["lowering"] = optimize_graphs(spec, partial, graphs, target=options.target)
+    if options.kv_cache == "shared":
+        from passes.optimize.kv_share import share_graphs
+        with _timed(times, "kv_cache", step, "sharing the KV cache buffer (GroupQueryAttention in place)"):
+            build_info["kv_cache"].update(share_graphs(spec, partial, graphs, build_info.get("lowering")))
     if options.precision != "fp32":
         from zoo.app.convert import convert_graphs
 
@@ -380,7 +317,7 @@ def _manifest(spec, folder: Path, graphs: dict, report, ids: tuple[str, str, str
             "d_model": spec.d_model,
             "tokens": spec.tokens.model_dump(),
         },
-        "kv_cache": cache.to_json() if (cache := cache_layout(spec)) is not None else None,
+        "kv_cache": cache.to_json() if (cache := cache_layout(spec, shared="kv_cache" in build_info)) is not None else None,
         "tokenizer": TOKENIZER if (folder / TOKENIZER).is_file() else None,
         **({"usage": carried} if (carried := {r: u.file for r, u in USAGE_FILES.items() if (folder / u.file).is_file()}) else {}),
         "parity": report,

@@ -78,6 +78,7 @@ class CacheEntry(_Closed):
     cross: Optional[str]
     prefill: str
     refill_at: Optional[int] = None  # LongRoPE: the cache is recomputed at this length + 1
+    buffer: Optional[str] = None  # --kv-cache shared: past/present are one buffer (zoo.spec.families.SHARED_BUFFER)
 
 
 class BuildEntry(_Closed):
@@ -87,6 +88,7 @@ class BuildEntry(_Closed):
     optimize: bool
     precision: Union[str, dict[str, Any]]  # "fp32", or the conversion's record (zoo.app.convert)
     lowering: Optional[dict[str, Any]] = None  # passes.optimize's record, optimized builds only
+    kv_cache: Optional[dict[str, Any]] = None  # --kv-cache shared: passes.optimize.kv_share's record
 
 
 class ArtifactManifest(_Closed):

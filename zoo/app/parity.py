@@ -181,6 +181,26 @@ def cache_limit(spec) -> int:
     return limit if limit is not None else spec.max_seq_len
 
 
+def _stepper(sess, cache, fixed: dict, dtype, total: int):
+    """feeds -> logits of the new positions, the cache kept between calls: the past of each
+    step is the last one's present, or (a --kv-cache shared graph) one buffer of ``total``
+    slots bound as both through runtime.shared_cache, as generation runs it."""
+    from runtime.shared_cache import SharedRunner, is_shared
+
+    if is_shared(sess):
+        runner = SharedRunner(sess, cache, total)
+        runner.start(CACHE_BATCH, fixed, dtype, capacity=total)
+        return runner.run
+    names, state = [o.name for o in sess.get_outputs()], {"past": empty_past(cache, CACHE_BATCH, dtype)}
+
+    def step(feeds: dict) -> np.ndarray:
+        out = sess.run(names, {**feeds, **fixed, **state["past"]})
+        state["past"] = Role.carried(dict(zip(names, out)))
+        return out[0]
+
+    return step
+
+
 def cache_parity(model, spec, sessions: dict, rule, *, seed: int = 0) -> dict:
     """Logits of cached step-by-step decoding in ONNX Runtime against the torch
     module's logits from one full forward over the same tokens (rows 1 and 2 padded
@@ -195,13 +215,10 @@ def cache_parity(model, spec, sessions: dict, rule, *, seed: int = 0) -> dict:
         mask[row, : min(row * 2, prompt - 1)] = 0  # left padding inside the prompt
     float_np = np.float16 if spec.dtype == "float16" else np.float32
     sess, id_name, mask_name, fixed, reference = _cache_reference(model, spec, sessions, ids, mask, rng)
-    names = [o.name for o in sess.get_outputs()]
-    past = empty_past(cache, CACHE_BATCH, past_dtype(sess, float_np))
+    step = _stepper(sess, cache, fixed, past_dtype(sess, float_np), total)
     pieces, start = [], 0
     for end in [prompt] + list(range(prompt + 1, total + 1)):
-        out = sess.run(names, {id_name: ids[:, start:end], mask_name: mask[:, :end], **fixed, **past})
-        pieces.append(out[0])
-        past = Role.carried(dict(zip(names, out)))
+        pieces.append(step({id_name: ids[:, start:end], mask_name: mask[:, :end]}))
         start = end
     stepped = np.concatenate(pieces, axis=1)  # (B, total, V); padding positions hold no token
     return {"batch": CACHE_BATCH, "prompt": prompt, "steps": total - prompt, "padding": "rows 1, 2 left", **judge(stepped, reference, rule, mask)}

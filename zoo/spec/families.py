@@ -10,13 +10,21 @@ that knows those prefixes (``Role.PAST.name_of(0, "key")`` -> ``"past.0.key"``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Optional
 
 from zoo.spec.contract import GraphSpec, TensorSpec
 
 KINDS = ("key", "value")
+# The slot axis of a shared cache buffer (``zoo build --kv-cache shared``): past.* and
+# present.* are then one preallocated tensor of max_seq slots, bound as both
+SHARED_AXIS = "max_seq"
+SHARED_BUFFER = (
+    "shared: past.{i}.* (batch, kv_heads, max_seq, head_dim) preallocated once and bound, with IO binding, "
+    "as present.{i}.* too; the graph writes the new tokens' rows at slots total_seq - seq .. total_seq - 1 "
+    "(total_seq: the attention mask's width) and reads slots 0 .. total_seq - 1"
+)
 
 
 class Role(str, Enum):
@@ -77,6 +85,9 @@ class CacheLayout:
     # first grows to refill_at + 1 (keys rotated with the short set then get the long one), as
     # transformers' Phi-3 generation does; None: the cache is never recomputed
     refill_at: Optional[int] = None
+    # --kv-cache shared (passes.optimize.kv_share): past.{i}.* is a buffer of max_seq slots
+    # that the runtime binds as present.{i}.* too; the graph writes the new rows in place
+    shared: bool = False
 
     def names(self, role: Role | str) -> list[str]:
         role = Role(role)
@@ -96,6 +107,7 @@ class CacheLayout:
             "cross": "cross.{i}.key / cross.{i}.value, from the encoder graph" if self.cross else None,
             "prefill": "past of length 0",
             **({"refill_at": self.refill_at} if self.refill_at is not None else {}),
+            **({"buffer": SHARED_BUFFER} if self.shared else {}),
         }
 
 
@@ -264,6 +276,8 @@ def graphs_for(spec: Any) -> tuple[GraphSpec, ...]:
     return family(spec).graphs(spec)
 
 
-def cache_layout(spec: Any) -> Optional[CacheLayout]:
-    """The cache of a ModelSpec's decoder graph; None for encoder-only."""
-    return family(spec).cache(spec)
+def cache_layout(spec: Any, *, shared: bool = False) -> Optional[CacheLayout]:
+    """The cache of a ModelSpec's decoder graph (``shared``: a --kv-cache shared build's);
+    None for encoder-only."""
+    cache = family(spec).cache(spec)
+    return replace(cache, shared=True) if cache is not None and shared else cache

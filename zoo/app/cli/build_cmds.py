@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fp32 (default); fp16 for CUDA (norms and softmax kept in fp32); int8 (8-bit weight blocks) for CPU; "
              "int4 (4-bit weight blocks, MatMulNBits) for CPU and CUDA",
     )
+    p.add_argument(
+        "--kv-cache", default="concat", choices=("concat", "shared"),
+        help="concat (default: the cache grows by a copy each step); shared: one preallocated buffer written in place "
+        "(GroupQueryAttention, IO binding; implies --optimize; decoder-only, CPU, fp32)",
+    )
     p.set_defaults(func=cmd_build)
 
     r = sub.add_parser(
@@ -88,7 +93,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     spec, weights, tokenizer, usage = _source(args, step)
     from zoo.app.build import BuildOptions, build_artifact  # torch and onnx load here
 
-    options = BuildOptions(target=args.target, optimize=args.optimize, precision=args.precision)
+    options = BuildOptions(target=args.target, optimize=args.optimize or args.kv_cache == "shared", precision=args.precision,
+                           kv_cache=args.kv_cache)
     try:
         folder, manifest, built = build_artifact(
             spec,
@@ -151,6 +157,9 @@ def _build_view(r: dict) -> list[Block]:
     ]
     build = manifest.get("build") or {}
     blocks += _parity_view(manifest["parity"]) + _lowering_view(build.get("lowering")) + _precision_view(build.get("precision"))
+    if isinstance(build.get("kv_cache"), dict):
+        kv = build["kv_cache"]
+        blocks.append(field("kv cache", f"{kv['buffer']} buffer: {kv.get('op')} x{kv.get('layers')} writes in place (axis {kv.get('axis')})"))
     blocks.append(field("time", ", ".join(f"{k} {v:.1f}s" for k, v in manifest["build_seconds"].items())))
     return blocks
 
