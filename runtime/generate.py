@@ -158,15 +158,36 @@ class _Runner:
         self.present = [n for n in self.names_out if Role.of(n) is Role.PRESENT]
         self.io_binding = io_binding
         self.device = "cuda" if session.provider == "CUDAExecutionProvider" else "cpu"
-        self.fixed: dict = {}  # inputs that do not change between steps (cross.*, encoder mask)
-        self.past: dict = {}
+        # output index -> the past.* input it feeds next step, worked out once (not per step)
+        self.carry = [(i, Role.PAST.counterpart(n)) for i, n in enumerate(self.names_out) if Role.of(n) is Role.PRESENT]
+        self.feed: dict = {}  # every input but ids and mask, kept and updated in place step after step
+        self.fixed_names: list = []  # inputs that do not change between steps (cross.*, encoder mask)
+
+    @property
+    def past(self) -> dict:
+        """The cache the next step reads, by past.* name."""
+        return {name: self.feed[name] for _, name in self.carry}
+
+    @past.setter
+    def past(self, tensors: dict) -> None:
+        self.feed.update(tensors)
+
+    @property
+    def fixed(self) -> dict:
+        return {name: self.feed[name] for name in self.fixed_names}
+
+    @fixed.setter
+    def fixed(self, tensors: dict) -> None:
+        self.fixed_names = list(tensors)
+        self.feed.update(tensors)
 
     def start(self, batch: int, fixed: dict, dtype) -> None:
-        self.fixed = dict(fixed)
-        self.past = empty_past(self.cache, batch, dtype)
+        past = empty_past(self.cache, batch, dtype)
         if self.io_binding:
-            self.fixed = {k: self._value(v) for k, v in self.fixed.items()}
-            self.past = {k: self._value(v) for k, v in self.past.items()}
+            fixed = {k: self._value(v) for k, v in fixed.items()}
+            past = {k: self._value(v) for k, v in past.items()}
+        self.feed = {}
+        self.fixed, self.past = fixed, past
 
     def _value(self, x):
         if isinstance(x, ort.OrtValue):
@@ -176,20 +197,24 @@ class _Runner:
     def step(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """feeds: ids and mask of this step -> logits of the last position (B, V)."""
         if not self.io_binding:
-            out = self.sess.run(self.names_out, {**feeds, **self.fixed, **self.past})
-            self.past = Role.carried(dict(zip(self.names_out, out)))
+            feed = self.feed
+            feed.update(feeds)
+            out = self.sess.run(self.names_out, feed)
+            for i, name in self.carry:
+                feed[name] = out[i]
             return out[0][:, -1]
         binding = self.sess.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        for name, value in {**self.fixed, **self.past}.items():
+        for name, value in self.feed.items():
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
         for name in self.present:
             binding.bind_output(name, self.device)
         self.sess.run_with_iobinding(binding)
         outs = binding.get_outputs()
-        self.past = Role.carried(dict(zip(self.names_out, outs)))
+        for i, name in self.carry:
+            self.feed[name] = outs[i]
         return outs[0].numpy()[:, -1]
 
 
@@ -317,6 +342,7 @@ class Generator:
         width, pads = ids.shape[1], ids.shape[1] - np.array([len(r) for r in rows])
         self.runner.start(batch, fixed, self.session.float_dtype)
         seq = ids  # every token fed so far, for a cache recomputed at refill_at
+        keep_seq = processors.active(config) or self.refill_at >= 0
         room = self.max_len - ids.shape[1]  # cache slots left before max_seq_len
         budget = min(config.max_new_tokens, room + 1)
         tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -350,7 +376,9 @@ class Generator:
             if finished.all():
                 break
             t_step = time.perf_counter()  # the caller's time between steps is not the model's
-            seq, ids = np.concatenate((seq, new[:, None]), axis=1), new[:, None]
+            ids = new[:, None]
+            if keep_seq:  # the history, only where a processor or a refill reads it
+                seq = np.concatenate((seq, ids), axis=1)
             mask = np.concatenate((mask, np.ones((batch, 1), dtype=np.int64)), axis=1)
             if mask.shape[1] == self.refill_at + 1:  # LongRoPE's switch: every key again, with the long set
                 self.runner.start(batch, fixed, self.session.float_dtype)
