@@ -137,9 +137,6 @@ def left_pad(rows: Sequence[Sequence[int]], pad: int = 0) -> tuple[np.ndarray, n
     return ids, mask
 
 
-# --------------------------------------------------------------------------- sampling
-
-
 # --------------------------------------------------------------------------- running the graphs
 
 
@@ -155,7 +152,6 @@ class _Runner:
         self.sess = session.sessions[graph]
         self.cache = session.artifact.cache
         self.names_out = [o.name for o in self.sess.get_outputs()]
-        self.present = [n for n in self.names_out if Role.of(n) is Role.PRESENT]
         self.io_binding = io_binding
         self.device = "cuda" if session.provider == "CUDAExecutionProvider" else "cpu"
         # output index -> the past.* input it feeds next step, worked out once (not per step)
@@ -164,8 +160,7 @@ class _Runner:
         self.fixed_names: list = []  # inputs that do not change between steps (cross.*, encoder mask)
 
     @property
-    def past(self) -> dict:
-        """The cache the next step reads, by past.* name."""
+    def past(self) -> dict:  # the cache the next step reads, by past.* name (runtime.beam sets it)
         return {name: self.feed[name] for _, name in self.carry}
 
     @past.setter
@@ -209,8 +204,8 @@ class _Runner:
         for name, value in self.feed.items():
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
-        for name in self.present:
-            binding.bind_output(name, self.device)
+        for i, _ in self.carry:
+            binding.bind_output(self.names_out[i], self.device)
         self.sess.run_with_iobinding(binding)
         outs = binding.get_outputs()
         for i, name in self.carry:
@@ -377,8 +372,7 @@ class Generator:
                 break
             t_step = time.perf_counter()  # the caller's time between steps is not the model's
             ids = new[:, None]
-            if keep_seq:  # the history, only where a processor or a refill reads it
-                seq = np.concatenate((seq, ids), axis=1)
+            seq = np.concatenate((seq, ids), axis=1) if keep_seq else seq  # read by processors, refill
             mask = np.concatenate((mask, np.ones((batch, 1), dtype=np.int64)), axis=1)
             if mask.shape[1] == self.refill_at + 1:  # LongRoPE's switch: every key again, with the long set
                 self.runner.start(batch, fixed, self.session.float_dtype)
