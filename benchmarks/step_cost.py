@@ -6,6 +6,10 @@ per-step ms = decode seconds / steps. Prints a table and writes
 benchmarks/results/step_cost.json.
 
     PYTHONPATH=$PWD python benchmarks/step_cost.py ARTIFACT_FOLDER --threads 1
+
+``--compare A [B ...]`` adds the decode step of each artifact before (the generation
+loop of git ``--ref``) and after (this tree), round-robin in one process
+(benchmarks/step_compare.py); ``--batch-artifact`` adds batch 8 over batch 1 throughput.
 """
 
 from __future__ import annotations
@@ -82,13 +86,35 @@ def profile_top(folder: Path, threads: int, new: int, top: int = 8) -> dict:
     return {op: round(us / max(runs, 1), 1) for op, us in by.most_common(top)}
 
 
+def compare(a) -> dict:
+    """Before/after step ms per ``--compare`` artifact and the batch ratio; prints the tables."""
+    from benchmarks.step_compare import batch_ratio, before_after, load_ref_generate
+
+    out = {}
+    if a.compare:
+        ref = load_ref_generate(a.ref)
+        rows = {str(f): before_after(f, ref, threads=a.threads, reps=a.reps, new=a.new) for f in a.compare}
+        print(f"| artifact | before ms ({a.ref}) | after ms | after / before |\n| --- | ---: | ---: | ---: |")
+        for f, r in rows.items():
+            print(f"| {Path(f).name} | {r['before']:.4f} | {r['after']:.4f} | {r['ratio']:.3f} |")
+        out["before_after"] = {"ref": a.ref, "rows": rows}
+    if a.batch_artifact:
+        out["batch"] = batch_ratio(a.batch_artifact, threads=a.threads, reps=max(a.reps // 2, 2), new=16)
+        print("batch 8 vs 1 on", a.batch_artifact.name, out["batch"])
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("artifact", type=Path)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--new", type=int, default=32)
+    p.add_argument("--compare", type=Path, nargs="*", default=[], help="artifacts to time before (--ref) and after")
+    p.add_argument("--ref", default="fc0bbf9", help="git ref whose runtime/generate.py is the 'before'")
+    p.add_argument("--batch-artifact", type=Path, help="artifact for batch 8 vs batch 1 throughput (gpt2-small)")
     a = p.parse_args(argv)
+    extra = compare(a)
     ms = step_ms(a.artifact, a.threads, a.reps, a.new)
     counts = node_counts(next(a.artifact.glob("*.onnx")))
     print("| variant | step ms | x main |\n| --- | ---: | ---: |")
@@ -97,7 +123,7 @@ def main(argv=None) -> int:
     print("nodes:", sum(counts.values()), counts)
     prof = profile_top(a.artifact, a.threads, a.new)
     print("profiler, us per run:", prof)
-    out = {"profile_us_per_run": prof, "artifact": str(a.artifact), "threads": a.threads, "step_ms": ms, "nodes": counts, "ort": ort.__version__}
+    out = {**extra, "profile_us_per_run": prof, "artifact": str(a.artifact), "threads": a.threads, "step_ms": ms, "nodes": counts, "ort": ort.__version__}
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
     Path("benchmarks/results/step_cost.json").write_text(json.dumps(out, indent=1))
     return 0

@@ -28,7 +28,7 @@ import onnxruntime as ort
 from runtime import processors
 from runtime.sampling import GenerationConfig, next_tokens
 from runtime.session import Session, empty_past
-from runtime.validate import as_ids, check_logits
+from runtime.validate import check_logits, left_pad, prompt_rows  # noqa: F401  (left_pad: re-exported)
 from zoo.spec.errors import InputError
 from zoo.spec.families import Role, family
 
@@ -91,55 +91,6 @@ class Generation:
         }
 
 
-def prompt_rows(prompts, what: str = "prompt", vocab: Optional[int] = None, max_len: Optional[int] = None) -> list[np.ndarray]:
-    """A batch of prompts (lists of token ids of any lengths, or a 2-D array) -> one
-    int64 array per row; InputError (one line, naming the row and position) for
-    anything else: a flat list, an empty batch or row, ids that are not integers
-    (bool, fractions, strings), outside [0, vocab), or rows longer than max_len."""
-    if isinstance(prompts, (str, bytes)) or (isinstance(prompts, np.ndarray) and prompts.ndim != 2):
-        raise InputError(f"{what}s must be a list of token-id lists, e.g. [[1, 2, 3]]; got {type(prompts).__name__}")
-    try:
-        rows = list(prompts)
-    except TypeError:
-        raise InputError(f"{what}s must be a list of token-id lists, e.g. [[1, 2, 3]]; got {type(prompts).__name__}") from None
-    if not rows:
-        raise InputError(f"no {what} given")
-    out = []
-    for i, row in enumerate(rows):
-        if isinstance(row, (str, bytes, dict)) or not hasattr(row, "__len__") and not hasattr(row, "__iter__"):
-            raise InputError(f"{what} {i} is {row!r}, not a list of token ids; {what}s are a list of token-id lists, e.g. [[1, 2, 3]]")
-        row = row if isinstance(row, np.ndarray) else list(row)
-        for j, t in enumerate(row if isinstance(row, list) else ()):
-            if isinstance(t, (bool, np.bool_)) or (isinstance(t, (list, tuple, np.ndarray))):
-                raise InputError(f"{what} {i}: token {t!r} at position {j} is not an integer id")
-        if len(row) == 0:
-            raise InputError(f"{what} {i} is empty; give at least one token")
-        if max_len is not None and len(row) > max_len:
-            raise InputError(f"{what} {i} has {len(row)} tokens, more than max_seq_len={max_len}")
-        ids = as_ids(f"{what} {i}", row, vocab)
-        if ids.ndim != 1:
-            raise InputError(f"{what} {i}: a {ids.ndim}-D array; each {what} is a flat list of token ids")
-        out.append(ids)
-    return out
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ids -> (ids, mask) int64 (B, longest), padded on the left. Every row
-    needs at least one token (a row of padding only has nothing to attend to)."""
-    rows = prompt_rows(rows, "row")
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        if len(r):
-            ids[i, width - len(r) :] = r
-            mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-# --------------------------------------------------------------------------- sampling
-
-
 # --------------------------------------------------------------------------- running the graphs
 
 
@@ -155,20 +106,39 @@ class _Runner:
         self.sess = session.sessions[graph]
         self.cache = session.artifact.cache
         self.names_out = [o.name for o in self.sess.get_outputs()]
-        self.present = [n for n in self.names_out if Role.of(n) is Role.PRESENT]
         self.io_binding = io_binding
         self.device = "cuda" if session.provider == "CUDAExecutionProvider" else "cpu"
-        self.fixed: dict = {}  # inputs that do not change between steps (cross.*, encoder mask)
-        self.past: dict = {}
+        # output index -> the past.* input it feeds next step, worked out once (not per step)
+        self.carry = [(i, Role.PAST.counterpart(n)) for i, n in enumerate(self.names_out) if Role.of(n) is Role.PRESENT]
+        self.feed: dict = {}  # every input but ids and mask, kept and updated in place step after step
+        self.fixed_names: list = []  # inputs that do not change between steps (cross.*, encoder mask)
+
+    @property
+    def past(self) -> dict:  # the cache the next step reads, by past.* name (runtime.beam sets it)
+        return {name: self.feed[name] for _, name in self.carry}
+
+    @past.setter
+    def past(self, tensors: dict) -> None:
+        self.feed.update(tensors)
+
+    @property
+    def fixed(self) -> dict:
+        return {name: self.feed[name] for name in self.fixed_names}
+
+    @fixed.setter
+    def fixed(self, tensors: dict) -> None:
+        self.fixed_names = list(tensors)
+        self.feed.update(tensors)
 
     def start(self, batch: int, fixed: dict, dtype, capacity: Optional[int] = None) -> None:
         """A fresh cache for ``batch`` rows (``capacity``, the slots a generation fills, is for
         runtime.shared_cache.SharedRunner: this cache grows as it goes)."""
-        self.fixed = dict(fixed)
-        self.past = empty_past(self.cache, batch, dtype)
+        past = empty_past(self.cache, batch, dtype)
         if self.io_binding:
-            self.fixed = {k: self._value(v) for k, v in self.fixed.items()}
-            self.past = {k: self._value(v) for k, v in self.past.items()}
+            fixed = {k: self._value(v) for k, v in fixed.items()}
+            past = {k: self._value(v) for k, v in past.items()}
+        self.feed = {}
+        self.fixed, self.past = fixed, past
 
     def _value(self, x):
         if isinstance(x, ort.OrtValue):
@@ -178,20 +148,24 @@ class _Runner:
     def step(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """feeds: ids and mask of this step -> logits of the last position (B, V)."""
         if not self.io_binding:
-            out = self.sess.run(self.names_out, {**feeds, **self.fixed, **self.past})
-            self.past = Role.carried(dict(zip(self.names_out, out)))
+            feed = self.feed
+            feed.update(feeds)
+            out = self.sess.run(self.names_out, feed)
+            for i, name in self.carry:
+                feed[name] = out[i]
             return out[0][:, -1]
         binding = self.sess.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        for name, value in {**self.fixed, **self.past}.items():
+        for name, value in self.feed.items():
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
-        for name in self.present:
-            binding.bind_output(name, self.device)
+        for i, _ in self.carry:
+            binding.bind_output(self.names_out[i], self.device)
         self.sess.run_with_iobinding(binding)
         outs = binding.get_outputs()
-        self.past = Role.carried(dict(zip(self.names_out, outs)))
+        for i, name in self.carry:
+            self.feed[name] = outs[i]
         return outs[0].numpy()[:, -1]
 
 
@@ -315,20 +289,22 @@ class Generator:
             return beam_steps(self, prompts, decoder_prompts, config, eos, pad, stopper)
         return self._steps(prompts, decoder_prompts, config, eos, pad, keep_logits, stopper)
 
+    def _inputs(self, prompts, decoder_prompts, pad: int) -> tuple:
+        """The first step's (ids, mask) padded on the left, the rows the new tokens extend and
+        the inputs fixed for the whole generation (an encoder-decoder's encoder outputs)."""
+        if not self.family.crossed:
+            return (*left_pad(prompts, pad), prompts, {})
+        src_ids, src_mask = left_pad(prompts, pad)
+        enc = self.session.run(self.family.encoder_graph, check=False, input_ids=src_ids, attention_mask=src_mask)
+        return (*left_pad(decoder_prompts, pad), decoder_prompts, {**Role.CROSS.pick(enc), "encoder_attention_mask": src_mask})
+
     def _steps(self, prompts, decoder_prompts, config, eos: tuple, pad: int, keep_logits: bool, stopper) -> Iterator[Step]:
         rng = np.random.default_rng(config.seed)
         batch = len(prompts)
         t_start = time.perf_counter()
-        fixed = {}
-        if self.family.crossed:
-            src_ids, src_mask = left_pad(prompts, pad)
-            enc = self.session.run(self.family.encoder_graph, check=False, input_ids=src_ids, attention_mask=src_mask)
-            fixed = {**Role.CROSS.pick(enc), "encoder_attention_mask": src_mask}
-            ids, mask = left_pad(decoder_prompts, pad)
-        else:
-            ids, mask = left_pad(prompts, pad)
-        rows = decoder_prompts if self.family.crossed else prompts
+        ids, mask, rows, fixed = self._inputs(prompts, decoder_prompts, pad)
         width, pads = ids.shape[1], ids.shape[1] - np.array([len(r) for r in rows])
+        keep_seq = processors.active(config) or self.refill_at >= 0
         room = self.max_len - ids.shape[1]  # cache slots left before max_seq_len
         budget = min(config.max_new_tokens, room + 1)
         self.runner.start(batch, fixed, self.session.float_dtype, capacity=width + budget)  # slots this generation fills
@@ -364,7 +340,8 @@ class Generator:
             if finished.all():
                 break
             t_step = time.perf_counter()  # the caller's time between steps is not the model's
-            seq, ids = np.concatenate((seq, new[:, None]), axis=1), new[:, None]
+            ids = new[:, None]
+            seq = np.concatenate((seq, ids), axis=1) if keep_seq else seq  # read by processors, refill
             mask = np.concatenate((mask, np.ones((batch, 1), dtype=np.int64)), axis=1)
             if mask.shape[1] == self.refill_at + 1:  # LongRoPE's switch: every key again, with the long set
                 self.runner.start(batch, fixed, self.session.float_dtype, capacity=width + budget)

@@ -26,7 +26,7 @@ max_seq_len:
 from __future__ import annotations
 
 import difflib
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -242,3 +242,49 @@ def check_logits(logits: np.ndarray, step: int) -> None:
     if not np.isfinite(logits).all():
         row = int(np.nonzero(~np.isfinite(logits).all(axis=-1))[0][0])
         raise OutputError(f"generation step {step}: the logits of row {row} hold NaN/inf; the model's weights overflow its float range")
+
+
+def prompt_rows(prompts, what: str = "prompt", vocab: Optional[int] = None, max_len: Optional[int] = None) -> list[np.ndarray]:
+    """A batch of prompts (lists of token ids of any lengths, or a 2-D array) -> one
+    int64 array per row; InputError (one line, naming the row and position) for
+    anything else: a flat list, an empty batch or row, ids that are not integers
+    (bool, fractions, strings), outside [0, vocab), or rows longer than max_len."""
+    if isinstance(prompts, (str, bytes)) or (isinstance(prompts, np.ndarray) and prompts.ndim != 2):
+        raise InputError(f"{what}s must be a list of token-id lists, e.g. [[1, 2, 3]]; got {type(prompts).__name__}")
+    try:
+        rows = list(prompts)
+    except TypeError:
+        raise InputError(f"{what}s must be a list of token-id lists, e.g. [[1, 2, 3]]; got {type(prompts).__name__}") from None
+    if not rows:
+        raise InputError(f"no {what} given")
+    out = []
+    for i, row in enumerate(rows):
+        if isinstance(row, (str, bytes, dict)) or not hasattr(row, "__len__") and not hasattr(row, "__iter__"):
+            raise InputError(f"{what} {i} is {row!r}, not a list of token ids; {what}s are a list of token-id lists, e.g. [[1, 2, 3]]")
+        row = row if isinstance(row, np.ndarray) else list(row)
+        for j, t in enumerate(row if isinstance(row, list) else ()):
+            if isinstance(t, (bool, np.bool_)) or (isinstance(t, (list, tuple, np.ndarray))):
+                raise InputError(f"{what} {i}: token {t!r} at position {j} is not an integer id")
+        if len(row) == 0:
+            raise InputError(f"{what} {i} is empty; give at least one token")
+        if max_len is not None and len(row) > max_len:
+            raise InputError(f"{what} {i} has {len(row)} tokens, more than max_seq_len={max_len}")
+        ids = as_ids(f"{what} {i}", row, vocab)
+        if ids.ndim != 1:
+            raise InputError(f"{what} {i}: a {ids.ndim}-D array; each {what} is a flat list of token ids")
+        out.append(ids)
+    return out
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ids -> (ids, mask) int64 (B, longest), padded on the left. Every row
+    needs at least one token (a row of padding only has nothing to attend to)."""
+    rows = prompt_rows(rows, "row")
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r) :] = r
+            mask[i, width - len(r) :] = 1
+    return ids, mask
