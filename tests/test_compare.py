@@ -128,7 +128,7 @@ def test_parity_passes_and_reports_each_layer(tiny_artifacts):
 
 def _sabotage(folder, layer: int) -> None:
     """Scale one weight matrix of decoder layer ``layer`` inside model.onnx, and
-    re-record its hash so that the artifact still loads."""
+    re-record its hash and size so that the artifact still loads."""
     path = folder / "model.onnx"
     proto = onnx.load(str(path))
     inits = {i.name: i for i in proto.graph.initializer}
@@ -141,7 +141,7 @@ def _sabotage(folder, layer: int) -> None:
                     inits[name].CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), name))
                     onnx.save(proto, str(path))
                     manifest = json.loads((folder / "manifest.json").read_text())
-                    manifest["files"]["model.onnx"]["sha256"] = sha256_file(path)
+                    manifest["files"]["model.onnx"].update(sha256=sha256_file(path), bytes=path.stat().st_size)
                     (folder / "manifest.json").write_text(json.dumps(manifest))
                     return
     raise AssertionError("no weight of that layer found")
