@@ -142,7 +142,8 @@ def prepare(name: str, work: Path, args) -> dict:
     precisions = spec.cuda_precisions if cuda else spec.cpu_precisions
     if args.precisions:
         precisions = tuple(p for p in args.precisions.split(",") if p)
-    built = make_artifacts(name, hf, work, precisions, target=args.device, optimize=args.optimize or cuda)
+    built = make_artifacts(name, hf, work, precisions, target=args.device, optimize=args.optimize or cuda,
+                           kv_cache=args.kv_cache)
     paths, nbytes, notes = {}, {}, []
     for p, (art, _, _) in built.items():
         method = "zoo" if p == "fp32" and not cuda else f"zoo-{p}"
@@ -305,6 +306,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--precisions", default="", help="the zoo precisions to build, comma-separated (default: per model, fp32,int8,int4 for llama-135m)")
     ap.add_argument("--optimize", action="store_true", help="build the zoo's artifacts with --optimize (always on CUDA)")
+    ap.add_argument("--kv-cache", default="concat", choices=("concat", "shared"),
+                    help="the zoo's fp32 CPU cache: shared = one preallocated buffer (needs --optimize)")
     ap.add_argument("--no-genai", action="store_true", help="skip onnxruntime-genai even where it is installed")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/generate.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -336,7 +339,7 @@ def main(argv=None) -> int:
     print(text)
     print()
     print("\n".join(checks))
-    settings = {"reps": args.reps, "prompt": args.prompt, "new_tokens": args.new_tokens, "greedy": True, "optimize": args.optimize}
+    settings = {"reps": args.reps, "prompt": args.prompt, "new_tokens": args.new_tokens, "greedy": True, "optimize": args.optimize, "kv_cache": args.kv_cache}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": info, "settings": settings, "results": results, "targets": checks, "table": text}, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -89,9 +89,11 @@ def write_tokenizer(folder: Path, vocab: int) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
-def make_artifacts(name: str, hf: Path, folder: Path, precisions, *, target: str = "cpu", optimize: bool = False) -> dict:
+def make_artifacts(name: str, hf: Path, folder: Path, precisions, *, target: str = "cpu", optimize: bool = False,
+                   kv_cache: str = "concat") -> dict:
     """Import ``hf`` once and build one artifact per precision (the build's parity check
-    against torch included) -> precision: (folder, runtime Manifest, build seconds)."""
+    against torch included) -> precision: (folder, runtime Manifest, build seconds).
+    ``kv_cache="shared"`` applies where the build allows it (optimized fp32 on the CPU)."""
     from compiler.importers import import_folder
     from runtime.manifest import Manifest
     from zoo.app.build import BuildOptions, build_artifact
@@ -100,7 +102,8 @@ def make_artifacts(name: str, hf: Path, folder: Path, precisions, *, target: str
     out = {}
     for p in precisions:
         t0 = time.perf_counter()
-        options = BuildOptions(target=target, optimize=optimize, precision=p)
+        shared = kv_cache == "shared" and optimize and target == "cpu" and p == "fp32"
+        options = BuildOptions(target=target, optimize=optimize, precision=p, kv_cache="shared" if shared else "concat")
         art, manifest, _ = build_artifact(imported.spec, folder / "artifacts" / f"{name}-{p}", weights=imported.state, options=options)
         out[p] = (art, Manifest.from_json(manifest, art / "manifest.json"), time.perf_counter() - t0)
     return out
