@@ -200,7 +200,9 @@ def bench_model(name: str, work: Path, args) -> dict:
 def _bound(out: dict, nbytes: dict) -> None:
     """The GEMV bandwidth (the ``gemv-bound`` method: GEMVs/s times its weight bytes),
     each method's tok/s bound (bandwidth / the weight bytes its step reads) and its share of it."""
-    gemv = out["methods"]["gemv-bound"]
+    gemv = out["methods"].get("gemv-bound")
+    if gemv is None:  # --methods left the bound out: no shares to give
+        return
     gb_per_s = gemv["decode_tokens_per_s"] * nbytes["gemv-bound"] / 1e9
     out["gemv_bandwidth"] = {"gb_per_s": gb_per_s, "weight_bytes": nbytes["gemv-bound"], "spread": gemv["decode_spread"]}
     for m, e in out["methods"].items():
@@ -307,7 +309,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", default="", help="the zoo precisions to build, comma-separated (default: per model, fp32,int8,int4 for llama-135m)")
     ap.add_argument("--optimize", action="store_true", help="build the zoo's artifacts with --optimize (always on CUDA)")
     ap.add_argument("--kv-cache", default="concat", choices=("concat", "shared"),
-                    help="the zoo's fp32 CPU cache: shared = one preallocated buffer (needs --optimize)")
+                    help="the zoo's CPU cache (fp32, int8, int4 builds): shared = one preallocated buffer (needs --optimize)")
     ap.add_argument("--no-genai", action="store_true", help="skip onnxruntime-genai even where it is installed")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/generate.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)

@@ -102,7 +102,7 @@ def make_artifacts(name: str, hf: Path, folder: Path, precisions, *, target: str
     out = {}
     for p in precisions:
         t0 = time.perf_counter()
-        shared = kv_cache == "shared" and optimize and target == "cpu" and p == "fp32"
+        shared = kv_cache == "shared" and optimize and target == "cpu" and p != "fp16"
         options = BuildOptions(target=target, optimize=optimize, precision=p, kv_cache="shared" if shared else "concat")
         art, manifest, _ = build_artifact(imported.spec, folder / "artifacts" / f"{name}-{p}", weights=imported.state, options=options)
         out[p] = (art, Manifest.from_json(manifest, art / "manifest.json"), time.perf_counter() - t0)

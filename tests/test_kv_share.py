@@ -143,7 +143,7 @@ def test_buffer_capacity_is_checked(built):
 def test_refusals():
     spec = zoo.load("llama-tiny")
     for options in (BuildOptions(kv_cache="shared"), BuildOptions(optimize=True, kv_cache="shared", target="cuda"),
-                    BuildOptions(optimize=True, kv_cache="shared", precision="int8"), BuildOptions(kv_cache="ring")):
+                    BuildOptions(optimize=True, kv_cache="shared", precision="fp16"), BuildOptions(kv_cache="ring")):
         with pytest.raises(ArtifactError, match="kv-cache"):
             options.check(spec)
     from passes.optimize.kv_share import share_cache

@@ -48,7 +48,7 @@ factor per graph and one multiply of q per layer.
 from __future__ import annotations
 
 # Part of an artifact's identity: bump when the rewrite rules change, so earlier builds are not reused.
-VERSION = 1
+VERSION = 2  # 2: sibling projections packed (passes.optimize.packing)
 
 from collections import Counter
 from pathlib import Path

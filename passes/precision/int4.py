@@ -63,7 +63,7 @@ from onnx import helper, numpy_helper
 
 from passes.precision.graph import name_nodes, reinfer, topological_sort
 from passes.precision.int8 import BLOCK_SIZE as INT8_BLOCK_SIZE
-from passes.precision.int8 import MS, QuantizedRows, _drop_unused, _Rewriter, outlier_channels, quantize_rows
+from passes.precision.int8 import MS, QuantizedRows, _drop_unused, _Rewriter, outlier_channels, quantize_rows, shared_channels
 from passes.precision.matmuls import constant_matmuls, embedding_gathers, score_projections
 
 BLOCK_SIZE = 32
@@ -221,7 +221,7 @@ def _plan(proto: onnx.ModelProto, tables: list, activations: dict, options: Int4
             act = activations.get(node.input[0]) if node is not None else None
             channels |= set(outlier_channels(rows, act, options.outlier_ratio))
         plan[key] = (rows, sorted(channels), users.get(key, []))
-    return plan, gathers
+    return shared_channels(plan), gathers
 
 
 def to_int4(proto: onnx.ModelProto, *, vocab_size: int, activations: dict | None = None,

@@ -140,6 +140,19 @@ def outlier_channels(rows: np.ndarray, activations: np.ndarray | None, ratio: fl
     return [int(c) for c in np.flatnonzero(hot)]
 
 
+def shared_channels(plan: dict) -> dict:
+    """``plan`` (key -> (rows, channels, MatMul users)) with the channels of every weight
+    widened to the union over each input its users read: the matmuls of one input (q/k/v,
+    gate/up) then share one mask and one gather of float32 channels, and pack together
+    (passes.optimize.packing). A channel kept in float32 only adds precision."""
+    by_input: dict[str, set] = {}
+    for _, channels, users in plan.values():
+        for node in users:
+            by_input.setdefault(node.input[0], set()).update(channels)
+    return {key: (rows, sorted(set(channels).union(*(by_input[n.input[0]] for n in users))), users)
+            for key, (rows, channels, users) in plan.items()}
+
+
 # --------------------------------------------------------------------------- rewriting
 
 
@@ -290,7 +303,7 @@ def _plan(proto: onnx.ModelProto, tables: list, activations: dict, options: Int8
             act = activations.get(node.input[0]) if node is not None else None
             channels |= set(outlier_channels(rows, act, options.outlier_ratio))
         plan[key] = (rows, sorted(channels), users.get(key, []))
-    return plan, gathers
+    return shared_channels(plan), gathers
 
 
 def to_int8(proto: onnx.ModelProto, *, vocab_size: int, activations: dict | None = None,

@@ -269,6 +269,10 @@ def _graphs(spec: ModelSpec, model, partial: Path, options: BuildOptions, check_
 
         with _timed(times, "precision", step, f"converting to {options.precision}"):
             build_info["precision"] = convert_graphs(spec, model, partial, graphs, options)
+    if options.optimize:
+        from passes.optimize.packing import pack_graphs
+        with _timed(times, "packing", step, "packing sibling projections (q/k/v, gate/up) into one matmul"):
+            pack_graphs(spec, partial, graphs, build_info.get("lowering"))
     if check_parity and not options.is_default:  # the graphs changed: check them again
         with _timed(times, "parity_variant", step, f"checking parity of the {options.label} graphs"):
             report = parity(model, spec, {g.name: partial / g.file for g in graphs_for(spec)}, **options.parity_args())

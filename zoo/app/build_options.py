@@ -28,7 +28,8 @@ class BuildOptions:
       blocks, CPU and CUDA) (zoo.app.convert).
     - ``int4``: passes.precision.Int4Options for an int4 build (None: the measured defaults).
     - ``kv_cache``: ``concat`` (copied every step) or ``shared`` (one preallocated buffer
-      written in place, passes.optimize.kv_share: optimized fp32 CPU decoder-only graphs).
+      written in place, passes.optimize.kv_share: optimized CPU decoder-only graphs with a float32
+      cache: fp32, int8, int4).
     """
 
     target: str = "cpu"
@@ -51,9 +52,10 @@ class BuildOptions:
                 raise ArtifactError(str(e)) from None
         if self.kv_cache not in KV_CACHES:
             raise ArtifactError(f"--kv-cache must be one of {', '.join(KV_CACHES)}, got {self.kv_cache!r}")
-        if self.kv_cache == "shared" and (not self.optimize or self.target != "cpu" or self.precision != "fp32" or spec.dtype != "float32"):
-            raise ArtifactError(f"--kv-cache shared needs --optimize, --target cpu and fp32 (float32 spec, --precision fp32); got "
-                                f"optimize={self.optimize}, target {self.target}, precision {self.precision}, {spec.name} dtype {spec.dtype}")
+        if self.kv_cache == "shared" and (not self.optimize or self.target != "cpu" or self.precision == "fp16" or spec.dtype != "float32"):
+            raise ArtifactError(f"--kv-cache shared needs --optimize, --target cpu and a float32 cache (float32 spec; --precision fp32, "
+                                f"int8 or int4); got optimize={self.optimize}, target {self.target}, precision {self.precision}, "
+                                f"{spec.name} dtype {spec.dtype}")
 
     @property
     def is_default(self) -> bool:

@@ -194,6 +194,9 @@ def _lowering_view(record) -> list[Block]:
         if e and (e["nodes"] or e.get("decomposed")):
             left = f", {e['decomposed']} left decomposed" if e.get("decomposed") else ""
             rows.append([comp, f"{e['lowered_as']} x{e['nodes']}{left}"])
+    packing = record.get("packing")
+    if packing and packing["groups"]:
+        rows.append(["packed", f"{packing['matmuls']} projections into {packing['groups']} matmuls (+ Split)"])
     return [field("optimize", f"for {record['target']}"), *([Table(None, rows, indent=2)] if rows else [])]
 
 
