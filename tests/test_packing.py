@@ -3,7 +3,7 @@
 - on a hand-made graph: float MatMuls with their bias Adds become one MatMul, one Add,
   one Split, equal to numpy's products; a weight something else reads is left alone;
 - a trained-like llama-tiny built ``--optimize --precision int4 --kv-cache shared``:
-  q+k (int8) and gate+up (int4) packed per layer, never a group of mixed bits, the
+  q+k+v and gate+up packed per layer (all int4), never a group of mixed bits, the
   float32 outlier products packed with them; parity passes and greedy tokens equal the
   concat-cache int4 build's (the shared cache now serves int8 and int4 builds too);
 - a planted bug (gate and up swapped at the Split) fails the build's parity check.
@@ -94,8 +94,8 @@ def test_int4_groups_keep_one_precision_and_pack_the_outlier_products(int4_build
     proto = onnx.load(str(folder / "model.onnx"))
     nbits = [n for n in proto.graph.node if n.op_type == "MatMulNBits"]
     widths = [(packing.node_attr(n, "N"), packing.node_attr(n, "bits")) for n in nbits]
-    qk = (att.heads + att.n_kv_heads) * spec.head_dim("decoder")
-    assert widths.count((qk, 8)) == layers and widths.count((2 * spec.decoder.ffn.hidden, 4)) == layers  # q+k, gate+up
+    qkv = (att.heads + 2 * att.n_kv_heads) * spec.head_dim("decoder")
+    assert widths.count((qkv, 4)) == layers and widths.count((2 * spec.decoder.ffn.hidden, 4)) == layers  # q+k+v, gate+up
     assert manifest["build"]["lowering"]["packing"]["groups"] == 2 * layers
     # one mask and one gather of float32 channels per input (passes.precision.int8.shared_channels)
     masks = [n for n in proto.graph.node if n.op_type == "Mul" and "int8_mask" in n.name]

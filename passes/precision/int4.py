@@ -30,12 +30,19 @@ candidate (b32, symmetric, q/k int8)   top-1   zoo tok/s genai tok/s zoo/genai
 =====================================  ======  ========  ==========  =========
 outliers at 16x (the first default)    64.1%   178       290         0.61
 outliers at 8x                         70.6%   97        234         0.42
-**outliers at 4x (default)**           86.5%   157       307         0.51
+outliers at 4x (the second default)    86.5%   157       307         0.51
 outliers at 4x, head int8              91.1%   134       269         0.50
 outliers at 4x, q/k int4               83.3%   146       263         0.55
 outliers at 4x, accuracy_level 0       87.0%   42        222         0.19
 --optimize, outliers at 4x             85.9%   165       263         0.63
 =====================================  ======  ========  ==========  =========
+
+Then (results/generate_int4.json; benchmarks/generate.py --optimize --kv-cache shared, 5
+reps): with one set of float32 channels per input (int8.shared_channels) and sibling
+projections packed (passes.optimize.packing), q/k at int8: top-1 79.2%, 186 vs 265 tok/s
+(0.70x); **q/k at int4 (default)**: 81.8%, 206 vs 280 tok/s (0.74x): q, k and v pack
+into one 4-bit matmul, and the wider channel set keeps the agreement (onnxruntime-genai int4: 71.4%
+there).
 
 What costs agreement (float32 compute, chosen weights replaced by their 4-bit
 dequantization): every matmul 63.8%; only v 66.9%, only the tied head 80.7%, only
@@ -86,7 +93,7 @@ class Int4Options:
     outlier_ratio: float | None = 4.0
     embedding: str = "int4"
     head: str = "int4"
-    scores: str = "int8"
+    scores: str = "int4"
 
     def check(self) -> None:
         for field, value, allowed in (("block_size", self.block_size, BLOCK_SIZES), ("accuracy_level", self.accuracy_level, ACCURACY_LEVELS),
