@@ -50,7 +50,7 @@ test-all: install
 # Generation speed against transformers and onnxruntime-genai (where its wheel installs): fp32, int8, int4, ~30 min
 bench: install
 	$(BIN)/pip install --quiet onnxruntime-genai || echo "onnxruntime-genai does not install here; benchmarking without it"
-	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/generate.py --optimize --kv-cache shared
 
 # The same on an NVIDIA GPU: fp16 and int4 with IO binding, against onnxruntime-genai's CUDA build and torch eager on CUDA
 bench-gpu: install-gpu

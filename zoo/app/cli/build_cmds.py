@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--kv-cache", default="concat", choices=("concat", "shared"),
         help="concat (default: the cache grows by a copy each step); shared: one preallocated buffer written in place "
-        "(GroupQueryAttention, IO binding; implies --optimize; decoder-only, CPU, fp32)",
+        "(GroupQueryAttention, IO binding; implies --optimize; decoder-only, CPU, a float32 cache: fp32, int8, int4)",
     )
     p.set_defaults(func=cmd_build)
 
