@@ -37,7 +37,7 @@ outliers at 4x, accuracy_level 0       87.0%   42        222         0.19
 --optimize, outliers at 4x             85.9%   165       263         0.63
 =====================================  ======  ========  ==========  =========
 
-Then (results/generate_int4.json; benchmarks/generate.py --optimize --kv-cache shared, 5
+Then (results/generate_int4.json, generate_int4_qk8.json; benchmarks/generate.py --optimize --kv-cache shared, 5
 reps): with one set of float32 channels per input (int8.shared_channels) and sibling
 projections packed (passes.optimize.packing), q/k at int8: top-1 79.2%, 186 vs 265 tok/s
 (0.70x); **q/k at int4 (default)**: 81.8%, 206 vs 280 tok/s (0.74x): q, k and v pack
