@@ -169,6 +169,8 @@ def check_refusal(code: int, out: str, err: str, fragment: str, path: Path) -> N
 def test_hostile_spec_is_refused_by_validate(case, tmp_path):
     path, fragment = hostile_case(case, tmp_path)
     code, out, err, seconds, rss = zoo_process("validate", path, cwd=tmp_path)
+    if seconds >= SECONDS:  # timed again: a hostile file is slow every time, a busy shared machine once
+        code, out, err, seconds, rss = zoo_process("validate", path, cwd=tmp_path)
     record_refusal("hostile file: zoo validate (process)", seconds)
     check_refusal(code, out, err, fragment, path)
     assert seconds < SECONDS, f"{case}: refused after {seconds:.1f} s"
