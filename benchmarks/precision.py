@@ -316,7 +316,7 @@ def main(argv=None) -> int:
     ap.add_argument("--spec", default="gpt2-tiny", help="catalog name or spec file (default gpt2-tiny)")
     ap.add_argument("--weights", default="random", choices=("random", "trained-like"))
     ap.add_argument("--generator", default="{}", help='trained-like generator settings, JSON (e.g. \'{"score_gain": 1.0}\')')
-    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated (default fp32,fp16,int8)")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated (default fp32,fp16,int8,int4)")
     ap.add_argument("--candidates", action="store_true", help="also measure the int8 candidates (decoder-only specs)")
     ap.add_argument("--int4-candidates", action="store_true",
                     help="also measure the int4 candidates (block size, symmetry, accuracy level, embedding, head, q/k, outliers), int8 in the same runs")

@@ -111,7 +111,7 @@ def _check_weights(protos, record: dict, precision: str, max_seq_len: int) -> No
         return
     assert sum(t.data_type == onnx.TensorProto.UINT8 for t in large) >= 8
     scores = {n.input[1] for p in protos for n in p.graph.node if n.name in score_projections(p)}  # q and k: float32 by choice
-    gemms = {n.input[1] for p in protos for n in p.graph.node if n.op_type == "Gemm"}  # BERT's pooler: one small matmul, float32
+    gemms = {n.input[1] for p in protos for n in p.graph.node if n.op_type == "Gemm"}  # BERT's pooler (pooler_projections): float32
     floats = [t for t in large if t.data_type == onnx.TensorProto.FLOAT and t.name not in scores | gemms]
     assert all(t.dims[0] == max_seq_len or t.name.endswith(("/int8_scales", "/int8_kept", "/int8_kept_t")) for t in floats), [t.name for t in floats]
     graphs = record["quantization"].values()
@@ -133,7 +133,9 @@ def test_build_passes_parity_at_its_tolerance_and_records_its_cost(built, name, 
     assert 0 < acc["mean_abs_logit"] <= acc["max_abs_logit"]
     assert record["speed_vs_fp32"] > 0 and record["forward_ms"]["fp32"] > 0 and record["forward_ms"]["converted"] > 0
     assert record["size_vs_fp32"] == pytest.approx(record["bytes"]["converted"] / record["bytes"]["fp32"])
-    assert record["size_vs_fp32"] < (0.7 if precision == "fp16" else 0.65)  # tiny graphs: metadata is a third of fp32's file; q, k in fp32
+    # tiny graphs: node metadata is 30-40% of fp32's file (mixtral-tiny's routing the most), q, k in fp32;
+    # every large weight's dtype is checked tensor by tensor in _check_weights
+    assert record["size_vs_fp32"] < (0.72 if precision == "fp16" else 0.68)
     if manifest["kv_cache"]:
         assert record["decode_speed_vs_fp32"] > 0
 
@@ -347,12 +349,12 @@ def test_precision_on_graphs_optimized_for_cuda(tmp_path, precision):
     folder, manifest, _ = build_artifact(zoo.load("gpt2-tiny"), tmp_path / "a", options=options)
     assert manifest["parity"]["passed"] and manifest["build"]["lowering"]
     ops = {op for g in manifest["graphs"].values() for op in g["ops"]}
-    assert "SkipLayerNormalization" in ops
+    assert "com.microsoft:SkipLayerNormalization" in ops  # the manifest names a contrib op with its domain
     record = manifest["build"]["precision"]
     if precision == "fp16":
         assert "SkipLayerNormalization" in record["kept_fp32"]["ops"]
     else:
-        assert "MatMulNBits" in ops
+        assert "com.microsoft:MatMulNBits" in ops
 
 
 @pytest.mark.slow
@@ -363,11 +365,12 @@ def test_precision_benchmark_runs_and_writes_every_figure(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| int8 |" in r.stdout and "decode speed vs fp32" in r.stdout
     data = json.loads(out.read_text())
-    assert data["spec"] == "gpt2-tiny" and set(data["precisions"]) == {"fp32", "fp16", "int8"}
+    assert data["spec"] == "gpt2-tiny" and set(data["precisions"]) == {"fp32", "fp16", "int8", "int4"}
     for p, e in data["precisions"].items():
         assert e["size_mb"] > 0 and e["forward_ms"] > 0 and e["decode_ms_per_token"] > 0, p
         assert e["parity"]["passed"] and e["greedy_tokens_before_first_difference"] >= 0
-    assert data["precisions"]["int8"]["size_vs_fp32"] < 0.65 and data["precisions"]["fp16"]["size_vs_fp32"] < 0.7
+    sizes = {p: e["size_vs_fp32"] for p, e in data["precisions"].items()}
+    assert sizes["int4"] < sizes["int8"] < 0.65 and sizes["fp16"] < 0.7, sizes
     assert data["precisions"]["fp16"]["top1_agreement_vs_fp32"] >= parity_rule("float32", "fp16").top1
 
 

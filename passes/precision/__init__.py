@@ -21,7 +21,7 @@ from passes.precision.int4 import Int4Options, to_int4
 from passes.precision.int8 import Int8Options, to_int8
 
 # Part of an artifact's identity: bump when the conversion changes, so earlier builds are not reused.
-VERSION = 5
+VERSION = 6
 
 __all__ = [
     "VERSION", "KEPT_FP32_OPS", "Int4Options", "Int8Options", "drop_round_trips", "fp32_nodes",

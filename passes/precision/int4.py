@@ -71,7 +71,7 @@ from onnx import helper, numpy_helper
 from passes.precision.graph import name_nodes, reinfer, topological_sort
 from passes.precision.int8 import BLOCK_SIZE as INT8_BLOCK_SIZE
 from passes.precision.int8 import MS, QuantizedRows, _drop_unused, _Rewriter, outlier_channels, quantize_rows, shared_channels
-from passes.precision.matmuls import constant_matmuls, embedding_gathers, score_projections
+from passes.precision.matmuls import constant_matmuls, embedding_gathers, pooler_projections, score_projections
 
 BLOCK_SIZE = 32
 BLOCK_SIZES = (16, 32, 64, 128)
@@ -209,13 +209,13 @@ def _plan(proto: onnx.ModelProto, tables: list, activations: dict, options: Int4
     """(weight, transposed, bits) -> (rows (N, K), channels, MatMul users), and the
     embedding Gathers -> their key."""
     inits = {t.name: t for t in proto.graph.initializer}
-    scores = score_projections(proto)
+    scores, pooler = score_projections(proto), pooler_projections(proto)
     users: dict[tuple, list] = {}
     for node, weight, transposed in constant_matmuls(proto):
         dims = inits[weight].dims
         n = dims[0] if transposed else dims[1]
         bits = _bits(options.scores) if node.name in scores else _bits(options.head) if n == vocab_size else 4
-        if bits is not None:
+        if bits is not None and node.name not in pooler:
             users.setdefault((weight, transposed, bits), []).append(node)
     bits = _bits(options.embedding)
     gathers = {n.name: (table, True, bits) for n, table in tables} if bits else {}

@@ -1,7 +1,8 @@
 """int8 for CPU that holds on trained weights: weight-only int8 in blocks, int8 compute,
 and the outlier input channels of each matmul in float32.
 
-Every MatMul with a constant weight B (K x N) becomes ONNX Runtime's MatMulNBits
+Every MatMul with a constant weight B (K x N), and every Gemm that is one plus a bias
+(a 2-D linear: a mixture's experts), becomes ONNX Runtime's MatMulNBits
 (bits 8): for each output column, B is quantized in blocks of ``block_size`` along K,
 symmetric, one float32 scale per block (zero point 128, the op's default). With
 ``accuracy_level`` 4 ONNX Runtime computes in int8: it quantizes the activations at
@@ -24,7 +25,8 @@ The query and key projections (``matmuls.score_projections``: the MatMuls whose
 outputs reach a Q·Kᵀ product) stay float32: the scores multiply their rounding error
 by the size of the keys and queries, and a sharp softmax turns a small score error
 into a different attended token; measured on the trained-like 30-layer model, they
-are most of int8's disagreement with fp32 (docs/precision.md).
+are most of int8's disagreement with fp32 (docs/precision.md). So does a pooler
+(``matmuls.pooler_projections``: a matmul before a Tanh graph output).
 
 The token embedding table uses the same storage: a tied output projection
 (Transpose of the table) is a MatMulNBits whose rows are the table's rows, and the
@@ -43,7 +45,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from passes.precision.graph import name_nodes, reinfer, topological_sort
-from passes.precision.matmuls import constant_matmuls, embedding_gathers, score_projections
+from passes.precision.matmuls import constant_matmuls, embedding_gathers, gemm_bias, pooler_projections, score_projections
 
 BLOCK_SIZE = 16  # 32 is 1.1x faster and 2.5 points less accurate on the trained-like 30-layer model (docs/precision.md)
 ACCURACY_LEVEL = 4
@@ -196,7 +198,8 @@ class _Rewriter:
 
     def matmul(self, node: onnx.NodeProto, r: QuantizedRows) -> list[onnx.NodeProto]:
         """MatMulNBits on the int8 rows, plus the float32 product of the kept channels."""
-        x, y, tag, nodes = node.input[0], node.output[0], node.name, []
+        x, tag, nodes, bias = node.input[0], node.name, [], gemm_bias(node)
+        y = f"{tag}/unbiased" if bias else node.output[0]
         attrs = dict(K=r.k, N=r.n, bits=r.bits, block_size=r.block_size)
         if self.options.accuracy_level:
             attrs["accuracy_level"] = self.options.accuracy_level
@@ -210,6 +213,8 @@ class _Rewriter:
             xc = self.once(("gather", x, tuple(r.channels)), lambda: self._channels(x, r, nodes))
             nodes.append(helper.make_node("MatMul", [xc, self.kept_t(r)], [f"{tag}/kept_out"], name=f"{tag}/kept"))
             nodes.append(helper.make_node("Add", [main, f"{tag}/kept_out"], [y], name=f"{tag}/sum"))
+        if bias:  # a Gemm's C
+            nodes.append(helper.make_node("Add", [y, bias], [node.output[0]], name=f"{tag}/bias"))
         return nodes
 
     def _mask(self, x: str, r: QuantizedRows, nodes: list) -> str:
@@ -287,7 +292,7 @@ def _plan(proto: onnx.ModelProto, tables: list, activations: dict, options: Int8
     and the embedding Gathers (``tables``: embedding_gathers) -> their table's key."""
     inits = {t.name: t for t in proto.graph.initializer}
     users: dict[tuple[str, bool], list[onnx.NodeProto]] = {}
-    skip = score_projections(proto) if options.scores_fp32 else set()
+    skip = pooler_projections(proto) | (score_projections(proto) if options.scores_fp32 else set())
     for node, weight, transposed in constant_matmuls(proto):
         if node.name not in skip:
             users.setdefault((weight, transposed), []).append(node)

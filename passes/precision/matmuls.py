@@ -11,10 +11,24 @@ from onnx import TensorProto
 from zoo.spec.families import Role
 
 
+def _plain_gemm(node: onnx.NodeProto) -> bool:
+    """A Gemm that is a MatMul plus an optional bias: alpha = beta = 1, A not transposed
+    (torch's linear on 2-D inputs: BERT's pooler, a mixture's experts). transB says how
+    B is stored."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+
+
+def gemm_bias(node: onnx.NodeProto) -> str | None:
+    """The bias C of a plain Gemm (``constant_matmuls``), None for a MatMul."""
+    return node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
+
+
 def constant_matmuls(proto: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, bool]]:
-    """(MatMul, weight initialiser, transposed) for every MatMul whose B is a 2-D
+    """(node, weight initialiser, transposed) for every MatMul whose B is a 2-D
     float32 initialiser (transposed False) or a Transpose of one (a tied output
-    projection: transposed True)."""
+    projection: transposed True), and every plain Gemm (``_plain_gemm``) on a 2-D float32
+    initialiser (transposed: its transB); a Gemm's bias is added after (``gemm_bias``)."""
     g = proto.graph
     inits = {t.name: t for t in g.initializer}
     transposes = {}
@@ -25,10 +39,14 @@ def constant_matmuls(proto: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, 
                 transposes[n.output[0]] = n.input[0]
     out = []
     for n in g.node:
-        if n.op_type != "MatMul" or len(n.input) != 2:
+        if n.op_type == "Gemm" and _plain_gemm(n):
+            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
+            name, transposed = (n.input[1], trans_b) if n.input[1] in inits else (None, False)
+        elif n.op_type == "MatMul" and len(n.input) == 2:
+            b = n.input[1]
+            name, transposed = (b, False) if b in inits else (transposes.get(b), True)
+        else:
             continue
-        b = n.input[1]
-        name, transposed = (b, False) if b in inits else (transposes.get(b), True)
         if name is None:
             continue
         t = inits[name]
@@ -79,6 +97,21 @@ def score_projections(proto: onnx.ModelProto) -> set[str]:
     for start in starts:
         found |= {n.name for n in _walk_back(start, producer, lambda n: n.name in constant, skip=inits)}
     return found
+
+
+def pooler_projections(proto: onnx.ModelProto) -> set[str]:
+    """Names of the constant-weight matmuls that feed a graph output through one Tanh
+    (BERT's pooler). They stay float32: the Tanh bounds its output near 1, so the
+    parity rule's scale there is 1 while the error of the saturated pre-activation
+    (of order 10 on trained weights) is not shrunk where tanh is steep; and it is one
+    d x d matmul a sequence (0.5% of BERT's weights, nothing of its time)."""
+    outputs = {o.name for o in proto.graph.output}
+    tanh_in = {n.input[0] for n in proto.graph.node if n.op_type == "Tanh" and n.output[0] in outputs}
+    readers: dict[str, int] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    return {n.name for n, _, _ in constant_matmuls(proto) if n.output[0] in tanh_in and readers[n.output[0]] == 1}
 
 
 def _walk_back(value: str, producer: dict, stop, skip=frozenset()):
