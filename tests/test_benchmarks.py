@@ -26,7 +26,10 @@ def test_generate_benchmark_runs_and_writes_every_figure(tmp_path):
     assert set(methods) >= {"zoo", "zoo-iobinding", "transformers", "zoo-torch-nocache"}
     for m, e in methods.items():
         assert e["decode_tokens_per_s"] > 0 and e["ttft_ms"] > 0 and e["peak_rss_mb"] > 50, (m, e)
-        assert e["greedy_tokens_agree_with_transformers"] is True, m  # same weights, same greedy tokens
+        if m == "gemv-bound":  # GEMVs over the fp32 weight bytes: a speed, no tokens
+            assert e["greedy_tokens_agree_with_transformers"] is None
+        else:
+            assert e["greedy_tokens_agree_with_transformers"] is True, m  # same weights, same greedy tokens
     assert methods["transformers"]["decode_ratio_to_transformers"] == pytest.approx(1.0)
     assert methods["zoo"]["batch8_tokens_per_s"] > 0
     assert set(res["decode_step_ms_by_context"]) == {"64", "256", "1024"}
