@@ -2,8 +2,9 @@
 
 torch.onnx's export time (torch.export's trace, decomposition, translation, the
 onnxscript optimizer) grows with the number of layers. When every layer of the
-decoder has the same structure, the zoo exports a 3-layer model of the same spec
-instead and copies its middle layer for the other layers, with each layer's own
+decoder has the same structure, the zoo exports a 3-layer copy of the model (layers 0,
+1 and the last: whatever the modules hold beyond the spec, a buffer or an attribute,
+comes along) instead and copies its middle layer for the other layers, with each layer's own
 weights:
 
     head | layer 0 | layer 1 | layer 2 + tail        (the 3-layer export, the template)
@@ -23,6 +24,7 @@ The build's parity check judges the result like any export.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Optional
 
@@ -65,23 +67,19 @@ def template_spec(spec):
 
 
 def template_model(model, spec, seed: int = 0):
-    """The TEMPLATE_LAYERS-layer model: ``model``'s head, tail and layer buffers, and
-    distinct random values in every layer parameter. Returns (template, its spec), or
-    None when its layers differ from ``model``'s."""
-    from compiler.builder import build
-
+    """The TEMPLATE_LAYERS-layer model: a copy of ``model`` itself (so whatever its modules
+    hold beyond the spec and the weights, a buffer or an attribute, is exported as it is)
+    keeping layers 0, 1 and the last, with distinct random values in every layer
+    parameter. Returns (template, its spec), or None when its layers differ from
+    ``model``'s."""
     spec_t = template_spec(spec)
-    small = build(spec_t, seed=seed)
-    n = len(model.decoder.layers)
-    src = {0: 0, 1: 1, 2: n - 1}
-    state = {}
-    for k, v in model.state_dict().items():
-        if not k.startswith("decoder.layers."):
-            state[k] = v
-    for j, i in src.items():
-        for k, v in model.decoder.layers[i].state_dict().items():
-            state[f"decoder.layers.{j}.{k}"] = v
-    small.load_state_dict(state, strict=True)
+    layers = model.decoder.layers
+    n = len(layers)
+    model.decoder.layers = torch.nn.ModuleList([layers[0], layers[1], layers[n - 1]])
+    try:
+        small = copy.deepcopy(model)
+    finally:
+        model.decoder.layers = layers
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in small.decoder.layers.parameters():

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import zoo
@@ -94,6 +95,29 @@ def test_replicated_build_parity_more_families(name, tmp_path):
     assert export_replicated(model, spec, graphs_for(spec)[0]) is not None
     zoo_trained_like(model, spec, seed=1)
     assert build_artifact(spec, tmp_path / "a", weights=model.state_dict())[1]["parity"]["passed"]
+
+
+def test_the_template_is_a_copy_of_the_model_not_of_its_spec():
+    """What the modules hold beyond the spec and the weights (a RoPE table changed in
+    place, every norm's eps: the planted bugs of tests/planted_bugs.py) is exported as
+    it is, replicated or not."""
+    spec = deep("llama-tiny")
+    model = build(spec, seed=0)
+    model.decoder.rotary.inv_freq = model.decoder.rotary.inv_freq / 3
+    for m in model.modules():
+        if hasattr(m, "eps"):
+            m.eps = 0.5
+    graph = graphs_for(spec)[0]
+    fast = run(export_replicated(model, spec, graph), spec, graph)[0]
+
+    def torch_logits(m) -> np.ndarray:
+        with torch.no_grad():
+            out = graph_modules(m)["model"](*example_inputs(spec, graph, seed=1))
+        return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+
+    mutated, plain = torch_logits(model), torch_logits(build(spec, seed=0))
+    np.testing.assert_allclose(fast, mutated, rtol=1e-4, atol=1e-4)
+    assert np.abs(fast - plain).max() > 100 * np.abs(fast - mutated).max() + 1e-3
 
 
 def test_layers_that_differ_are_exported_whole():
