@@ -113,11 +113,11 @@ def test_a_gemm_is_quantized_like_a_matmul_and_keeps_its_bias(monkeypatch, trans
     x = rng.normal(size=(16, 128)).astype(np.float32)
     x[:, 9] *= 50.0
     ref = x @ rows.T + bias
-    convert = (lambda p: to_int8(p, vocab_size=0, activations={"x": activation_scores(x)})) if bits == 8 else \
-        (lambda p: to_int4(p, vocab_size=0, activations={"x": activation_scores(x)}))
+    convert = to_int8 if bits == 8 else to_int4
 
     def error() -> float:
-        proto, info = convert(_one_gemm(rows.copy() if trans_b else np.ascontiguousarray(rows.T), bias, trans_b))
+        gemm = _one_gemm(rows.copy() if trans_b else np.ascontiguousarray(rows.T), bias, trans_b)
+        proto, info = convert(gemm, vocab_size=0, activations={"x": activation_scores(x)})
         assert info["matmuls"] == 1 and info["kept_channels_max"] >= 1
         assert [n.op_type for n in proto.graph.node].count("MatMulNBits") == 1 and "Gemm" not in {n.op_type for n in proto.graph.node}
         y = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from passes.precision.graph import topological_sort
+from passes.precision.graph import node_attr, topological_sort  # noqa: F401 (node_attr: the optimize passes import it from here)
 
 
 class Graph:
@@ -116,13 +116,6 @@ def scopes(node: onnx.NodeProto) -> tuple[list[str], list[str]]:
         except (ValueError, SyntaxError):
             pass
     return names, classes
-
-
-def node_attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def lowest_value(dtype: int) -> float:

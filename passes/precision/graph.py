@@ -11,6 +11,14 @@ import onnx_ir as ir
 from zoo.spec.errors import ExportError
 
 
+def node_attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of ``node``'s attribute ``name``, ``default`` where it is not set."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
 def name_nodes(proto: onnx.ModelProto) -> None:
     """Every node gets a unique name (the block list names nodes)."""
     seen: set[str] = set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
+from passes.precision.graph import node_attr
 from zoo.spec.families import Role
 
 
@@ -15,8 +16,7 @@ def _plain_gemm(node: onnx.NodeProto) -> bool:
     """A Gemm that is a MatMul plus an optional bias: alpha = beta = 1, A not transposed
     (torch's linear on 2-D inputs: BERT's pooler, a mixture's experts). transB says how
     B is stored."""
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    return attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+    return node_attr(node, "alpha", 1.0) == 1.0 and node_attr(node, "beta", 1.0) == 1.0 and not node_attr(node, "transA", 0)
 
 
 def gemm_bias(node: onnx.NodeProto) -> str | None:
@@ -34,14 +34,13 @@ def constant_matmuls(proto: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, 
     transposes = {}
     for n in g.node:
         if n.op_type == "Transpose" and n.input[0] in inits:
-            perm = list(next((a.ints for a in n.attribute if a.name == "perm"), [1, 0]))
+            perm = list(node_attr(n, "perm", [1, 0]))
             if perm == [1, 0]:
                 transposes[n.output[0]] = n.input[0]
     out = []
     for n in g.node:
         if n.op_type == "Gemm" and _plain_gemm(n):
-            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
-            name, transposed = (n.input[1], trans_b) if n.input[1] in inits else (None, False)
+            name, transposed = (n.input[1], bool(node_attr(n, "transB", 0))) if n.input[1] in inits else (None, False)
         elif n.op_type == "MatMul" and len(n.input) == 2:
             b = n.input[1]
             name, transposed = (b, False) if b in inits else (transposes.get(b), True)
